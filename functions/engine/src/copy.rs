@@ -1,0 +1,460 @@
+//! Copying keys from source to target (design §3).
+//!
+//! A [`Copier`] owns one source and one target connection and copies a batch of keys with a
+//! few pipelined round trips, whatever the batch size:
+//! - **dump**: `MEMORY USAGE` (to route big keys), then `DUMP` + `PEXPIRETIME` (PTTL before 7.0)
+//!   on the source, then `RESTORE … REPLACE ABSTTL` on the target;
+//! - **struct**: `TYPE` + TTL, then one native read per key, then `DEL` + native write + `PEXPIREAT`;
+//!   keys over the big-key threshold and streams go key by key in bounded chunks;
+//! - **auto**: dump, and struct for any key whose payload the target cannot load.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::conn::Conn;
+use crate::error::{Error, Result};
+use crate::inventory::{payload_rdb_version, restore_accepts};
+use crate::ratelimit::RateLimiter;
+use crate::resp::{self, Reply};
+use crate::scope::Scope;
+use crate::value::{self, ChunkReader, Kind, StreamMeta, Ttl};
+
+/// How keys are copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// DUMP/RESTORE, with struct for keys the target cannot RESTORE.
+    #[default]
+    Auto,
+    /// DUMP/RESTORE only; a payload the target refuses is an error.
+    Dump,
+    /// Native reads and writes per type.
+    Struct,
+}
+
+/// Settings for copying that do not change during a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CopyOptions {
+    /// The copy method.
+    pub method: Method,
+    /// Keys whose `MEMORY USAGE` exceeds this many bytes are copied in chunks; 0 turns the
+    /// check off (saves a command per key, but a huge key is then loaded whole).
+    pub big_key_bytes: u64,
+    /// Keys per pipelined batch.
+    pub batch_keys: usize,
+    /// SCAN COUNT hint.
+    pub scan_count: u32,
+    /// Cap on commands per second sent to the source; 0 for none.
+    pub max_source_ops: u64,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            method: Method::Auto,
+            big_key_bytes: 16 * 1024 * 1024,
+            batch_keys: 512,
+            scan_count: 1000,
+            max_source_ops: 0,
+        }
+    }
+}
+
+/// Counters of one run, shared by every worker and read by progress displays.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Keys returned by SCAN (may count a key twice, as SCAN may).
+    pub scanned: AtomicU64,
+    /// Keys written to the target.
+    pub copied: AtomicU64,
+    /// Of those, keys copied with native commands rather than RESTORE.
+    pub struct_copied: AtomicU64,
+    /// Keys copied in chunks because they were big.
+    pub big_keys: AtomicU64,
+    /// Keys that vanished between SCAN and the copy (expired or deleted).
+    pub gone: AtomicU64,
+    /// DUMP payload bytes moved.
+    pub bytes: AtomicU64,
+}
+
+/// A plain snapshot of [`Stats`], for reports and JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub scanned: u64,
+    pub copied: u64,
+    pub struct_copied: u64,
+    pub big_keys: u64,
+    pub gone: u64,
+    pub bytes: u64,
+}
+
+impl Stats {
+    /// The current values.
+    pub fn counts(&self) -> Counts {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            scanned: g(&self.scanned),
+            copied: g(&self.copied),
+            struct_copied: g(&self.struct_copied),
+            big_keys: g(&self.big_keys),
+            gone: g(&self.gone),
+            bytes: g(&self.bytes),
+        }
+    }
+}
+
+impl Counts {
+    /// Adds another run's counts (shards summed into a report).
+    pub fn add(&mut self, other: &Counts) {
+        self.scanned += other.scanned;
+        self.copied += other.copied;
+        self.struct_copied += other.struct_copied;
+        self.big_keys += other.big_keys;
+        self.gone += other.gone;
+        self.bytes += other.bytes;
+    }
+}
+
+fn bump(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
+
+/// What every copier of a run shares: options, what the servers support, counters, limits.
+#[derive(Debug)]
+pub struct CopyContext {
+    /// Options of the run.
+    pub options: CopyOptions,
+    /// Keys in scope and where they land.
+    pub scope: Scope,
+    /// The source has PEXPIRETIME (else PTTL).
+    pub source_absolute_ttl: bool,
+    /// The target's RDB version; payloads it cannot load go struct.
+    pub target_rdb: u16,
+    /// The target takes stream counters (XSETID ENTRIESADDED, XGROUP ENTRIESREAD).
+    pub target_stream_counters: bool,
+    /// Every key goes struct (the method says so, or auto found the versions incompatible).
+    pub all_struct: bool,
+    /// Run counters.
+    pub stats: Stats,
+    /// Load cap on the source.
+    pub limiter: Option<Arc<RateLimiter>>,
+    /// Set when `MEMORY USAGE` is refused, so big-key routing is skipped from then on.
+    memory_usage_refused: AtomicBool,
+}
+
+impl CopyContext {
+    /// Builds the shared context from the servers' capabilities.
+    pub fn new(
+        options: CopyOptions,
+        scope: Scope,
+        source: &crate::inventory::ServerInfo,
+        target: &crate::inventory::ServerInfo,
+    ) -> CopyContext {
+        let all_struct = match options.method {
+            Method::Struct => true,
+            Method::Dump => false,
+            Method::Auto => !restore_accepts(target.rdb_version, source.rdb_version),
+        };
+        CopyContext {
+            limiter: (options.max_source_ops > 0).then(|| Arc::new(RateLimiter::new(options.max_source_ops))),
+            options,
+            scope,
+            source_absolute_ttl: source.has_pexpiretime(),
+            target_rdb: target.rdb_version,
+            target_stream_counters: target.has_stream_counters(),
+            all_struct,
+            stats: Stats::default(),
+            memory_usage_refused: AtomicBool::new(false),
+        }
+    }
+
+    /// Waits until `ops` more source commands fit under the load cap.
+    pub async fn throttle(&self, ops: u64) {
+        if let Some(l) = &self.limiter {
+            l.acquire(ops).await;
+        }
+    }
+}
+
+/// A source and a target connection that copy batches of keys.
+pub struct Copier {
+    /// Source connection.
+    pub source: Conn,
+    /// Target connection.
+    pub target: Conn,
+    ctx: Arc<CopyContext>,
+}
+
+/// A key read with DUMP, ready to RESTORE.
+struct Dumped {
+    key: Bytes,
+    payload: Bytes,
+    ttl: Ttl,
+}
+
+impl Copier {
+    /// Wraps two connections.
+    pub fn new(source: Conn, target: Conn, ctx: Arc<CopyContext>) -> Copier {
+        Copier { source, target, ctx }
+    }
+
+    /// Copies `keys` of source database `db` to their place on the target. A key that no
+    /// longer exists on the source is skipped (the live tail owns deletions).
+    pub async fn copy_keys(&mut self, db: u32, keys: &[Bytes]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.source.select(db).await?;
+        self.target.select(self.ctx.scope.target_of(db).db).await?;
+        let (small, big) = self.split_big(keys).await?;
+        if self.ctx.all_struct {
+            self.struct_copy(db, &small).await?;
+        } else {
+            let refused = self.dump_copy(db, &small).await?;
+            self.struct_copy(db, &refused).await?;
+        }
+        for key in &big {
+            bump(&self.ctx.stats.big_keys, 1);
+            self.chunked_copy(db, key, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Routes keys by `MEMORY USAGE`: those over the threshold are copied in chunks.
+    async fn split_big(&mut self, keys: &[Bytes]) -> Result<(Vec<Bytes>, Vec<Bytes>)> {
+        let limit = self.ctx.options.big_key_bytes;
+        if limit == 0 || self.ctx.memory_usage_refused.load(Ordering::Relaxed) {
+            return Ok((keys.to_vec(), Vec::new()));
+        }
+        self.ctx.throttle(keys.len() as u64).await;
+        for k in keys {
+            self.source.queue(&[&b"MEMORY"[..], b"USAGE", k, b"SAMPLES", b"5"]);
+        }
+        self.source.send().await?;
+        let (mut small, mut big) = (Vec::with_capacity(keys.len()), Vec::new());
+        for k in keys {
+            match self.source.recv().await? {
+                Reply::Int(n) if n as u64 > limit => big.push(k.clone()),
+                Reply::Nil => bump(&self.ctx.stats.gone, 1),
+                Reply::Error(e) => {
+                    tracing::warn!(error = %String::from_utf8_lossy(&e), "MEMORY USAGE refused; big keys will be copied whole");
+                    self.ctx.memory_usage_refused.store(true, Ordering::Relaxed);
+                    small.push(k.clone());
+                }
+                _ => small.push(k.clone()),
+            }
+        }
+        Ok((small, big))
+    }
+
+    /// DUMP + TTL on the source, RESTORE on the target. Returns keys whose payload the target
+    /// refused for its RDB version, for the struct path (auto), or fails (dump).
+    async fn dump_copy(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<Bytes>> {
+        let absolute = self.ctx.source_absolute_ttl;
+        self.ctx.throttle(2 * keys.len() as u64).await;
+        for k in keys {
+            self.source.queue(&[&b"DUMP"[..], k]);
+            Ttl::queue_read(&mut self.source, k, absolute);
+        }
+        self.source.send().await?;
+        let mut dumped = Vec::with_capacity(keys.len());
+        let mut refused = Vec::new();
+        for k in keys {
+            let payload = self.source.recv().await?;
+            let ttl = Ttl::from_reply(&self.source.recv().await?, absolute);
+            match (payload, ttl) {
+                (Reply::Bulk(payload), ttl) if ttl != Ttl::Gone => {
+                    let fits = payload_rdb_version(&payload).is_none_or(|v| restore_accepts(self.ctx.target_rdb, v));
+                    if !fits && self.ctx.options.method == Method::Auto {
+                        refused.push(k.clone());
+                    } else {
+                        dumped.push(Dumped {
+                            key: k.clone(),
+                            payload,
+                            ttl,
+                        });
+                    }
+                }
+                (Reply::Error(e), _) => {
+                    return Err(self.source.server_error(b"DUMP", &String::from_utf8_lossy(&e)));
+                }
+                _ => bump(&self.ctx.stats.gone, 1),
+            }
+        }
+        refused.extend(self.restore(db, &dumped).await?);
+        Ok(refused)
+    }
+
+    /// RESTOREs dumped keys; returns the keys refused for their payload version (auto only).
+    async fn restore(&mut self, db: u32, dumped: &[Dumped]) -> Result<Vec<Bytes>> {
+        let scope = &self.ctx.scope;
+        let mut bytes = 0u64;
+        for d in dumped {
+            let key = scope.target_key(db, &d.key);
+            let out = self.target.wbuf();
+            let (ttl, abs) = match d.ttl {
+                Ttl::At(ms) => (ms, true),
+                Ttl::In(ms) => (ms.max(1), false),
+                _ => (0, false),
+            };
+            resp::encode_array_header(out, if abs { 6 } else { 5 });
+            resp::encode_bulk(out, b"RESTORE");
+            resp::encode_bulk(out, &key);
+            resp::encode_bulk_int(out, ttl);
+            resp::encode_bulk(out, &d.payload);
+            resp::encode_bulk(out, b"REPLACE");
+            if abs {
+                resp::encode_bulk(out, b"ABSTTL");
+            }
+            bytes += d.payload.len() as u64;
+        }
+        self.target.send().await?;
+        let mut refused = Vec::new();
+        let mut first_error = None;
+        for d in dumped {
+            match self.target.recv().await? {
+                Reply::Error(e) => {
+                    let msg = String::from_utf8_lossy(&e).into_owned();
+                    let version_error = msg.contains("payload version") || msg.contains("Bad data format");
+                    if version_error && self.ctx.options.method == Method::Auto {
+                        refused.push(d.key.clone());
+                    } else if first_error.is_none() {
+                        first_error = Some(if version_error {
+                            Error::Incompatible(format!(
+                                "target {} cannot RESTORE this source's payloads ({msg}); use --type auto or struct",
+                                self.target.addr()
+                            ))
+                        } else {
+                            self.target.server_error(b"RESTORE", &msg)
+                        });
+                    }
+                }
+                _ => bump(&self.ctx.stats.copied, 1),
+            }
+        }
+        bump(&self.ctx.stats.bytes, bytes);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(refused),
+        }
+    }
+
+    /// Copies keys with native commands: small keys batched, streams and big keys one by one.
+    async fn struct_copy(&mut self, db: u32, keys: &[Bytes]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let absolute = self.ctx.source_absolute_ttl;
+        self.ctx.throttle(2 * keys.len() as u64).await;
+        for k in keys {
+            self.source.queue(&[&b"TYPE"[..], k]);
+            Ttl::queue_read(&mut self.source, k, absolute);
+        }
+        self.source.send().await?;
+        let mut batch = Vec::with_capacity(keys.len());
+        let mut one_by_one = Vec::new();
+        for k in keys {
+            let kind = Kind::from_type_reply(&self.source.recv().await?)?;
+            let ttl = Ttl::from_reply(&self.source.recv().await?, absolute);
+            match kind {
+                Some(Kind::Stream) => one_by_one.push((k.clone(), ttl)),
+                Some(kind) if ttl != Ttl::Gone => batch.push((k.clone(), kind, ttl)),
+                _ => bump(&self.ctx.stats.gone, 1),
+            }
+        }
+        self.ctx.throttle(batch.len() as u64).await;
+        for (k, kind, _) in &batch {
+            value::queue_read_whole(&mut self.source, *kind, k);
+        }
+        self.source.send().await?;
+        let mut writes = 0;
+        let mut written = 0;
+        for (k, kind, ttl) in &batch {
+            let reply = self.source.recv().await?;
+            let target_key = self.ctx.scope.target_key(db, k);
+            self.target.queue(&[&b"DEL"[..], &target_key]);
+            writes += 1;
+            if let Some(chunk) = value::chunk_from_reply(*kind, reply) {
+                value::queue_write_chunk(&mut self.target, *kind, &target_key, &chunk);
+                writes += value::write_chunk_replies(&chunk);
+                if matches!(ttl, Ttl::At(_) | Ttl::In(_)) {
+                    ttl.queue_apply(&mut self.target, &target_key);
+                    writes += 1;
+                }
+                written += 1;
+            } else {
+                bump(&self.ctx.stats.gone, 1);
+            }
+        }
+        self.target.send().await?;
+        self.expect_ok(writes).await?;
+        bump(&self.ctx.stats.copied, written);
+        bump(&self.ctx.stats.struct_copied, written);
+        for (k, ttl) in one_by_one {
+            self.chunked_copy(db, &k, Some(ttl)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads `n` replies from the target and fails on the first error reply.
+    async fn expect_ok(&mut self, n: usize) -> Result<()> {
+        let mut first_error = None;
+        for _ in 0..n {
+            if let Reply::Error(e) = self.target.recv().await? {
+                first_error.get_or_insert_with(|| self.target.server_error(b"write", &String::from_utf8_lossy(&e)));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Copies one key in bounded chunks (big keys and streams). `ttl` is read here when not known.
+    pub async fn chunked_copy(&mut self, db: u32, key: &Bytes, ttl: Option<Ttl>) -> Result<()> {
+        let absolute = self.ctx.source_absolute_ttl;
+        self.ctx.throttle(2).await;
+        let Some(kind) = Kind::from_type_reply(&self.source.call(&[&b"TYPE"[..], key]).await?)? else {
+            bump(&self.ctx.stats.gone, 1);
+            return Ok(());
+        };
+        let target_key = self.ctx.scope.target_key(db, key);
+        self.target.call(&[&b"DEL"[..], &target_key]).await?;
+        let mut reader = ChunkReader::new(kind, key.clone());
+        let mut has_entries = false;
+        loop {
+            self.ctx.throttle(1).await;
+            let Some(chunk) = reader.next(&mut self.source).await? else {
+                break;
+            };
+            has_entries |= matches!(&chunk, value::Chunk::Entries(e) if !e.is_empty());
+            value::queue_write_chunk(&mut self.target, kind, &target_key, &chunk);
+            let n = value::write_chunk_replies(&chunk);
+            self.target.send().await?;
+            self.expect_ok(n).await?;
+        }
+        if kind == Kind::Stream {
+            if let Some(meta) = StreamMeta::read(&mut self.source, key).await? {
+                let n = meta.queue_apply(&mut self.target, &target_key, self.ctx.target_stream_counters, has_entries);
+                self.target.send().await?;
+                self.expect_ok(n).await?;
+            }
+        }
+        let ttl = match ttl {
+            Some(t) => t,
+            None => {
+                let cmd: &[u8] = if absolute { b"PEXPIRETIME" } else { b"PTTL" };
+                Ttl::from_reply(&self.source.call(&[cmd, key]).await?, absolute)
+            }
+        };
+        if matches!(ttl, Ttl::At(_) | Ttl::In(_)) {
+            ttl.queue_apply(&mut self.target, &target_key);
+            self.target.send().await?;
+            self.expect_ok(1).await?;
+        }
+        bump(&self.ctx.stats.copied, 1);
+        bump(&self.ctx.stats.struct_copied, 1);
+        Ok(())
+    }
+}

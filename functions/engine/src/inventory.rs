@@ -1,0 +1,313 @@
+//! What ferry learns about a server before touching anything: product and version, mode, RDB
+//! version, databases, memory, notification settings; and the checks that refuse a pairing of
+//! source and target before a single key is written.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::conn::Conn;
+use crate::error::{Error, Result};
+use crate::resp::Reply;
+
+/// Key counts of one database, from `INFO keyspace`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DbStats {
+    /// Keys in the db.
+    pub keys: u64,
+    /// Keys with a TTL.
+    pub expires: u64,
+}
+
+/// One server as `INFO` and `CONFIG` describe it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerInfo {
+    /// `host:port`.
+    pub addr: String,
+    /// `redis` or `valkey`.
+    pub product: String,
+    /// The product's version, e.g. `7.0.15`.
+    pub version: String,
+    /// `standalone` or `cluster`.
+    pub mode: String,
+    /// The server's run id, to tell two URLs that reach the same server.
+    #[serde(skip)]
+    pub run_id: String,
+    /// The RDB version of this server's DUMP payloads (design §3).
+    pub rdb_version: u16,
+    /// Keys per database that has any.
+    pub dbs: BTreeMap<u32, DbStats>,
+    /// `used_memory` in bytes.
+    pub used_memory: u64,
+    /// `maxmemory` in bytes; 0 means no limit.
+    pub maxmemory: u64,
+    /// `maxmemory-policy`.
+    pub maxmemory_policy: String,
+    /// `notify-keyspace-events`, or `None` where CONFIG is not allowed (as on ElastiCache).
+    pub notify_keyspace_events: Option<String>,
+    /// How many databases the server has, where CONFIG tells.
+    pub databases: Option<u32>,
+}
+
+impl ServerInfo {
+    /// Reads INFO and (where allowed) CONFIG from a connected server.
+    pub async fn read(conn: &mut Conn) -> Result<ServerInfo> {
+        let info = conn.call(&["INFO", "ALL"]).await?.as_text().unwrap_or_default();
+        let fields = parse_info(&info);
+        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
+        let (product, version) = match fields.get("valkey_version") {
+            Some(v) => ("valkey".to_string(), v.clone()),
+            None if get("server_name") == "valkey" => ("valkey".to_string(), get("redis_version")),
+            None => ("redis".to_string(), get("redis_version")),
+        };
+        let mut dbs = BTreeMap::new();
+        for (k, v) in &fields {
+            if let Some(db) = k.strip_prefix("db").and_then(|d| d.parse::<u32>().ok()) {
+                dbs.insert(db, parse_db_stats(v));
+            }
+        }
+        let notify = config_get(conn, "notify-keyspace-events").await?;
+        let databases = config_get(conn, "databases").await?.and_then(|d| d.parse().ok());
+        Ok(ServerInfo {
+            addr: conn.addr().to_string(),
+            rdb_version: rdb_version_of(&product, &version),
+            product,
+            version,
+            mode: match get("redis_mode").as_str() {
+                "" => "standalone".to_string(),
+                m => m.to_string(),
+            },
+            run_id: get("run_id"),
+            dbs,
+            used_memory: num("used_memory"),
+            maxmemory: num("maxmemory"),
+            maxmemory_policy: get("maxmemory_policy"),
+            notify_keyspace_events: notify,
+            databases,
+        })
+    }
+
+    /// `(major, minor)` of the version, for feature checks.
+    pub fn major_minor(&self) -> (u32, u32) {
+        let mut parts = self.version.split('.').map(|p| p.parse().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+
+    /// Whether the server has PEXPIRETIME (Redis/Valkey ≥ 7.0); older ones get PTTL.
+    pub fn has_pexpiretime(&self) -> bool {
+        self.major_minor() >= (7, 0)
+    }
+
+    /// Whether the server takes `XSETID … ENTRIESADDED` and `XGROUP CREATE … ENTRIESREAD` (≥ 7.0).
+    pub fn has_stream_counters(&self) -> bool {
+        self.major_minor() >= (7, 0)
+    }
+
+    /// Total keys over all databases.
+    pub fn total_keys(&self) -> u64 {
+        self.dbs.values().map(|d| d.keys).sum()
+    }
+
+    /// Whether `db` exists on this server, as far as it can be told without writing.
+    pub fn has_db(&self, db: u32) -> bool {
+        match self.databases {
+            Some(n) => db < n,
+            None => true,
+        }
+    }
+}
+
+/// `CONFIG GET name`, or `None` when the server forbids CONFIG (ElastiCache, restricted ACL).
+pub async fn config_get(conn: &mut Conn, name: &str) -> Result<Option<String>> {
+    conn.queue(&["CONFIG", "GET", name]);
+    conn.send().await?;
+    match conn.recv().await? {
+        Reply::Array(items) if items.len() >= 2 => Ok(items[1].as_text()),
+        _ => Ok(None),
+    }
+}
+
+fn parse_info(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn parse_db_stats(v: &str) -> DbStats {
+    let mut stats = DbStats::default();
+    for part in v.split(',') {
+        if let Some((k, n)) = part.split_once('=') {
+            let n = n.parse().unwrap_or(0);
+            match k {
+                "keys" => stats.keys = n,
+                "expires" => stats.expires = n,
+                _ => {}
+            }
+        }
+    }
+    stats
+}
+
+/// The RDB version a server writes into DUMP payloads (design §3).
+pub fn rdb_version_of(product: &str, version: &str) -> u16 {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    match (product, v) {
+        ("valkey", (9.., _)) => 80,
+        ("valkey", _) => 11,
+        (_, (8.., _)) | (_, (7, 4..)) => 12,
+        (_, (7, 2..)) => 11,
+        (_, (7, _)) => 10,
+        (_, (5..=6, _)) => 9,
+        (_, (4, _)) => 8,
+        _ => 7,
+    }
+}
+
+/// Whether a server writing RDB `target` loads a DUMP payload of RDB `payload`.
+/// Valkey 9 (RDB 80) reads Redis payloads up to 11, not Redis 7.4's 12.
+pub fn restore_accepts(target: u16, payload: u16) -> bool {
+    match (target, payload) {
+        (t, p) if t == p => true,
+        (80, p) => p <= 11,
+        (t, p) => p <= t && t < 80,
+    }
+}
+
+/// The RDB version in a DUMP payload's trailer (2 bytes little-endian, then an 8-byte CRC64).
+pub fn payload_rdb_version(payload: &[u8]) -> Option<u16> {
+    let n = payload.len();
+    (n >= 10).then(|| u16::from_le_bytes([payload[n - 10], payload[n - 9]]))
+}
+
+/// A count of key types seen in a random sample of one database.
+pub async fn sample_types(conn: &mut Conn, db: u32, samples: usize) -> Result<BTreeMap<String, u64>> {
+    conn.select(db).await?;
+    for _ in 0..samples {
+        conn.queue(&["RANDOMKEY"]);
+    }
+    conn.send().await?;
+    let mut keys = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        if let Reply::Bulk(k) = conn.recv().await? {
+            keys.push(k);
+        }
+    }
+    for k in &keys {
+        conn.queue(&[&b"TYPE"[..], k]);
+    }
+    conn.send().await?;
+    let mut histogram = BTreeMap::new();
+    for _ in &keys {
+        let t = conn.recv().await?.as_text().unwrap_or_default();
+        if t != "none" {
+            *histogram.entry(t).or_insert(0) += 1;
+        }
+    }
+    Ok(histogram)
+}
+
+/// What a migration needs to know before it starts, and what it found questionable.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    /// The source server.
+    pub source: ServerInfo,
+    /// The target server.
+    pub target: ServerInfo,
+    /// Types seen in a random sample of the source, over the dbs in scope.
+    pub type_sample: BTreeMap<String, u64>,
+    /// Whether keys are copied with DUMP/RESTORE (`dump`) or per type (`struct`) by default.
+    pub copy_method: String,
+    /// Warnings and explanations for the user (capacity, notifications, versions).
+    pub notes: Vec<String>,
+}
+
+/// Refuses pairings that would lose or overwrite data, before anything is written (design §6).
+pub fn check_pairing(source: &ServerInfo, target: &ServerInfo) -> Result<()> {
+    if !source.run_id.is_empty() && source.run_id == target.run_id {
+        return Err(Error::Incompatible(format!(
+            "source {} and target {} are the same server",
+            source.addr, target.addr
+        )));
+    }
+    Ok(())
+}
+
+/// Notes on capacity and notifications that do not stop a snapshot but the user should see.
+pub fn capacity_and_notification_notes(source: &ServerInfo, target: &ServerInfo) -> Vec<String> {
+    let mut notes = Vec::new();
+    if target.maxmemory > 0 && target.maxmemory < source.used_memory {
+        notes.push(format!(
+            "target maxmemory ({} bytes) is below the source's used memory ({} bytes): the copy may run out of memory",
+            target.maxmemory, source.used_memory
+        ));
+    }
+    match &source.notify_keyspace_events {
+        None => notes.push(
+            "source does not allow CONFIG (as on ElastiCache): notify-keyspace-events cannot be read here; set it in the cache parameter group for live mode".into(),
+        ),
+        Some(flags) if !notifications_cover(flags) => notes.push(format!(
+            "source notify-keyspace-events is '{flags}': live mode needs K plus g$lshzxet (or KA)"
+        )),
+        Some(_) => {}
+    }
+    notes
+}
+
+/// Whether a `notify-keyspace-events` value delivers every event the live tail needs:
+/// keyspace channel (`K`) and generic, string, list, set, hash, zset, expired, evicted,
+/// stream events (`g$lshzxet`, or `A` for all).
+pub fn notifications_cover(flags: &str) -> bool {
+    let has = |c: char| flags.contains(c);
+    has('K') && (has('A') || "g$lshzxet".chars().all(has))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rdb_versions_follow_the_design_table() {
+        assert_eq!(rdb_version_of("redis", "6.2.14"), 9);
+        assert_eq!(rdb_version_of("redis", "7.0.15"), 10);
+        assert_eq!(rdb_version_of("redis", "7.2.4"), 11);
+        assert_eq!(rdb_version_of("redis", "7.4.1"), 12);
+        assert_eq!(rdb_version_of("redis", "8.0.0"), 12);
+        assert_eq!(rdb_version_of("valkey", "8.1.0"), 11);
+        assert_eq!(rdb_version_of("valkey", "9.0.0"), 80);
+        assert!(restore_accepts(10, 9));
+        assert!(!restore_accepts(9, 10));
+        assert!(restore_accepts(80, 11));
+        assert!(!restore_accepts(80, 12));
+        assert!(!restore_accepts(12, 80));
+    }
+
+    #[test]
+    fn notification_flags() {
+        assert!(notifications_cover("KA"));
+        assert!(notifications_cover("Kg$lshzxet"));
+        assert!(notifications_cover("AKE"));
+        assert!(!notifications_cover("Ex"));
+        assert!(!notifications_cover("KA".trim_end_matches('A')));
+        assert!(!notifications_cover("Kg$lshzxe"));
+    }
+
+    #[test]
+    fn payload_trailer() {
+        let mut p = vec![0u8; 5];
+        p.extend_from_slice(&10u16.to_le_bytes());
+        p.extend_from_slice(&[0; 8]);
+        assert_eq!(payload_rdb_version(&p), Some(10));
+        assert_eq!(payload_rdb_version(&[1, 2]), None);
+    }
+
+    #[test]
+    fn parses_keyspace_lines() {
+        let f = parse_info("# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=0\r\ndb3:keys=1,expires=0\r\n");
+        assert_eq!(parse_db_stats(&f["db0"]), DbStats { keys: 10, expires: 2 });
+        assert_eq!(parse_db_stats(&f["db3"]).keys, 1);
+    }
+}

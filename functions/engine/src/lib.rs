@@ -1,0 +1,22 @@
+//! ferry's engine: everything that talks to Redis, with no AWS dependency.
+//!
+//! The pieces follow `shared/design.md`: [`inventory`] looks at both servers, [`plan`] splits the
+//! keyspace into SCAN cursor ranges, [`copy`] moves keys (DUMP/RESTORE or per-type), [`verify`]
+//! proves the result, and [`snapshot`] runs shards in parallel with progress.
+
+pub mod conn;
+pub mod copy;
+pub mod endpoint;
+pub mod error;
+pub mod inventory;
+pub mod migrate;
+pub mod plan;
+pub mod ratelimit;
+pub mod scope;
+pub mod value;
+pub mod verify;
+pub mod resp;
+pub mod scan;
+
+pub use endpoint::{Endpoint, Role, Secret, TlsSettings};
+pub use error::{Error, Result};

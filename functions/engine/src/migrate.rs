@@ -1,0 +1,327 @@
+//! One migration, step by step: inventory and preflight, the shard plan, the copy, verify and
+//! repair. The CLI runs these in sequence; each Lambda runs one of them.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::conn::Conn;
+use crate::copy::{CopyContext, CopyOptions, Copier, Method};
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+use crate::inventory::{self, Inventory, ServerInfo};
+use crate::plan::{self, Shard};
+use crate::scan::{self, BatchWorker, ScanConfig};
+use crate::scope::Scope;
+use crate::verify::{ReverseWorker, Status, VerifyContext, VerifyOptions, VerifyReport, VerifyWorker};
+
+/// Everything a migration run needs to know, from the user.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    /// Where keys come from.
+    pub source: Endpoint,
+    /// Where keys go.
+    pub target: Endpoint,
+    /// Which keys, and where they land.
+    pub scope: Scope,
+    /// How keys are copied.
+    pub copy: CopyOptions,
+    /// Shards per source database (a power of two is used, no more than the table has buckets).
+    pub shards_per_db: u32,
+    /// Shards scanned at once.
+    pub parallel: usize,
+    /// Pipelined workers (each a source and a target connection).
+    pub workers: usize,
+    /// Write into a target that already holds keys.
+    pub allow_nonempty_target: bool,
+}
+
+impl Migration {
+    /// A migration with default settings between two endpoints.
+    pub fn new(source: Endpoint, target: Endpoint) -> Migration {
+        Migration {
+            source,
+            target,
+            scope: Scope::default(),
+            copy: CopyOptions::default(),
+            shards_per_db: 8,
+            parallel: 4,
+            workers: 8,
+            allow_nonempty_target: false,
+        }
+    }
+}
+
+/// Whether the target must be empty: a copy needs it, a compare does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Keys will be written.
+    Copy,
+    /// Only compared.
+    Compare,
+}
+
+/// Looks at both servers and refuses, before anything is written, a pairing that would lose or
+/// overwrite data: the same server twice, a target db that does not exist, a non-empty target,
+/// a DUMP copy the target cannot load.
+pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
+    let (source, target) = tokio::join!(connect_info(&m.source), connect_info(&m.target));
+    let ((mut source_conn, source), (_, target)) = (source?, target?);
+    inventory::check_pairing(&source, &target)?;
+    let dbs = source_dbs(&source);
+    m.scope.check_collisions(&dbs)?;
+    for &db in &dbs {
+        let t = m.scope.target_of(db);
+        let single_db = target.mode == "cluster";
+        if !target.has_db(t.db) || (single_db && t.db != 0) {
+            return Err(Error::Incompatible(format!(
+                "source db {db} holds keys but the target has no db {}; map it with --db-map {db}=0:db{db}: (into db 0 with a key prefix)",
+                t.db
+            )));
+        }
+        let held = target.dbs.get(&t.db).map_or(0, |d| d.keys);
+        if purpose == Purpose::Copy && held > 0 && !m.allow_nonempty_target {
+            return Err(Error::TargetNotEmpty(format!(
+                "target db {} already holds {held} keys; use an empty target, or --allow-nonempty-target to write over matching keys",
+                t.db
+            )));
+        }
+    }
+    let mut notes = inventory::capacity_and_notification_notes(&source, &target);
+    let copy_method = match m.copy.method {
+        Method::Struct => "struct",
+        _ if inventory::restore_accepts(target.rdb_version, source.rdb_version) => "dump",
+        Method::Auto => {
+            notes.push(format!(
+                "target RDB version {} cannot load source RDB version {} payloads: keys are copied per type (struct)",
+                target.rdb_version, source.rdb_version
+            ));
+            "struct"
+        }
+        Method::Dump => {
+            return Err(Error::Incompatible(format!(
+                "--type dump: the target ({} {}, RDB {}) cannot RESTORE payloads of the source ({} {}, RDB {}); use --type auto",
+                target.product, target.version, target.rdb_version, source.product, source.version, source.rdb_version
+            )))
+        }
+    };
+    let mut type_sample = std::collections::BTreeMap::new();
+    for &db in &dbs {
+        for (t, n) in inventory::sample_types(&mut source_conn, db, 100).await? {
+            *type_sample.entry(t).or_insert(0) += n;
+        }
+    }
+    Ok(Inventory {
+        source,
+        target,
+        type_sample,
+        copy_method: copy_method.to_string(),
+        notes,
+    })
+}
+
+async fn connect_info(ep: &Endpoint) -> Result<(Conn, ServerInfo)> {
+    let mut conn = Conn::connect(ep).await?;
+    let info = ServerInfo::read(&mut conn).await?;
+    Ok((conn, info))
+}
+
+/// The source dbs that hold keys.
+pub fn source_dbs(source: &ServerInfo) -> Vec<u32> {
+    source.dbs.iter().filter(|(_, s)| s.keys > 0).map(|(db, _)| *db).collect()
+}
+
+/// The shard plan for the source: per db with keys, cursor ranges sized to the db (design §2).
+pub fn plan_shards(m: &Migration, source: &ServerInfo) -> Vec<Shard> {
+    let node = m.source.addr();
+    source
+        .dbs
+        .iter()
+        .filter(|(_, s)| s.keys > 0)
+        .flat_map(|(db, s)| plan::classic_shards(&node, *db, s.keys, m.shards_per_db))
+        .collect()
+}
+
+fn scan_config(m: &Migration, endpoint: &Endpoint, ctx_limiter: Option<Arc<crate::ratelimit::RateLimiter>>, on_scanned: Arc<dyn Fn(u64) + Send + Sync>) -> ScanConfig {
+    ScanConfig {
+        endpoint: endpoint.clone(),
+        pattern: m.scope.pattern.clone(),
+        key_type: m.scope.key_type.clone(),
+        count: m.copy.scan_count,
+        batch_keys: m.copy.batch_keys,
+        parallel: m.parallel,
+        workers: m.workers,
+        deadline: None,
+        stop: Arc::new(AtomicBool::new(false)),
+        limiter: ctx_limiter,
+        on_scanned,
+    }
+}
+
+impl BatchWorker for Copier {
+    async fn process(&mut self, db: u32, keys: Vec<Bytes>) -> Result<()> {
+        self.copy_keys(db, &keys).await
+    }
+}
+
+/// When a copy run should stop early and hand back checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct StopWhen {
+    /// Stop scanning at this instant (a Lambda's time budget).
+    pub deadline: Option<Instant>,
+    /// Stop scanning when set (a signal).
+    pub flag: Option<Arc<AtomicBool>>,
+}
+
+/// Copies the shards; returns them with their checkpoints (all `done` unless stopped early).
+pub async fn copy_shards(m: &Migration, ctx: Arc<CopyContext>, shards: Vec<Shard>, stop: StopWhen) -> Result<Vec<Shard>> {
+    let counter = ctx.clone();
+    let mut config = scan_config(
+        m,
+        &m.source,
+        ctx.limiter.clone(),
+        Arc::new(move |n| {
+            counter.stats.scanned.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }),
+    );
+    config.deadline = stop.deadline;
+    if let Some(flag) = stop.flag {
+        config.stop = flag;
+    }
+    let (source, target) = (m.source.clone(), m.target.clone());
+    scan::run_shards(shards, config, || {
+        let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
+        async move {
+            let (s, t) = tokio::join!(Conn::connect(&source), Conn::connect(&target));
+            Ok(Copier::new(s?, t?, ctx))
+        }
+    })
+    .await
+}
+
+/// Builds the verify context for a run.
+pub fn verify_context(m: &Migration, inv: &Inventory, options: VerifyOptions) -> Arc<VerifyContext> {
+    Arc::new(VerifyContext {
+        options,
+        scope: m.scope.clone(),
+        absolute_ttl: inv.source.has_pexpiretime() && inv.target.has_pexpiretime(),
+        source_dbs: source_dbs(&inv.source),
+        report: Mutex::new(VerifyReport::default()),
+    })
+}
+
+/// Verifies `shards` of the source against the target (forward pass only).
+pub async fn verify_shards(m: &Migration, ctx: Arc<VerifyContext>, shards: Vec<Shard>, on_scanned: Arc<dyn Fn(u64) + Send + Sync>) -> Result<()> {
+    let config = scan_config(m, &m.source, None, on_scanned);
+    let (source, target) = (m.source.clone(), m.target.clone());
+    scan::run_shards(shards, config, || {
+        let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
+        async move {
+            let (s, t) = tokio::join!(Conn::connect(&source), Conn::connect(&target));
+            Ok(VerifyWorker {
+                source: s?,
+                target: t?,
+                ctx,
+            })
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// The reverse pass: every target key in scope must exist on the source.
+/// Returns a note when the pass had to be skipped.
+pub async fn verify_reverse(m: &Migration, ctx: Arc<VerifyContext>, target: &ServerInfo) -> Result<Option<String>> {
+    let target_dbs: std::collections::BTreeSet<u32> = ctx.source_dbs.iter().map(|db| m.scope.target_of(*db).db).collect();
+    let prefixed = ctx.source_dbs.iter().any(|db| !m.scope.target_of(*db).prefix.is_empty());
+    if prefixed && m.scope.pattern.is_some() {
+        return Ok(Some("reverse pass skipped: --key-pattern with a prefixing --db-map".into()));
+    }
+    let node = m.target.addr();
+    let shards: Vec<Shard> = target_dbs
+        .iter()
+        .map(|db| (*db, target.dbs.get(db).map_or(0, |s| s.keys)))
+        .flat_map(|(db, keys)| plan::classic_shards(&node, db, keys, m.shards_per_db))
+        .collect();
+    let mut config = scan_config(m, &m.target, None, Arc::new(|_| {}));
+    if let (Some(p), false) = (&m.scope.pattern, prefixed) {
+        config.pattern = Some(p.clone());
+    }
+    let source = m.source.clone();
+    scan::run_shards(shards, config, || {
+        let (source, ctx) = (source.clone(), ctx.clone());
+        async move {
+            Ok(ReverseWorker {
+                source: Conn::connect(&source).await?,
+                ctx,
+            })
+        }
+    })
+    .await?;
+    Ok(None)
+}
+
+/// The outcome of `--repair`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// Keys re-copied from the source.
+    pub recopied: u64,
+    /// Extra keys deleted from the target.
+    pub deleted: u64,
+    /// Keys that still differ after the repair.
+    pub still_different: u64,
+}
+
+/// Re-copies exactly the differing keys (deleting extras from the target), then checks them again.
+pub async fn repair(m: &Migration, copy: Arc<CopyContext>, verify: Arc<VerifyContext>, diffs: &[crate::verify::Diff]) -> Result<RepairReport> {
+    let mut copier = Copier::new(Conn::connect(&m.source).await?, Conn::connect(&m.target).await?, copy);
+    let mut report = RepairReport::default();
+    let mut by_db: std::collections::BTreeMap<(bool, u32), Vec<Bytes>> = Default::default();
+    for d in diffs {
+        by_db.entry((d.status == Status::Extra, d.db)).or_default().push(d.key.clone());
+    }
+    for ((extra, db), keys) in &by_db {
+        for chunk in keys.chunks(m.copy.batch_keys.max(1)) {
+            if *extra {
+                copier.target.select(*db).await?;
+                for k in chunk {
+                    copier.target.queue(&[&b"UNLINK"[..], k]);
+                }
+                copier.target.send().await?;
+                for _ in chunk {
+                    copier.target.recv().await?;
+                }
+                report.deleted += chunk.len() as u64;
+            } else {
+                copier.copy_keys(*db, chunk).await?;
+                report.recopied += chunk.len() as u64;
+            }
+        }
+    }
+    let mut checker = VerifyWorker {
+        source: copier.source,
+        target: copier.target,
+        ctx: verify,
+    };
+    for ((extra, db), keys) in &by_db {
+        for chunk in keys.chunks(m.copy.batch_keys.max(1)) {
+            if *extra {
+                checker.target.select(*db).await?;
+                for k in chunk {
+                    checker.target.queue(&[&b"EXISTS"[..], k]);
+                }
+                checker.target.send().await?;
+                for _ in chunk {
+                    report.still_different += checker.target.recv().await?.as_int().unwrap_or(0).min(1) as u64;
+                }
+            } else {
+                let statuses = checker.compare(*db, chunk).await?;
+                report.still_different += statuses.iter().filter(|s| matches!(s, Some(s) if *s != Status::Ok)).count() as u64;
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,231 @@
+//! Running shards: scanner tasks walk each shard's cursor range with SCAN and hand batches of
+//! keys to a pool of workers, each with its own connections, so both servers always have
+//! pipelines in flight. Copy, verify and the reverse verify pass all run this way.
+//!
+//! A shard's cursor is returned as a checkpoint only after every batch scanned before it has
+//! been processed, so resuming from it is exactly as correct as never having stopped (design §2).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::conn::Conn;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+use crate::plan::Shard;
+use crate::ratelimit::RateLimiter;
+use crate::resp::Reply;
+
+/// Something that processes batches of keys of one database, with its own connections.
+pub trait BatchWorker: Send + 'static {
+    /// Handles one batch; an error stops the whole run.
+    fn process(&mut self, db: u32, keys: Vec<Bytes>) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// How to scan: on which server, with which filters, how wide.
+#[derive(Clone)]
+pub struct ScanConfig {
+    /// The server whose keyspace the shards cover (source for copy and verify, target for
+    /// the reverse pass). Shard nodes are `host:port` on the same credentials.
+    pub endpoint: Endpoint,
+    /// SCAN MATCH.
+    pub pattern: Option<String>,
+    /// SCAN TYPE.
+    pub key_type: Option<String>,
+    /// SCAN COUNT.
+    pub count: u32,
+    /// Keys per batch handed to a worker.
+    pub batch_keys: usize,
+    /// Shards scanned at once.
+    pub parallel: usize,
+    /// Workers processing batches.
+    pub workers: usize,
+    /// Stop scanning at this instant and return checkpoints (Lambda time budget).
+    pub deadline: Option<Instant>,
+    /// Set from outside (a signal) to stop scanning and return checkpoints.
+    pub stop: Arc<AtomicBool>,
+    /// Counts SCAN commands against the source load cap.
+    pub limiter: Option<Arc<RateLimiter>>,
+    /// Called with the number of keys each SCAN returned (progress counters).
+    pub on_scanned: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl ScanConfig {
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+struct Batch {
+    db: u32,
+    keys: Vec<Bytes>,
+}
+
+/// Runs `shards` to completion (or until the deadline / stop flag), feeding `workers` made by
+/// `make_worker`. Returns the shards with their cursors advanced.
+pub async fn run_shards<W, F, Fut>(shards: Vec<Shard>, config: ScanConfig, make_worker: F) -> Result<Vec<Shard>>
+where
+    W: BatchWorker,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<W>>,
+{
+    let total = shards.len();
+    let queue = Arc::new(Mutex::new(shards.into_iter().enumerate().collect::<Vec<_>>()));
+    queue.lock().expect("queue").reverse();
+    let finished: Arc<Mutex<Vec<(usize, Shard)>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let failed = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = async_channel::bounded::<Batch>(config.workers.max(1) * 2);
+
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..config.workers.max(1) {
+        let mut worker = make_worker().await?;
+        let rx = rx.clone();
+        let failed = failed.clone();
+        workers.spawn(async move {
+            while let Ok(batch) = rx.recv().await {
+                if let Err(e) = worker.process(batch.db, batch.keys).await {
+                    failed.store(true, Ordering::Relaxed);
+                    rx.close();
+                    return Err(e);
+                }
+            }
+            Ok(())
+        });
+    }
+    drop(rx);
+
+    let mut scanners = tokio::task::JoinSet::new();
+    for _ in 0..config.parallel.max(1).min(total.max(1)) {
+        let (queue, finished, failed, tx, config) =
+            (queue.clone(), finished.clone(), failed.clone(), tx.clone(), config.clone());
+        scanners.spawn(async move {
+            let mut conns: Vec<(String, Conn)> = Vec::new();
+            loop {
+                let next = queue.lock().expect("queue").pop();
+                let Some((index, mut shard)) = next else {
+                    return Ok(());
+                };
+                let conn = node_conn(&mut conns, &config.endpoint, &shard.node).await?;
+                let result = scan_shard(conn, &mut shard, &config, &tx, &failed).await;
+                finished.lock().expect("finished").push((index, shard));
+                result?;
+            }
+        });
+    }
+    drop(tx);
+
+    let mut first_error: Option<Error> = None;
+    while let Some(r) = scanners.join_next().await {
+        if let Err(e) = r.unwrap_or_else(|e| Err(Error::Cancelled(e.to_string()))) {
+            failed.store(true, Ordering::Relaxed);
+            first_error.get_or_insert(e);
+        }
+    }
+    while let Some(r) = workers.join_next().await {
+        if let Err(e) = r.unwrap_or_else(|e| Err(Error::Cancelled(e.to_string()))) {
+            // A worker's error is the cause; a scanner's "channel closed" is its consequence.
+            if first_error.as_ref().is_none_or(|f| matches!(f, Error::Cancelled(_))) {
+                first_error = Some(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let mut done = std::mem::take(&mut *finished.lock().expect("finished"));
+    done.extend(std::mem::take(&mut *queue.lock().expect("queue")));
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, s)| s).collect())
+}
+
+/// A connection to `node` (`host:port` on `endpoint`'s credentials), reused per scanner.
+async fn node_conn<'a>(conns: &'a mut Vec<(String, Conn)>, endpoint: &Endpoint, node: &str) -> Result<&'a mut Conn> {
+    let at = match conns.iter().position(|(n, _)| n == node) {
+        Some(i) => i,
+        None => {
+            let ep = node_endpoint(endpoint, node)?;
+            conns.push((node.to_string(), Conn::connect(&ep).await?));
+            conns.len() - 1
+        }
+    };
+    Ok(&mut conns[at].1)
+}
+
+/// The endpoint of a node named `host:port`, with `base`'s credentials and TLS.
+pub fn node_endpoint(base: &Endpoint, node: &str) -> Result<Endpoint> {
+    if node == base.addr() {
+        return Ok(base.clone());
+    }
+    let (host, port) = node
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_start_matches('[').trim_end_matches(']'), p.parse().ok()?)))
+        .ok_or_else(|| Error::InvalidInput(format!("shard node '{node}' is not host:port")))?;
+    Ok(base.at(host, port))
+}
+
+async fn scan_shard(
+    conn: &mut Conn,
+    shard: &mut Shard,
+    config: &ScanConfig,
+    tx: &async_channel::Sender<Batch>,
+    failed: &AtomicBool,
+) -> Result<()> {
+    conn.select(shard.db).await?;
+    let count = config.count.to_string();
+    while !shard.done {
+        if failed.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled("another worker failed".into()));
+        }
+        if config.should_stop() {
+            return Ok(());
+        }
+        if let Some(l) = &config.limiter {
+            l.acquire(1).await;
+        }
+        let cursor = shard.cursor.to_string();
+        let mut args: Vec<&[u8]> = vec![b"SCAN", cursor.as_bytes()];
+        if let Some(p) = &config.pattern {
+            args.extend([&b"MATCH"[..], p.as_bytes()]);
+        }
+        args.extend([&b"COUNT"[..], count.as_bytes()]);
+        if let Some(t) = &config.key_type {
+            args.extend([&b"TYPE"[..], t.as_bytes()]);
+        }
+        let reply = conn.call(&args).await?;
+        let (next, keys) = parse_scan_reply(reply).ok_or_else(|| Error::Protocol {
+            addr: conn.addr().to_string(),
+            message: "SCAN reply is not [cursor, keys]".into(),
+        })?;
+        (config.on_scanned)(keys.len() as u64);
+        let mut keys = keys;
+        while !keys.is_empty() {
+            let rest = keys.split_off(keys.len().min(config.batch_keys));
+            let batch = Batch { db: shard.db, keys };
+            if tx.send(batch).await.is_err() {
+                return Err(Error::Cancelled("workers stopped".into()));
+            }
+            keys = rest;
+        }
+        shard.advance(next);
+    }
+    Ok(())
+}
+
+/// Splits a SCAN reply into the next cursor and the keys.
+pub fn parse_scan_reply(reply: Reply) -> Option<(u64, Vec<Bytes>)> {
+    let mut parts = reply.into_array()?.into_iter();
+    let cursor = std::str::from_utf8(parts.next()?.as_bytes()?).ok()?.parse().ok()?;
+    let keys = parts
+        .next()?
+        .into_array()?
+        .into_iter()
+        .filter_map(|k| match k {
+            Reply::Bulk(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    Some((cursor, keys))
+}

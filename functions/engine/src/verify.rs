@@ -1,0 +1,369 @@
+//! Proving a copy (design §5): for every source key, that it exists on the target with the same
+//! type, a TTL within tolerance and (full mode) the same value; and, in a reverse pass, that the
+//! target holds no key the source lacks. Values are compared by DUMP payload first and, where
+//! payloads differ (other RDB version or encoding), by a type-aware digest.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::conn::Conn;
+use crate::error::Result;
+use crate::resp::Reply;
+use crate::scan::BatchWorker;
+use crate::scope::{display_key, Scope};
+use crate::value::{self, Kind, Ttl};
+
+/// How deep verify looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Existence, type and TTL.
+    Quick,
+    /// Also the value (stream groups included).
+    #[default]
+    Full,
+}
+
+/// What verify found for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Missing,
+    Extra,
+    Type,
+    Ttl,
+    Value,
+}
+
+/// Counts per status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCounts {
+    pub ok: u64,
+    pub missing: u64,
+    pub extra: u64,
+    #[serde(rename = "type")]
+    pub type_: u64,
+    pub ttl: u64,
+    pub value: u64,
+}
+
+impl StatusCounts {
+    fn bump(&mut self, status: Status) {
+        *match status {
+            Status::Ok => &mut self.ok,
+            Status::Missing => &mut self.missing,
+            Status::Extra => &mut self.extra,
+            Status::Type => &mut self.type_,
+            Status::Ttl => &mut self.ttl,
+            Status::Value => &mut self.value,
+        } += 1;
+    }
+
+    /// Keys that are not ok.
+    pub fn differences(&self) -> u64 {
+        self.missing + self.extra + self.type_ + self.ttl + self.value
+    }
+
+    fn add(&mut self, o: &StatusCounts) {
+        self.ok += o.ok;
+        self.missing += o.missing;
+        self.extra += o.extra;
+        self.type_ += o.type_;
+        self.ttl += o.ttl;
+        self.value += o.value;
+    }
+}
+
+/// One differing key: for `extra`, the target db and key; otherwise the source db and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub db: u32,
+    pub key: Bytes,
+    pub status: Status,
+}
+
+/// A differing key as shown in reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffSample {
+    pub db: u32,
+    pub key: String,
+    pub status: Status,
+}
+
+/// The outcome of a verify run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Counts per source db (extras per target db).
+    pub per_db: BTreeMap<u32, StatusCounts>,
+    /// Counts over all dbs.
+    pub total: StatusCounts,
+    /// A bounded sample of differing keys.
+    pub sample: Vec<DiffSample>,
+    /// The differing keys, for `--repair` (bounded; see `diffs_truncated`).
+    #[serde(skip)]
+    pub diffs: Vec<Diff>,
+    /// Whether more keys differed than were kept for repair.
+    pub diffs_truncated: bool,
+}
+
+impl VerifyReport {
+    fn record(&mut self, db: u32, key: &Bytes, status: Status, options: &VerifyOptions) {
+        self.per_db.entry(db).or_default().bump(status);
+        self.total.bump(status);
+        if status == Status::Ok {
+            return;
+        }
+        if self.sample.len() < options.sample_limit {
+            self.sample.push(DiffSample {
+                db,
+                key: display_key(key),
+                status,
+            });
+        }
+        if self.diffs.len() < options.keep_diffs {
+            self.diffs.push(Diff {
+                db,
+                key: key.clone(),
+                status,
+            });
+        } else {
+            self.diffs_truncated = true;
+        }
+    }
+
+    /// Merges another report (another shard or worker) into this one.
+    pub fn merge(&mut self, other: VerifyReport, options: &VerifyOptions) {
+        for (db, c) in &other.per_db {
+            self.per_db.entry(*db).or_default().add(c);
+        }
+        self.total.add(&other.total);
+        let room = options.sample_limit.saturating_sub(self.sample.len());
+        self.sample.extend(other.sample.into_iter().take(room));
+        let room = options.keep_diffs.saturating_sub(self.diffs.len());
+        self.diffs_truncated |= other.diffs_truncated || other.diffs.len() > room;
+        self.diffs.extend(other.diffs.into_iter().take(room));
+    }
+}
+
+/// Verify settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyOptions {
+    /// Quick or full.
+    pub level: Level,
+    /// Largest TTL difference that still counts as equal, in ms.
+    pub ttl_tolerance_ms: i64,
+    /// Differing keys listed in the report.
+    pub sample_limit: usize,
+    /// Differing keys remembered for repair.
+    pub keep_diffs: usize,
+    /// Keys above this `MEMORY USAGE` are compared by chunked digest instead of DUMP.
+    pub big_key_bytes: u64,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            level: Level::Full,
+            ttl_tolerance_ms: 2000,
+            sample_limit: 20,
+            keep_diffs: 1_000_000,
+            big_key_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// What every verify worker shares.
+pub struct VerifyContext {
+    /// Settings.
+    pub options: VerifyOptions,
+    /// Keys in scope and their target names.
+    pub scope: Scope,
+    /// Both servers have PEXPIRETIME; otherwise both are asked PTTL.
+    pub absolute_ttl: bool,
+    /// Source dbs in scope (for mapping target keys back in the reverse pass).
+    pub source_dbs: Vec<u32>,
+    /// The accumulated report.
+    pub report: Mutex<VerifyReport>,
+}
+
+impl VerifyContext {
+    /// Takes the finished report.
+    pub fn take_report(&self) -> VerifyReport {
+        std::mem::take(&mut *self.report.lock().expect("report"))
+    }
+}
+
+/// Compares batches of source keys with the target.
+pub struct VerifyWorker {
+    /// Source connection.
+    pub source: Conn,
+    /// Target connection.
+    pub target: Conn,
+    /// Shared settings and report.
+    pub ctx: Arc<VerifyContext>,
+}
+
+/// Type, TTL, and (full) payload of a key on one side.
+struct Seen {
+    kind: Option<Kind>,
+    ttl: Ttl,
+    payload: Option<Bytes>,
+}
+
+impl VerifyWorker {
+    /// Reads TYPE, TTL and (full mode, small keys) DUMP for `keys` on one connection.
+    async fn look(conn: &mut Conn, keys: &[Bytes], absolute: bool, full: bool, big: u64) -> Result<Vec<Seen>> {
+        for k in keys {
+            conn.queue(&[&b"TYPE"[..], k]);
+            Ttl::queue_read(conn, k, absolute);
+            if full {
+                if big > 0 {
+                    conn.queue(&[&b"MEMORY"[..], b"USAGE", k, b"SAMPLES", b"5"]);
+                }
+                // DUMP is sent in a second round only for keys that are not big.
+            }
+        }
+        conn.send().await?;
+        let mut seen = Vec::with_capacity(keys.len());
+        let mut small = Vec::new();
+        for (i, _) in keys.iter().enumerate() {
+            let kind = Kind::from_type_reply(&conn.recv().await?).unwrap_or(None);
+            let ttl = Ttl::from_reply(&conn.recv().await?, absolute);
+            let is_big = full && big > 0 && matches!(conn.recv().await?, Reply::Int(n) if n as u64 > big);
+            if full && !is_big && kind.is_some() {
+                small.push(i);
+            }
+            seen.push(Seen { kind, ttl, payload: None });
+        }
+        if !small.is_empty() {
+            for &i in &small {
+                conn.queue(&[&b"DUMP"[..], &keys[i]]);
+            }
+            conn.send().await?;
+            for &i in &small {
+                if let Reply::Bulk(p) = conn.recv().await? {
+                    seen[i].payload = Some(p);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Compares source keys of `db` with their target keys and returns each key's status
+    /// (`None` for keys that vanished from the source meanwhile).
+    pub async fn compare(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<Option<Status>>> {
+        let ctx = self.ctx.clone();
+        let o = &ctx.options;
+        let full = o.level == Level::Full;
+        self.source.select(db).await?;
+        self.target.select(ctx.scope.target_of(db).db).await?;
+        let target_keys: Vec<Bytes> = keys.iter().map(|k| ctx.scope.target_key(db, k)).collect();
+        let (src, dst) = tokio::join!(
+            Self::look(&mut self.source, keys, ctx.absolute_ttl, full, o.big_key_bytes),
+            Self::look(&mut self.target, &target_keys, ctx.absolute_ttl, full, o.big_key_bytes)
+        );
+        let (src, dst) = (src?, dst?);
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, (s, t)) in src.iter().zip(&dst).enumerate() {
+            let status = match (s.kind, t.kind) {
+                (None, _) => None,
+                (Some(_), None) if expiring(s.ttl, o.ttl_tolerance_ms) => None,
+                (Some(_), None) => Some(Status::Missing),
+                (Some(a), Some(b)) if a != b => Some(Status::Type),
+                _ if !ttl_matches(s.ttl, t.ttl, o.ttl_tolerance_ms) => Some(Status::Ttl),
+                _ if !full => Some(Status::Ok),
+                _ if s.payload.is_some() && s.payload == t.payload => Some(Status::Ok),
+                _ => {
+                    let a = value::digest_key(&mut self.source, &keys[i]).await?;
+                    let b = value::digest_key(&mut self.target, &target_keys[i]).await?;
+                    match (a, b) {
+                        (None, _) => None,
+                        (Some(a), Some(b)) if a == b => Some(Status::Ok),
+                        (Some(_), None) => Some(Status::Missing),
+                        _ => Some(Status::Value),
+                    }
+                }
+            };
+            out.push(status);
+        }
+        Ok(out)
+    }
+}
+
+/// A key about to expire may be gone on one side and not yet on the other.
+fn expiring(ttl: Ttl, tolerance: i64) -> bool {
+    match ttl {
+        Ttl::In(ms) => ms <= tolerance,
+        Ttl::At(at) => at - now_ms() <= tolerance,
+        _ => false,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn ttl_matches(a: Ttl, b: Ttl, tolerance: i64) -> bool {
+    match (a, b) {
+        (Ttl::Persist, Ttl::Persist) => true,
+        (Ttl::At(x), Ttl::At(y)) | (Ttl::In(x), Ttl::In(y)) => (x - y).abs() <= tolerance,
+        _ => false,
+    }
+}
+
+impl BatchWorker for VerifyWorker {
+    async fn process(&mut self, db: u32, keys: Vec<Bytes>) -> Result<()> {
+        let statuses = self.compare(db, &keys).await?;
+        let mut local = VerifyReport::default();
+        for (k, s) in keys.iter().zip(statuses) {
+            if let Some(s) = s {
+                local.record(db, k, s, &self.ctx.options);
+            }
+        }
+        self.ctx.report.lock().expect("report").merge(local, &self.ctx.options);
+        Ok(())
+    }
+}
+
+/// The reverse pass: batches of target keys checked for existence on the source.
+pub struct ReverseWorker {
+    /// Source connection.
+    pub source: Conn,
+    /// Shared settings and report.
+    pub ctx: Arc<VerifyContext>,
+}
+
+impl BatchWorker for ReverseWorker {
+    async fn process(&mut self, target_db: u32, keys: Vec<Bytes>) -> Result<()> {
+        let mut local = VerifyReport::default();
+        let mut by_db: BTreeMap<u32, Vec<(Bytes, Bytes)>> = BTreeMap::new();
+        for k in keys {
+            match self.ctx.scope.source_of(target_db, &k, &self.ctx.source_dbs) {
+                Some((db, source_key)) => by_db.entry(db).or_default().push((k, source_key)),
+                None => local.record(target_db, &k, Status::Extra, &self.ctx.options),
+            }
+        }
+        for (db, pairs) in by_db {
+            self.source.select(db).await?;
+            for (_, sk) in &pairs {
+                self.source.queue(&[&b"EXISTS"[..], sk]);
+            }
+            self.source.send().await?;
+            for (tk, _) in &pairs {
+                if self.source.recv().await?.as_int() == Some(0) {
+                    local.record(target_db, tk, Status::Extra, &self.ctx.options);
+                }
+            }
+        }
+        self.ctx.report.lock().expect("report").merge(local, &self.ctx.options);
+        Ok(())
+    }
+}
