@@ -109,12 +109,13 @@ impl Conn {
                     addr: addr.clone(),
                     reason,
                 })?;
-                let name = rustls_pki_types::ServerName::try_from(ep.host.clone()).map_err(|e| {
-                    Error::Tls {
-                        addr: addr.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let name =
+                    rustls_pki_types::ServerName::try_from(ep.host.clone()).map_err(|e| {
+                        Error::Tls {
+                            addr: addr.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
                 let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
                 let tls_stream = connector.connect(name, tcp).await.map_err(|e| Error::Tls {
                     addr: addr.clone(),
@@ -146,8 +147,13 @@ impl Conn {
         } else {
             self.queue(&[&b"PING"[..]]);
         }
-        self.send().await.map_err(|e| self.unreachable_if_tls_mismatch(e))?;
-        let reply = self.recv().await.map_err(|e| self.unreachable_if_tls_mismatch(e))?;
+        self.send()
+            .await
+            .map_err(|e| self.unreachable_if_tls_mismatch(e))?;
+        let reply = self
+            .recv()
+            .await
+            .map_err(|e| self.unreachable_if_tls_mismatch(e))?;
         match reply {
             Reply::Error(e) => {
                 let message = String::from_utf8_lossy(&e).into_owned();
@@ -163,13 +169,15 @@ impl Conn {
     /// A plain connection to a TLS-only port sees a closed socket or garbage at the first reply.
     fn unreachable_if_tls_mismatch(&self, e: Error) -> Error {
         match e {
-            Error::ConnectionLost { addr, reason } | Error::Protocol { addr, message: reason } => {
-                Error::Unreachable {
-                    role: self.role,
-                    addr,
-                    reason: format!("{reason} (is it a TLS port? use rediss://)"),
-                }
-            }
+            Error::ConnectionLost { addr, reason }
+            | Error::Protocol {
+                addr,
+                message: reason,
+            } => Error::Unreachable {
+                role: self.role,
+                addr,
+                reason: format!("{reason} (is it a TLS port? use rediss://)"),
+            },
             other => other,
         }
     }
@@ -244,7 +252,8 @@ impl Conn {
                 }
             }
             if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
-                self.rbuf.reserve(self.rbuf.len().clamp(64 * 1024, 8 * 1024 * 1024));
+                self.rbuf
+                    .reserve(self.rbuf.len().clamp(64 * 1024, 8 * 1024 * 1024));
             }
             let spare = self.rbuf.capacity() - self.rbuf.len();
             let read = tokio::time::timeout(REPLY_TIMEOUT, self.stream.read_buf(&mut self.rbuf))
@@ -355,7 +364,9 @@ fn tls_config(tls: &TlsSettings) -> std::result::Result<rustls::ClientConfig, St
         use rustls_pki_types::pem::PemObject;
         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
             let cert = cert.map_err(|e| format!("CA bundle is not valid PEM: {e}"))?;
-            roots.add(cert).map_err(|e| format!("CA certificate rejected: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("CA certificate rejected: {e}"))?;
         }
     }
     if roots.is_empty() {

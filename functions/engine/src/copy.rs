@@ -160,7 +160,8 @@ impl CopyContext {
             Method::Auto => !restore_accepts(target.rdb_version, source.rdb_version),
         };
         CopyContext {
-            limiter: (options.max_source_ops > 0).then(|| Arc::new(RateLimiter::new(options.max_source_ops))),
+            limiter: (options.max_source_ops > 0)
+                .then(|| Arc::new(RateLimiter::new(options.max_source_ops))),
             options,
             scope,
             source_absolute_ttl: source.has_pexpiretime(),
@@ -199,7 +200,11 @@ struct Dumped {
 impl Copier {
     /// Wraps two connections.
     pub fn new(source: Conn, target: Conn, ctx: Arc<CopyContext>) -> Copier {
-        Copier { source, target, ctx }
+        Copier {
+            source,
+            target,
+            ctx,
+        }
     }
 
     /// Copies `keys` of source database `db` to their place on the target. A key that no
@@ -232,7 +237,8 @@ impl Copier {
         }
         self.ctx.throttle(keys.len() as u64).await;
         for k in keys {
-            self.source.queue(&[&b"MEMORY"[..], b"USAGE", k, b"SAMPLES", b"5"]);
+            self.source
+                .queue(&[&b"MEMORY"[..], b"USAGE", k, b"SAMPLES", b"5"]);
         }
         self.source.send().await?;
         let (mut small, mut big) = (Vec::with_capacity(keys.len()), Vec::new());
@@ -268,7 +274,8 @@ impl Copier {
             let ttl = Ttl::from_reply(&self.source.recv().await?, absolute);
             match (payload, ttl) {
                 (Reply::Bulk(payload), ttl) if ttl != Ttl::Gone => {
-                    let fits = payload_rdb_version(&payload).is_none_or(|v| restore_accepts(self.ctx.target_rdb, v));
+                    let fits = payload_rdb_version(&payload)
+                        .is_none_or(|v| restore_accepts(self.ctx.target_rdb, v));
                     if !fits && self.ctx.options.method == Method::Auto {
                         refused.push(k.clone());
                     } else {
@@ -280,7 +287,9 @@ impl Copier {
                     }
                 }
                 (Reply::Error(e), _) => {
-                    return Err(self.source.server_error(b"DUMP", &String::from_utf8_lossy(&e)));
+                    return Err(self
+                        .source
+                        .server_error(b"DUMP", &String::from_utf8_lossy(&e)));
                 }
                 _ => bump(&self.ctx.stats.gone, 1),
             }
@@ -319,7 +328,8 @@ impl Copier {
             match self.target.recv().await? {
                 Reply::Error(e) => {
                     let msg = String::from_utf8_lossy(&e).into_owned();
-                    let version_error = msg.contains("payload version") || msg.contains("Bad data format");
+                    let version_error =
+                        msg.contains("payload version") || msg.contains("Bad data format");
                     if version_error && self.ctx.options.method == Method::Auto {
                         refused.push(d.key.clone());
                     } else if first_error.is_none() {
@@ -405,7 +415,10 @@ impl Copier {
         let mut first_error = None;
         for _ in 0..n {
             if let Reply::Error(e) = self.target.recv().await? {
-                first_error.get_or_insert_with(|| self.target.server_error(b"write", &String::from_utf8_lossy(&e)));
+                first_error.get_or_insert_with(|| {
+                    self.target
+                        .server_error(b"write", &String::from_utf8_lossy(&e))
+                });
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -415,7 +428,8 @@ impl Copier {
     pub async fn chunked_copy(&mut self, db: u32, key: &Bytes, ttl: Option<Ttl>) -> Result<()> {
         let absolute = self.ctx.source_absolute_ttl;
         self.ctx.throttle(2).await;
-        let Some(kind) = Kind::from_type_reply(&self.source.call(&[&b"TYPE"[..], key]).await?)? else {
+        let Some(kind) = Kind::from_type_reply(&self.source.call(&[&b"TYPE"[..], key]).await?)?
+        else {
             bump(&self.ctx.stats.gone, 1);
             return Ok(());
         };
@@ -436,7 +450,12 @@ impl Copier {
         }
         if kind == Kind::Stream {
             if let Some(meta) = StreamMeta::read(&mut self.source, key).await? {
-                let n = meta.queue_apply(&mut self.target, &target_key, self.ctx.target_stream_counters, has_entries);
+                let n = meta.queue_apply(
+                    &mut self.target,
+                    &target_key,
+                    self.ctx.target_stream_counters,
+                    has_entries,
+                );
                 self.target.send().await?;
                 self.expect_ok(n).await?;
             }

@@ -90,8 +90,9 @@ impl Endpoint {
     /// Parses a URL. Credentials may be in the URL, but the environment
     /// (see [`Endpoint::with_credentials`]) keeps them out of process listings.
     pub fn parse(role: Role, url: &str) -> Result<Endpoint> {
-        let parsed = url::Url::parse(url.trim())
-            .map_err(|e| Error::InvalidInput(format!("{role} URL is not valid: {e} ({URL_SHAPE})")))?;
+        let parsed = url::Url::parse(url.trim()).map_err(|e| {
+            Error::InvalidInput(format!("{role} URL is not valid: {e} ({URL_SHAPE})"))
+        })?;
         let tls = match parsed.scheme() {
             "redis" | "valkey" => None,
             "rediss" | "valkeys" => Some(TlsSettings::default()),
@@ -166,7 +167,11 @@ impl Endpoint {
 
     /// The URL with the password replaced by `***`, safe for logs and reports.
     pub fn redacted_url(&self) -> String {
-        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         let user = match (&self.username, &self.password) {
             (Some(u), Some(_)) => format!("{u}:***@"),
             (Some(u), None) => format!("{u}@"),
@@ -210,7 +215,8 @@ mod tests {
 
     #[test]
     fn parses_full_url_and_hides_password() {
-        let e = Endpoint::parse(Role::Source, "rediss://app:s%40cret@cache.example:6380/3").unwrap();
+        let e =
+            Endpoint::parse(Role::Source, "rediss://app:s%40cret@cache.example:6380/3").unwrap();
         assert_eq!(e.host, "cache.example");
         assert_eq!(e.port, 6380);
         assert_eq!(e.db, 3);
@@ -218,7 +224,10 @@ mod tests {
         assert_eq!(e.password.as_ref().unwrap().expose(), "s@cret");
         assert!(e.tls.is_some());
         let shown = format!("{e:?} {}", e.redacted_url());
-        assert!(!shown.contains("s@cret") && !shown.contains("s%40cret"), "{shown}");
+        assert!(
+            !shown.contains("s@cret") && !shown.contains("s%40cret"),
+            "{shown}"
+        );
         assert_eq!(e.redacted_url(), "rediss://app:***@cache.example:6380/3");
     }
 

@@ -52,7 +52,11 @@ pub struct ServerInfo {
 impl ServerInfo {
     /// Reads INFO and (where allowed) CONFIG from a connected server.
     pub async fn read(conn: &mut Conn) -> Result<ServerInfo> {
-        let info = conn.call(&["INFO", "ALL"]).await?.as_text().unwrap_or_default();
+        let info = conn
+            .call(&["INFO", "ALL"])
+            .await?
+            .as_text()
+            .unwrap_or_default();
         let fields = parse_info(&info);
         let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
         let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
@@ -68,7 +72,9 @@ impl ServerInfo {
             }
         }
         let notify = config_get(conn, "notify-keyspace-events").await?;
-        let databases = config_get(conn, "databases").await?.and_then(|d| d.parse().ok());
+        let databases = config_get(conn, "databases")
+            .await?
+            .and_then(|d| d.parse().ok());
         Ok(ServerInfo {
             addr: conn.addr().to_string(),
             rdb_version: rdb_version_of(&product, &version),
@@ -184,7 +190,11 @@ pub fn payload_rdb_version(payload: &[u8]) -> Option<u16> {
 }
 
 /// A count of key types seen in a random sample of one database.
-pub async fn sample_types(conn: &mut Conn, db: u32, samples: usize) -> Result<BTreeMap<String, u64>> {
+pub async fn sample_types(
+    conn: &mut Conn,
+    db: u32,
+    samples: usize,
+) -> Result<BTreeMap<String, u64>> {
     conn.select(db).await?;
     for _ in 0..samples {
         conn.queue(&["RANDOMKEY"]);
@@ -306,8 +316,15 @@ mod tests {
 
     #[test]
     fn parses_keyspace_lines() {
-        let f = parse_info("# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=0\r\ndb3:keys=1,expires=0\r\n");
-        assert_eq!(parse_db_stats(&f["db0"]), DbStats { keys: 10, expires: 2 });
+        let f =
+            parse_info("# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=0\r\ndb3:keys=1,expires=0\r\n");
+        assert_eq!(
+            parse_db_stats(&f["db0"]),
+            DbStats {
+                keys: 10,
+                expires: 2
+            }
+        );
         assert_eq!(parse_db_stats(&f["db3"]).keys, 1);
     }
 }

@@ -12,11 +12,12 @@ pub mod inventory;
 pub mod migrate;
 pub mod plan;
 pub mod ratelimit;
-pub mod scope;
-pub mod value;
-pub mod verify;
 pub mod resp;
 pub mod scan;
+pub mod scope;
+pub mod seed;
+pub mod value;
+pub mod verify;
 
 pub use endpoint::{Endpoint, Role, Secret, TlsSettings};
 pub use error::{Error, Result};

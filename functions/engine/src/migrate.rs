@@ -9,14 +9,16 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::Conn;
-use crate::copy::{CopyContext, CopyOptions, Copier, Method};
+use crate::copy::{Copier, CopyContext, CopyOptions, Method};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::inventory::{self, Inventory, ServerInfo};
 use crate::plan::{self, Shard};
 use crate::scan::{self, BatchWorker, ScanConfig};
 use crate::scope::Scope;
-use crate::verify::{ReverseWorker, Status, VerifyContext, VerifyOptions, VerifyReport, VerifyWorker};
+use crate::verify::{
+    ReverseWorker, Status, VerifyContext, VerifyOptions, VerifyReport, VerifyWorker,
+};
 
 /// Everything a migration run needs to know, from the user.
 #[derive(Debug, Clone)]
@@ -129,9 +131,19 @@ async fn connect_info(ep: &Endpoint) -> Result<(Conn, ServerInfo)> {
     Ok((conn, info))
 }
 
+/// Reads the target's INFO afresh (its key counts after a copy, for the reverse pass).
+pub async fn target_info(m: &Migration) -> Result<ServerInfo> {
+    Ok(connect_info(&m.target).await?.1)
+}
+
 /// The source dbs that hold keys.
 pub fn source_dbs(source: &ServerInfo) -> Vec<u32> {
-    source.dbs.iter().filter(|(_, s)| s.keys > 0).map(|(db, _)| *db).collect()
+    source
+        .dbs
+        .iter()
+        .filter(|(_, s)| s.keys > 0)
+        .map(|(db, _)| *db)
+        .collect()
 }
 
 /// The shard plan for the source: per db with keys, cursor ranges sized to the db (design §2).
@@ -145,7 +157,12 @@ pub fn plan_shards(m: &Migration, source: &ServerInfo) -> Vec<Shard> {
         .collect()
 }
 
-fn scan_config(m: &Migration, endpoint: &Endpoint, ctx_limiter: Option<Arc<crate::ratelimit::RateLimiter>>, on_scanned: Arc<dyn Fn(u64) + Send + Sync>) -> ScanConfig {
+fn scan_config(
+    m: &Migration,
+    endpoint: &Endpoint,
+    ctx_limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
+    on_scanned: Arc<dyn Fn(u64) + Send + Sync>,
+) -> ScanConfig {
     ScanConfig {
         endpoint: endpoint.clone(),
         pattern: m.scope.pattern.clone(),
@@ -177,14 +194,22 @@ pub struct StopWhen {
 }
 
 /// Copies the shards; returns them with their checkpoints (all `done` unless stopped early).
-pub async fn copy_shards(m: &Migration, ctx: Arc<CopyContext>, shards: Vec<Shard>, stop: StopWhen) -> Result<Vec<Shard>> {
+pub async fn copy_shards(
+    m: &Migration,
+    ctx: Arc<CopyContext>,
+    shards: Vec<Shard>,
+    stop: StopWhen,
+) -> Result<Vec<Shard>> {
     let counter = ctx.clone();
     let mut config = scan_config(
         m,
         &m.source,
         ctx.limiter.clone(),
         Arc::new(move |n| {
-            counter.stats.scanned.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            counter
+                .stats
+                .scanned
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }),
     );
     config.deadline = stop.deadline;
@@ -203,7 +228,11 @@ pub async fn copy_shards(m: &Migration, ctx: Arc<CopyContext>, shards: Vec<Shard
 }
 
 /// Builds the verify context for a run.
-pub fn verify_context(m: &Migration, inv: &Inventory, options: VerifyOptions) -> Arc<VerifyContext> {
+pub fn verify_context(
+    m: &Migration,
+    inv: &Inventory,
+    options: VerifyOptions,
+) -> Arc<VerifyContext> {
     Arc::new(VerifyContext {
         options,
         scope: m.scope.clone(),
@@ -214,7 +243,12 @@ pub fn verify_context(m: &Migration, inv: &Inventory, options: VerifyOptions) ->
 }
 
 /// Verifies `shards` of the source against the target (forward pass only).
-pub async fn verify_shards(m: &Migration, ctx: Arc<VerifyContext>, shards: Vec<Shard>, on_scanned: Arc<dyn Fn(u64) + Send + Sync>) -> Result<()> {
+pub async fn verify_shards(
+    m: &Migration,
+    ctx: Arc<VerifyContext>,
+    shards: Vec<Shard>,
+    on_scanned: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<()> {
     let config = scan_config(m, &m.source, None, on_scanned);
     let (source, target) = (m.source.clone(), m.target.clone());
     scan::run_shards(shards, config, || {
@@ -234,11 +268,24 @@ pub async fn verify_shards(m: &Migration, ctx: Arc<VerifyContext>, shards: Vec<S
 
 /// The reverse pass: every target key in scope must exist on the source.
 /// Returns a note when the pass had to be skipped.
-pub async fn verify_reverse(m: &Migration, ctx: Arc<VerifyContext>, target: &ServerInfo) -> Result<Option<String>> {
-    let target_dbs: std::collections::BTreeSet<u32> = ctx.source_dbs.iter().map(|db| m.scope.target_of(*db).db).collect();
-    let prefixed = ctx.source_dbs.iter().any(|db| !m.scope.target_of(*db).prefix.is_empty());
+pub async fn verify_reverse(
+    m: &Migration,
+    ctx: Arc<VerifyContext>,
+    target: &ServerInfo,
+) -> Result<Option<String>> {
+    let target_dbs: std::collections::BTreeSet<u32> = ctx
+        .source_dbs
+        .iter()
+        .map(|db| m.scope.target_of(*db).db)
+        .collect();
+    let prefixed = ctx
+        .source_dbs
+        .iter()
+        .any(|db| !m.scope.target_of(*db).prefix.is_empty());
     if prefixed && m.scope.pattern.is_some() {
-        return Ok(Some("reverse pass skipped: --key-pattern with a prefixing --db-map".into()));
+        return Ok(Some(
+            "reverse pass skipped: --key-pattern with a prefixing --db-map".into(),
+        ));
     }
     let node = m.target.addr();
     let shards: Vec<Shard> = target_dbs
@@ -276,12 +323,24 @@ pub struct RepairReport {
 }
 
 /// Re-copies exactly the differing keys (deleting extras from the target), then checks them again.
-pub async fn repair(m: &Migration, copy: Arc<CopyContext>, verify: Arc<VerifyContext>, diffs: &[crate::verify::Diff]) -> Result<RepairReport> {
-    let mut copier = Copier::new(Conn::connect(&m.source).await?, Conn::connect(&m.target).await?, copy);
+pub async fn repair(
+    m: &Migration,
+    copy: Arc<CopyContext>,
+    verify: Arc<VerifyContext>,
+    diffs: &[crate::verify::Diff],
+) -> Result<RepairReport> {
+    let mut copier = Copier::new(
+        Conn::connect(&m.source).await?,
+        Conn::connect(&m.target).await?,
+        copy,
+    );
     let mut report = RepairReport::default();
     let mut by_db: std::collections::BTreeMap<(bool, u32), Vec<Bytes>> = Default::default();
     for d in diffs {
-        by_db.entry((d.status == Status::Extra, d.db)).or_default().push(d.key.clone());
+        by_db
+            .entry((d.status == Status::Extra, d.db))
+            .or_default()
+            .push(d.key.clone());
     }
     for ((extra, db), keys) in &by_db {
         for chunk in keys.chunks(m.copy.batch_keys.max(1)) {
@@ -315,11 +374,15 @@ pub async fn repair(m: &Migration, copy: Arc<CopyContext>, verify: Arc<VerifyCon
                 }
                 checker.target.send().await?;
                 for _ in chunk {
-                    report.still_different += checker.target.recv().await?.as_int().unwrap_or(0).min(1) as u64;
+                    report.still_different +=
+                        checker.target.recv().await?.as_int().unwrap_or(0).min(1) as u64;
                 }
             } else {
                 let statuses = checker.compare(*db, chunk).await?;
-                report.still_different += statuses.iter().filter(|s| matches!(s, Some(s) if *s != Status::Ok)).count() as u64;
+                report.still_different += statuses
+                    .iter()
+                    .filter(|s| matches!(s, Some(s) if *s != Status::Ok))
+                    .count() as u64;
             }
         }
     }

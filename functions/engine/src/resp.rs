@@ -43,7 +43,8 @@ impl Reply {
 
     /// Text of a bulk or status reply (lossy), for INFO, TYPE and similar.
     pub fn as_text(&self) -> Option<String> {
-        self.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned())
+        self.as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
     /// The elements of an array reply.
@@ -171,7 +172,9 @@ fn frame_len(buf: &[u8], pos: usize) -> Result<Option<usize>, ProtocolError> {
             }
             Ok(Some(at))
         }
-        other => Err(ProtocolError(format!("unexpected reply type byte {other:#04x}"))),
+        other => Err(ProtocolError(format!(
+            "unexpected reply type byte {other:#04x}"
+        ))),
     }
 }
 
@@ -208,7 +211,11 @@ fn parse(frame: &Bytes, pos: usize) -> Result<(Reply, usize), ProtocolError> {
                 (Reply::Array(items), at)
             }
         }
-        other => return Err(ProtocolError(format!("unexpected reply type byte {other:#04x}"))),
+        other => {
+            return Err(ProtocolError(format!(
+                "unexpected reply type byte {other:#04x}"
+            )))
+        }
     })
 }
 

@@ -66,14 +66,20 @@ struct Batch {
 
 /// Runs `shards` to completion (or until the deadline / stop flag), feeding `workers` made by
 /// `make_worker`. Returns the shards with their cursors advanced.
-pub async fn run_shards<W, F, Fut>(shards: Vec<Shard>, config: ScanConfig, make_worker: F) -> Result<Vec<Shard>>
+pub async fn run_shards<W, F, Fut>(
+    shards: Vec<Shard>,
+    config: ScanConfig,
+    make_worker: F,
+) -> Result<Vec<Shard>>
 where
     W: BatchWorker,
     F: Fn() -> Fut,
     Fut: Future<Output = Result<W>>,
 {
     let total = shards.len();
-    let queue = Arc::new(Mutex::new(shards.into_iter().enumerate().collect::<Vec<_>>()));
+    let queue = Arc::new(Mutex::new(
+        shards.into_iter().enumerate().collect::<Vec<_>>(),
+    ));
     queue.lock().expect("queue").reverse();
     let finished: Arc<Mutex<Vec<(usize, Shard)>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let failed = Arc::new(AtomicBool::new(false));
@@ -99,8 +105,13 @@ where
 
     let mut scanners = tokio::task::JoinSet::new();
     for _ in 0..config.parallel.max(1).min(total.max(1)) {
-        let (queue, finished, failed, tx, config) =
-            (queue.clone(), finished.clone(), failed.clone(), tx.clone(), config.clone());
+        let (queue, finished, failed, tx, config) = (
+            queue.clone(),
+            finished.clone(),
+            failed.clone(),
+            tx.clone(),
+            config.clone(),
+        );
         scanners.spawn(async move {
             let mut conns: Vec<(String, Conn)> = Vec::new();
             loop {
@@ -127,7 +138,10 @@ where
     while let Some(r) = workers.join_next().await {
         if let Err(e) = r.unwrap_or_else(|e| Err(Error::Cancelled(e.to_string()))) {
             // A worker's error is the cause; a scanner's "channel closed" is its consequence.
-            if first_error.as_ref().is_none_or(|f| matches!(f, Error::Cancelled(_))) {
+            if first_error
+                .as_ref()
+                .is_none_or(|f| matches!(f, Error::Cancelled(_)))
+            {
                 first_error = Some(e);
             }
         }
@@ -142,7 +156,11 @@ where
 }
 
 /// A connection to `node` (`host:port` on `endpoint`'s credentials), reused per scanner.
-async fn node_conn<'a>(conns: &'a mut Vec<(String, Conn)>, endpoint: &Endpoint, node: &str) -> Result<&'a mut Conn> {
+async fn node_conn<'a>(
+    conns: &'a mut Vec<(String, Conn)>,
+    endpoint: &Endpoint,
+    node: &str,
+) -> Result<&'a mut Conn> {
     let at = match conns.iter().position(|(n, _)| n == node) {
         Some(i) => i,
         None => {
@@ -161,7 +179,12 @@ pub fn node_endpoint(base: &Endpoint, node: &str) -> Result<Endpoint> {
     }
     let (host, port) = node
         .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.trim_start_matches('[').trim_end_matches(']'), p.parse().ok()?)))
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse().ok()?,
+            ))
+        })
         .ok_or_else(|| Error::InvalidInput(format!("shard node '{node}' is not host:port")))?;
     Ok(base.at(host, port))
 }
@@ -174,7 +197,8 @@ async fn scan_shard(
     failed: &AtomicBool,
 ) -> Result<()> {
     conn.select(shard.db).await?;
-    let count = config.count.to_string();
+    let start_fraction = shard.range.fraction_done(shard.cursor);
+    let mut scanned = 0u64;
     while !shard.done {
         if failed.load(Ordering::Relaxed) {
             return Err(Error::Cancelled("another worker failed".into()));
@@ -186,6 +210,13 @@ async fn scan_shard(
             l.acquire(1).await;
         }
         let cursor = shard.cursor.to_string();
+        let count = count_hint(
+            config.count,
+            scanned,
+            start_fraction,
+            shard.range.fraction_done(shard.cursor),
+        )
+        .to_string();
         let mut args: Vec<&[u8]> = vec![b"SCAN", cursor.as_bytes()];
         if let Some(p) = &config.pattern {
             args.extend([&b"MATCH"[..], p.as_bytes()]);
@@ -200,6 +231,7 @@ async fn scan_shard(
             message: "SCAN reply is not [cursor, keys]".into(),
         })?;
         (config.on_scanned)(keys.len() as u64);
+        scanned += keys.len() as u64;
         let mut keys = keys;
         while !keys.is_empty() {
             let rest = keys.split_off(keys.len().min(config.batch_keys));
@@ -214,10 +246,26 @@ async fn scan_shard(
     Ok(())
 }
 
+/// The SCAN COUNT for the next call. SCAN collects about COUNT keys from consecutive buckets,
+/// so the last call of a shard would run on into the next shard's buckets (harmless duplicates,
+/// but wasted work). Near the end of the range, COUNT is cut to the keys expected to remain,
+/// estimated from the keys seen per fraction of the range so far.
+fn count_hint(count: u32, scanned: u64, start: f64, now: f64) -> u32 {
+    let covered = now - start;
+    if covered < 0.05 || scanned == 0 {
+        return count;
+    }
+    let remaining = scanned as f64 * (1.0 - now) / covered;
+    (remaining as u32 + 1).clamp(10, count.max(10))
+}
+
 /// Splits a SCAN reply into the next cursor and the keys.
 pub fn parse_scan_reply(reply: Reply) -> Option<(u64, Vec<Bytes>)> {
     let mut parts = reply.into_array()?.into_iter();
-    let cursor = std::str::from_utf8(parts.next()?.as_bytes()?).ok()?.parse().ok()?;
+    let cursor = std::str::from_utf8(parts.next()?.as_bytes()?)
+        .ok()?
+        .parse()
+        .ok()?;
     let keys = parts
         .next()?
         .into_array()?

@@ -58,14 +58,20 @@ impl Scope {
     }
 
     /// The source db and key a target key came from, or `None` if no source db maps to it.
-    pub fn source_of(&self, target_db: u32, key: &Bytes, source_dbs: &[u32]) -> Option<(u32, Bytes)> {
-        for &db in source_dbs {
-            let t = self.target_of(db);
-            if t.db == target_db && key.starts_with(t.prefix.as_bytes()) {
-                return Some((db, key.slice(t.prefix.len()..)));
-            }
-        }
-        None
+    /// The longest matching prefix wins, so `db3:x` belongs to the db mapped with `db3:`
+    /// rather than to a db mapped without a prefix.
+    pub fn source_of(
+        &self,
+        target_db: u32,
+        key: &Bytes,
+        source_dbs: &[u32],
+    ) -> Option<(u32, Bytes)> {
+        source_dbs
+            .iter()
+            .map(|&db| (db, self.target_of(db)))
+            .filter(|(_, t)| t.db == target_db && key.starts_with(t.prefix.as_bytes()))
+            .max_by_key(|(_, t)| t.prefix.len())
+            .map(|(db, t)| (db, key.slice(t.prefix.len()..)))
     }
 
     /// Parses `--db-map SRC=DST[:PREFIX]` entries, e.g. `1=0:db1:` puts db 1's keys into db 0
@@ -141,9 +147,10 @@ mod tests {
         assert_eq!(&scope.target_key(1, &k)[..], b"db1:user:1");
         assert_eq!(&scope.target_key(0, &k)[..], b"user:1");
         assert_eq!(
-            scope.source_of(0, &Bytes::from_static(b"db1:user:1"), &[1]),
+            scope.source_of(0, &Bytes::from_static(b"db1:user:1"), &[0, 1]),
             Some((1, k.clone()))
         );
+        assert_eq!(scope.source_of(0, &k, &[0, 1]), Some((0, k.clone())));
         assert!(Scope::parse_db_map(&["x".into()]).is_err());
         assert!(scope.check_collisions(&[0, 2]).is_err());
         assert!(scope.check_collisions(&[0, 1]).is_ok());

@@ -134,7 +134,9 @@ pub fn chunk_from_reply(kind: Kind, reply: Reply) -> Option<Chunk> {
         (Kind::List | Kind::Set, Reply::Array(items)) if !items.is_empty() => {
             Some(Chunk::Items(items.into_iter().filter_map(bulk).collect()))
         }
-        (Kind::Hash | Kind::ZSet, Reply::Array(items)) if !items.is_empty() => Some(Chunk::Pairs(pairs(items))),
+        (Kind::Hash | Kind::ZSet, Reply::Array(items)) if !items.is_empty() => {
+            Some(Chunk::Pairs(pairs(items)))
+        }
         (Kind::Stream, Reply::Array(items)) => Some(Chunk::Entries(entries(items))),
         _ => None,
     }
@@ -163,7 +165,12 @@ fn entries(items: Vec<Reply>) -> Vec<(Bytes, Vec<Bytes>)> {
         .filter_map(|e| {
             let mut parts = e.into_array()?.into_iter();
             let id = bulk(parts.next()?)?;
-            let fields = parts.next()?.into_array()?.into_iter().filter_map(bulk).collect();
+            let fields = parts
+                .next()?
+                .into_array()?
+                .into_iter()
+                .filter_map(bulk)
+                .collect();
             Some((id, fields))
         })
         .collect()
@@ -181,7 +188,11 @@ pub fn queue_write_chunk(conn: &mut Conn, kind: Kind, key: &[u8], chunk: &Chunk)
             resp::encode_bulk(out, b);
         }
         Chunk::Items(items) if !items.is_empty() => {
-            let cmd: &[u8] = if kind == Kind::List { b"RPUSH" } else { b"SADD" };
+            let cmd: &[u8] = if kind == Kind::List {
+                b"RPUSH"
+            } else {
+                b"SADD"
+            };
             resp::encode_array_header(out, 2 + items.len());
             resp::encode_bulk(out, cmd);
             resp::encode_bulk(out, key);
@@ -273,13 +284,23 @@ impl ChunkReader {
         let reply = match (&self.position, self.kind) {
             (Position::Offset(at), Kind::String) => {
                 let end = at + CHUNK_BYTES - 1;
-                conn.call(&[b"GETRANGE", &key[..], n.format(*at).as_bytes(), m.format(end).as_bytes()])
-                    .await?
+                conn.call(&[
+                    b"GETRANGE",
+                    &key[..],
+                    n.format(*at).as_bytes(),
+                    m.format(end).as_bytes(),
+                ])
+                .await?
             }
             (Position::Offset(at), _) => {
                 let end = at + CHUNK_ITEMS as i64 - 1;
-                conn.call(&[b"LRANGE", &key[..], n.format(*at).as_bytes(), m.format(end).as_bytes()])
-                    .await?
+                conn.call(&[
+                    b"LRANGE",
+                    &key[..],
+                    n.format(*at).as_bytes(),
+                    m.format(end).as_bytes(),
+                ])
+                .await?
             }
             (Position::Cursor(cursor), kind) => {
                 let cmd: &[u8] = match kind {
@@ -287,15 +308,23 @@ impl ChunkReader {
                     Kind::Set => b"SSCAN",
                     _ => b"ZSCAN",
                 };
-                conn.call(&[cmd, &key[..], &cursor[..], b"COUNT", count.as_bytes()]).await?
+                conn.call(&[cmd, &key[..], &cursor[..], b"COUNT", count.as_bytes()])
+                    .await?
             }
             (Position::After(after), _) => {
                 let start = match after {
                     None => Bytes::from_static(b"-"),
                     Some(id) => Bytes::from([&b"("[..], &id[..]].concat()),
                 };
-                conn.call(&[b"XRANGE", &key[..], &start[..], b"+", b"COUNT", count.as_bytes()])
-                    .await?
+                conn.call(&[
+                    b"XRANGE",
+                    &key[..],
+                    &start[..],
+                    b"+",
+                    b"COUNT",
+                    count.as_bytes(),
+                ])
+                .await?
             }
         };
         let chunk = match (&mut self.position, reply) {
@@ -311,7 +340,10 @@ impl ChunkReader {
             }
             (Position::Cursor(cursor), Reply::Array(mut parts)) if parts.len() == 2 => {
                 let items = parts.pop().and_then(Reply::into_array).unwrap_or_default();
-                let next = parts.pop().and_then(bulk).unwrap_or_else(|| Bytes::from_static(b"0"));
+                let next = parts
+                    .pop()
+                    .and_then(bulk)
+                    .unwrap_or_else(|| Bytes::from_static(b"0"));
                 self.done = &next[..] == b"0";
                 *cursor = next;
                 if self.kind == Kind::Set {
@@ -335,7 +367,10 @@ impl ChunkReader {
             (_, other) => {
                 return Err(Error::Protocol {
                     addr: conn.addr().to_string(),
-                    message: format!("unexpected reply while reading a {}: {other:?}", self.kind.name()),
+                    message: format!(
+                        "unexpected reply while reading a {}: {other:?}",
+                        self.kind.name()
+                    ),
                 })
             }
         };
@@ -396,7 +431,9 @@ impl StreamMeta {
             r => info_map(r),
         };
         let mut meta = StreamMeta {
-            last_id: field(&info, "last-generated-id").and_then(bulk).unwrap_or_default(),
+            last_id: field(&info, "last-generated-id")
+                .and_then(bulk)
+                .unwrap_or_default(),
             entries_added: field(&info, "entries-added").and_then(|r| r.as_int()),
             max_deleted_id: field(&info, "max-deleted-entry-id").and_then(bulk),
             groups: Vec::new(),
@@ -406,11 +443,15 @@ impl StreamMeta {
             let g = info_map(g);
             let name = field(&g, "name").and_then(bulk).unwrap_or_default();
             let mut group = Group {
-                last_delivered: field(&g, "last-delivered-id").and_then(bulk).unwrap_or_default(),
+                last_delivered: field(&g, "last-delivered-id")
+                    .and_then(bulk)
+                    .unwrap_or_default(),
                 entries_read: field(&g, "entries-read").and_then(|r| r.as_int()),
                 ..Group::default()
             };
-            let consumers = conn.call(&[&b"XINFO"[..], b"CONSUMERS", key, &name[..]]).await?;
+            let consumers = conn
+                .call(&[&b"XINFO"[..], b"CONSUMERS", key, &name[..]])
+                .await?;
             for c in consumers.into_array().unwrap_or_default() {
                 if let Some(n) = field(&info_map(c), "name").and_then(bulk) {
                     group.consumers.push(n);
@@ -420,18 +461,30 @@ impl StreamMeta {
             loop {
                 let count = CHUNK_ITEMS.to_string();
                 let page = conn
-                    .call(&[&b"XPENDING"[..], key, &name[..], &start[..], b"+", count.as_bytes()])
+                    .call(&[
+                        &b"XPENDING"[..],
+                        key,
+                        &name[..],
+                        &start[..],
+                        b"+",
+                        count.as_bytes(),
+                    ])
                     .await?
                     .into_array()
                     .unwrap_or_default();
                 let n = page.len();
                 for p in page {
                     let mut f = p.into_array().unwrap_or_default().into_iter();
-                    if let (Some(id), Some(consumer), Some(_idle), Some(count)) =
-                        (f.next().and_then(bulk), f.next().and_then(bulk), f.next(), f.next())
-                    {
+                    if let (Some(id), Some(consumer), Some(_idle), Some(count)) = (
+                        f.next().and_then(bulk),
+                        f.next().and_then(bulk),
+                        f.next(),
+                        f.next(),
+                    ) {
                         start = Bytes::from([&b"("[..], &id[..]].concat());
-                        group.pending.push((id, consumer, count.as_int().unwrap_or(1)));
+                        group
+                            .pending
+                            .push((id, consumer, count.as_int().unwrap_or(1)));
                     }
                 }
                 if n < CHUNK_ITEMS {
@@ -446,11 +499,25 @@ impl StreamMeta {
 
     /// Queues the commands that give an already-written stream this metadata; returns how
     /// many replies to read. `counters` says whether the target takes the 7.0 arguments.
-    pub fn queue_apply(&self, conn: &mut Conn, key: &[u8], counters: bool, has_entries: bool) -> usize {
+    pub fn queue_apply(
+        &self,
+        conn: &mut Conn,
+        key: &[u8],
+        counters: bool,
+        has_entries: bool,
+    ) -> usize {
         let mut replies = 0;
         if !has_entries {
             // An empty stream: create it by adding an entry and trimming it away at once.
-            conn.queue(&[&b"XADD"[..], key, b"MAXLEN", b"0", &self.last_id[..], b"f", b"v"]);
+            conn.queue(&[
+                &b"XADD"[..],
+                key,
+                b"MAXLEN",
+                b"0",
+                &self.last_id[..],
+                b"f",
+                b"v",
+            ]);
             replies += 1;
         }
         let mut args: Vec<Vec<u8>> = vec![b"XSETID".to_vec(), key.to_vec(), self.last_id.to_vec()];
@@ -467,7 +534,8 @@ impl StreamMeta {
         conn.queue(&args);
         replies += 1;
         for g in &self.groups {
-            let mut create: Vec<&[u8]> = vec![b"XGROUP", b"CREATE", key, &g.name, &g.last_delivered];
+            let mut create: Vec<&[u8]> =
+                vec![b"XGROUP", b"CREATE", key, &g.name, &g.last_delivered];
             let read = g.entries_read.map(|n| n.to_string());
             if let (true, Some(read)) = (counters, &read) {
                 create.push(b"ENTRIESREAD");
@@ -536,12 +604,19 @@ impl Digest {
                     self.ordered.update(i);
                 }
             }
-            Chunk::Items(items) => self.unordered.extend(items.iter().map(|i| xxhash_rust::xxh3::xxh3_128(i))),
+            Chunk::Items(items) => self
+                .unordered
+                .extend(items.iter().map(|i| xxhash_rust::xxh3::xxh3_128(i))),
             Chunk::Pairs(pairs) => self.unordered.extend(pairs.iter().map(|(a, b)| {
                 let mut h = Xxh3::new();
                 h.update(&(a.len() as u64).to_le_bytes());
                 h.update(a);
-                match (kind, std::str::from_utf8(b).ok().and_then(|s| s.parse::<f64>().ok())) {
+                match (
+                    kind,
+                    std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|s| s.parse::<f64>().ok()),
+                ) {
                     (Kind::ZSet, Some(score)) => h.update(&score.to_bits().to_le_bytes()),
                     _ => h.update(b),
                 }
@@ -611,7 +686,13 @@ mod tests {
             d.finish(kind, None)
         };
         let set1 = d(Kind::Set, vec![Chunk::Items(vec![b("a"), b("b")])]);
-        let set2 = d(Kind::Set, vec![Chunk::Items(vec![b("b")]), Chunk::Items(vec![b("a"), b("b")])]);
+        let set2 = d(
+            Kind::Set,
+            vec![
+                Chunk::Items(vec![b("b")]),
+                Chunk::Items(vec![b("a"), b("b")]),
+            ],
+        );
         assert_eq!(set1, set2);
         let list1 = d(Kind::List, vec![Chunk::Items(vec![b("a"), b("b")])]);
         let list2 = d(Kind::List, vec![Chunk::Items(vec![b("b"), b("a")])]);
@@ -619,6 +700,9 @@ mod tests {
         let z1 = d(Kind::ZSet, vec![Chunk::Pairs(vec![(b("m"), b("1.5"))])]);
         let z2 = d(Kind::ZSet, vec![Chunk::Pairs(vec![(b("m"), b("1.50"))])]);
         assert_eq!(z1, z2);
-        assert_ne!(set1, d(Kind::List, vec![Chunk::Items(vec![b("a"), b("b")])]));
+        assert_ne!(
+            set1,
+            d(Kind::List, vec![Chunk::Items(vec![b("a"), b("b")])])
+        );
     }
 }

@@ -217,7 +217,13 @@ struct Seen {
 
 impl VerifyWorker {
     /// Reads TYPE, TTL and (full mode, small keys) DUMP for `keys` on one connection.
-    async fn look(conn: &mut Conn, keys: &[Bytes], absolute: bool, full: bool, big: u64) -> Result<Vec<Seen>> {
+    async fn look(
+        conn: &mut Conn,
+        keys: &[Bytes],
+        absolute: bool,
+        full: bool,
+        big: u64,
+    ) -> Result<Vec<Seen>> {
         for k in keys {
             conn.queue(&[&b"TYPE"[..], k]);
             Ttl::queue_read(conn, k, absolute);
@@ -234,11 +240,16 @@ impl VerifyWorker {
         for (i, _) in keys.iter().enumerate() {
             let kind = Kind::from_type_reply(&conn.recv().await?).unwrap_or(None);
             let ttl = Ttl::from_reply(&conn.recv().await?, absolute);
-            let is_big = full && big > 0 && matches!(conn.recv().await?, Reply::Int(n) if n as u64 > big);
+            let is_big =
+                full && big > 0 && matches!(conn.recv().await?, Reply::Int(n) if n as u64 > big);
             if full && !is_big && kind.is_some() {
                 small.push(i);
             }
-            seen.push(Seen { kind, ttl, payload: None });
+            seen.push(Seen {
+                kind,
+                ttl,
+                payload: None,
+            });
         }
         if !small.is_empty() {
             for &i in &small {
@@ -264,8 +275,20 @@ impl VerifyWorker {
         self.target.select(ctx.scope.target_of(db).db).await?;
         let target_keys: Vec<Bytes> = keys.iter().map(|k| ctx.scope.target_key(db, k)).collect();
         let (src, dst) = tokio::join!(
-            Self::look(&mut self.source, keys, ctx.absolute_ttl, full, o.big_key_bytes),
-            Self::look(&mut self.target, &target_keys, ctx.absolute_ttl, full, o.big_key_bytes)
+            Self::look(
+                &mut self.source,
+                keys,
+                ctx.absolute_ttl,
+                full,
+                o.big_key_bytes
+            ),
+            Self::look(
+                &mut self.target,
+                &target_keys,
+                ctx.absolute_ttl,
+                full,
+                o.big_key_bytes
+            )
         );
         let (src, dst) = (src?, dst?);
         let mut out = Vec::with_capacity(keys.len());
@@ -328,7 +351,11 @@ impl BatchWorker for VerifyWorker {
                 local.record(db, k, s, &self.ctx.options);
             }
         }
-        self.ctx.report.lock().expect("report").merge(local, &self.ctx.options);
+        self.ctx
+            .report
+            .lock()
+            .expect("report")
+            .merge(local, &self.ctx.options);
         Ok(())
     }
 }
@@ -346,7 +373,11 @@ impl BatchWorker for ReverseWorker {
         let mut local = VerifyReport::default();
         let mut by_db: BTreeMap<u32, Vec<(Bytes, Bytes)>> = BTreeMap::new();
         for k in keys {
-            match self.ctx.scope.source_of(target_db, &k, &self.ctx.source_dbs) {
+            match self
+                .ctx
+                .scope
+                .source_of(target_db, &k, &self.ctx.source_dbs)
+            {
                 Some((db, source_key)) => by_db.entry(db).or_default().push((k, source_key)),
                 None => local.record(target_db, &k, Status::Extra, &self.ctx.options),
             }
@@ -363,7 +394,11 @@ impl BatchWorker for ReverseWorker {
                 }
             }
         }
-        self.ctx.report.lock().expect("report").merge(local, &self.ctx.options);
+        self.ctx
+            .report
+            .lock()
+            .expect("report")
+            .merge(local, &self.ctx.options);
         Ok(())
     }
 }

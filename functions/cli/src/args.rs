@@ -1,0 +1,172 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Move a live Redis keyspace (ElastiCache, Valkey, any Redis) to another Redis without downtime.
+///
+/// Credentials may be given in the URL or, to keep them out of process listings, in
+/// FERRY_SOURCE_USER / FERRY_SOURCE_PASSWORD and FERRY_TARGET_USER / FERRY_TARGET_PASSWORD.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output on stderr (-v info, -vv debug); FERRY_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log lines as JSON.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// Worker threads (ferry needs little CPU; the servers need the cores).
+    #[arg(long, global = true, hide = true)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy keys from source to target and verify them, or only compare the two.
+    Replicate(ReplicateArgs),
+    /// Describe source and target and check that they can be paired, without writing anything.
+    Inventory(ConnectArgs),
+    /// Write the embedded sample dataset (mixed types, TTLs, streams) into a server.
+    Seed(SeedArgs),
+}
+
+/// What to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Copy every key once, then verify.
+    Snapshot,
+    /// Compare only: write nothing.
+    Compare,
+}
+
+/// How to copy keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CopyType {
+    /// DUMP/RESTORE, per-type commands for keys the target cannot RESTORE.
+    Auto,
+    /// DUMP/RESTORE only.
+    Dump,
+    /// Per-type reads and writes (across RDB versions).
+    Struct,
+}
+
+/// How thoroughly to verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyLevel {
+    /// Existence, type and TTL.
+    Quick,
+    /// Also every value.
+    Full,
+    /// Skip verify.
+    None,
+}
+
+/// Source and target, and how to reach them.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Source URL: redis://[user[:password]@]host[:port][/db], rediss:// for TLS.
+    #[arg(long, value_name = "URL")]
+    pub source: String,
+    /// Target URL.
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// CA certificates (PEM) to verify the source's TLS certificate.
+    #[arg(long, value_name = "FILE")]
+    pub source_ca: Option<PathBuf>,
+    /// CA certificates (PEM) to verify the target's TLS certificate.
+    #[arg(long, value_name = "FILE")]
+    pub target_ca: Option<PathBuf>,
+    /// Do not verify the source's TLS certificate (unsafe; a warning is printed).
+    #[arg(long)]
+    pub source_insecure: bool,
+    /// Do not verify the target's TLS certificate (unsafe; a warning is printed).
+    #[arg(long)]
+    pub target_insecure: bool,
+    /// Map a source db to a target db, with an optional key prefix: SRC=DST[:PREFIX]
+    /// (repeatable), e.g. 1=0:db1: for a target with only db 0.
+    #[arg(long = "db-map", value_name = "SRC=DST[:PREFIX]")]
+    pub db_map: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplicateArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// snapshot copies then verifies; compare only verifies.
+    #[arg(long, value_enum, default_value = "snapshot")]
+    pub mode: Mode,
+    /// Copy method.
+    #[arg(long = "type", value_enum, default_value = "auto")]
+    pub copy_type: CopyType,
+    /// Only keys matching this glob (SCAN MATCH).
+    #[arg(long, value_name = "GLOB")]
+    pub key_pattern: Option<String>,
+    /// Only keys of this type (string, hash, list, set, zset, stream).
+    #[arg(long, value_name = "TYPE")]
+    pub key_type: Option<String>,
+    /// Shards per source database (SCAN cursor ranges; rounded down to a power of two).
+    #[arg(long, default_value_t = 8)]
+    pub shards: u32,
+    /// Shards scanned at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Pipelined workers, each with one source and one target connection.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// Keys per pipelined batch.
+    #[arg(long, default_value_t = 512)]
+    pub batch_keys: usize,
+    /// Keys larger than this (MEMORY USAGE, bytes) are copied in chunks; 0 disables the check.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub big_key_bytes: u64,
+    /// Cap on commands per second sent to the source (0: no cap).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_ops_per_sec: u64,
+    /// Verify after the copy (compare mode: how to compare).
+    #[arg(long, value_enum, default_value = "full")]
+    pub verify: VerifyLevel,
+    /// Largest TTL difference that still counts as equal.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub ttl_tolerance_ms: i64,
+    /// Re-copy exactly the keys verify found different (and delete extras on the target).
+    #[arg(long)]
+    pub repair: bool,
+    /// Write into a target that already holds keys (keys of the same name are replaced).
+    #[arg(long)]
+    pub allow_nonempty_target: bool,
+    /// Write a JSON report to FILE ("-" for stdout; the summary then goes to stderr).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// Server to write into.
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// Mixed keys (70% strings, 10% hashes, 10% lists, 5% sets, 5% zsets).
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Percent of keys with a TTL.
+    #[arg(long, default_value_t = 20)]
+    pub ttl_percent: u8,
+    /// Streams with a consumer group and pending entries.
+    #[arg(long, default_value_t = 0)]
+    pub streams: u64,
+    /// Big hashes.
+    #[arg(long, default_value_t = 0)]
+    pub big_hashes: u64,
+    /// Fields per big hash.
+    #[arg(long, default_value_t = 10_000)]
+    pub big_hash_fields: u64,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// CA certificates (PEM) for a rediss:// target.
+    #[arg(long, value_name = "FILE")]
+    pub target_ca: Option<PathBuf>,
+}

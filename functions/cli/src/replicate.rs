@@ -1,0 +1,354 @@
+//! `ferry replicate`, `ferry inventory` and `ferry seed`: the engine's steps run in sequence on
+//! this machine, with progress, a summary and a JSON report.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_engine::copy::{CopyContext, CopyOptions, Method};
+use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
+use ferry_engine::scope::Scope;
+use ferry_engine::seed::{self, SeedSpec};
+use ferry_engine::verify::{Level, VerifyOptions};
+use ferry_engine::{Endpoint, Error, Role, Secret, TlsSettings};
+
+use crate::args::{ConnectArgs, CopyType, Mode, ReplicateArgs, SeedArgs, VerifyLevel};
+use crate::progress::Progress;
+use crate::report::{CopySummary, ErrorSummary, Report, VerifySummary};
+use crate::{EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK};
+
+/// Builds an endpoint from a URL, the environment's credentials and TLS options.
+fn endpoint(
+    role: Role,
+    url: &str,
+    ca: Option<&std::path::Path>,
+    insecure: bool,
+) -> Result<Endpoint, Error> {
+    let prefix = match role {
+        Role::Source => "FERRY_SOURCE",
+        Role::Target => "FERRY_TARGET",
+    };
+    let user = std::env::var(format!("{prefix}_USER"))
+        .ok()
+        .filter(|s| !s.is_empty());
+    let password = std::env::var(format!("{prefix}_PASSWORD"))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(Secret::new);
+    let mut ep = Endpoint::parse(role, url)?.with_credentials(user, password);
+    if ca.is_some() || insecure {
+        let tls = ep.tls.get_or_insert_with(TlsSettings::default);
+        tls.ca_file = ca.map(|p| p.to_path_buf());
+        tls.insecure = insecure;
+        if url.trim_start().starts_with("redis://") {
+            return Err(Error::InvalidInput(format!(
+                "a CA file or --{role}-insecure was given but the {role} URL is redis:// (plain); use rediss://"
+            )));
+        }
+    }
+    if insecure {
+        tracing::warn!(
+            "TLS certificate verification is OFF for the {role}: the connection can be intercepted"
+        );
+        eprintln!(
+            "warning: TLS certificate verification is OFF for the {role} (--{role}-insecure)"
+        );
+    }
+    Ok(ep)
+}
+
+fn migration(c: &ConnectArgs) -> Result<Migration, Error> {
+    let source = endpoint(
+        Role::Source,
+        &c.source,
+        c.source_ca.as_deref(),
+        c.source_insecure,
+    )?;
+    let target = endpoint(
+        Role::Target,
+        &c.target,
+        c.target_ca.as_deref(),
+        c.target_insecure,
+    )?;
+    let mut m = Migration::new(source, target);
+    m.scope.db_map = Scope::parse_db_map(&c.db_map)?;
+    Ok(m)
+}
+
+/// Exit code for an engine error.
+fn exit_code_of(e: &Error) -> i32 {
+    if e.is_bad_input() {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// Stops scanning on SIGINT / SIGTERM; in-flight batches finish and checkpoints are reported.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("stopping: finishing batches in flight (send again to force)");
+        set.store(true, Ordering::Relaxed);
+        tokio::signal::ctrl_c().await.ok();
+        std::process::exit(EXIT_INTERRUPTED);
+    });
+    flag
+}
+
+/// `ferry replicate`.
+pub async fn run(a: ReplicateArgs) -> i32 {
+    let mut report = Report {
+        mode: format!("{:?}", a.mode).to_lowercase(),
+        ..Report::default()
+    };
+    let result = replicate(&a, &mut report).await;
+    report.exit_code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = exit_code_of(&e);
+            report.error = Some(ErrorSummary::from(&e));
+            report.outcome = "failed".into();
+            code
+        }
+    };
+    emit(&report, a.json.as_deref())
+}
+
+fn emit(report: &Report, json: Option<&std::path::Path>) -> i32 {
+    let text = serde_json::to_string_pretty(report).expect("report serializes");
+    match json {
+        Some(p) if p.as_os_str() == "-" => {
+            eprint!("{}", report.summary());
+            println!("{text}");
+        }
+        Some(p) => {
+            print!("{}", report.summary());
+            if let Err(e) = std::fs::write(p, text + "\n") {
+                eprintln!("cannot write the JSON report to {}: {e}", p.display());
+                return EXIT_FAILED;
+            }
+        }
+        None => print!("{}", report.summary()),
+    }
+    std::io::stdout().flush().ok();
+    report.exit_code
+}
+
+async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error> {
+    let mut m = migration(&a.connect)?;
+    if a.shards == 0 || a.workers == 0 || a.parallel == 0 || a.batch_keys == 0 {
+        return Err(Error::InvalidInput(
+            "--shards, --parallel, --workers and --batch-keys must be at least 1".into(),
+        ));
+    }
+    if a.mode == Mode::Compare && a.verify == VerifyLevel::None {
+        return Err(Error::InvalidInput(
+            "--mode compare needs --verify quick or full".into(),
+        ));
+    }
+    report.source = m.source.redacted_url();
+    report.target = m.target.redacted_url();
+    m.scope.pattern = a.key_pattern.clone();
+    m.scope.key_type = a.key_type.clone();
+    m.copy = CopyOptions {
+        method: match a.copy_type {
+            CopyType::Auto => Method::Auto,
+            CopyType::Dump => Method::Dump,
+            CopyType::Struct => Method::Struct,
+        },
+        big_key_bytes: a.big_key_bytes,
+        batch_keys: a.batch_keys,
+        scan_count: 1000,
+        max_source_ops: a.max_ops_per_sec,
+    };
+    m.shards_per_db = a.shards;
+    m.parallel = a.parallel;
+    m.workers = a.workers;
+    m.allow_nonempty_target = a.allow_nonempty_target;
+
+    let purpose = if a.mode == Mode::Snapshot {
+        Purpose::Copy
+    } else {
+        Purpose::Compare
+    };
+    let inv = migrate::inventory(&m, purpose).await?;
+    report.inventory = Some(inv.clone());
+    let copy_ctx = Arc::new(CopyContext::new(
+        m.copy.clone(),
+        m.scope.clone(),
+        &inv.source,
+        &inv.target,
+    ));
+    let stop = stop_on_signal();
+
+    if a.mode == Mode::Snapshot {
+        let shards = migrate::plan_shards(&m, &inv.source);
+        let planned = shards.len();
+        let start = Instant::now();
+        let counter = copy_ctx.clone();
+        let progress = Progress::start(
+            "copy",
+            inv.source.total_keys(),
+            Arc::new(move || counter.stats.copied.load(Ordering::Relaxed)),
+        );
+        let stopper = StopWhen {
+            deadline: None,
+            flag: Some(stop.clone()),
+        };
+        let result = migrate::copy_shards(&m, copy_ctx.clone(), shards, stopper).await;
+        let counts = copy_ctx.stats.counts();
+        progress.finish(counts.copied);
+        let seconds = start.elapsed().as_secs_f64();
+        let mut summary = CopySummary {
+            method: inv.copy_method.clone(),
+            counts,
+            seconds,
+            keys_per_sec: counts.copied as f64 / seconds.max(1e-9),
+            shards: planned,
+            ..CopySummary::default()
+        };
+        let shards = match result {
+            Ok(s) => s,
+            Err(e) => {
+                report.copy = Some(summary);
+                return Err(e);
+            }
+        };
+        summary.shards_done = shards.iter().filter(|s| s.done).count();
+        summary.checkpoints = shards.into_iter().filter(|s| !s.done).collect();
+        let interrupted = !summary.checkpoints.is_empty();
+        report.copy = Some(summary);
+        if interrupted {
+            report.outcome = "interrupted".into();
+            return Ok(EXIT_INTERRUPTED);
+        }
+        report.outcome = "copied".into();
+    }
+
+    let level = match a.verify {
+        VerifyLevel::None => return Ok(EXIT_OK),
+        VerifyLevel::Quick => Level::Quick,
+        VerifyLevel::Full => Level::Full,
+    };
+    let options = VerifyOptions {
+        level,
+        ttl_tolerance_ms: a.ttl_tolerance_ms,
+        big_key_bytes: a.big_key_bytes,
+        ..VerifyOptions::default()
+    };
+    let vctx = migrate::verify_context(&m, &inv, options);
+    let start = Instant::now();
+    let checked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = checked.clone();
+    let progress = Progress::start(
+        "verify",
+        inv.source.total_keys(),
+        Arc::new(move || count.load(Ordering::Relaxed)),
+    );
+    let on_scanned: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| {
+        checked.fetch_add(n, Ordering::Relaxed);
+    });
+    let shards = migrate::plan_shards(&m, &inv.source);
+    migrate::verify_shards(&m, vctx.clone(), shards, on_scanned).await?;
+    let target_now = migrate::target_info(&m).await?;
+    let reverse_note = migrate::verify_reverse(&m, vctx.clone(), &target_now).await?;
+    let verify_report = vctx.take_report();
+    progress.finish(verify_report.total.ok + verify_report.total.differences());
+    let differences = verify_report.total.differences();
+    if a.repair && differences > 0 {
+        let repaired =
+            migrate::repair(&m, copy_ctx.clone(), vctx.clone(), &verify_report.diffs).await?;
+        let fixed = repaired.still_different == 0 && !verify_report.diffs_truncated;
+        report.repair = Some(repaired);
+        report.verify = Some(VerifySummary {
+            level: format!("{level:?}").to_lowercase(),
+            seconds: start.elapsed().as_secs_f64(),
+            report: verify_report,
+            reverse_pass: reverse_note,
+        });
+        report.outcome = if fixed { "repaired" } else { "different" }.into();
+        return Ok(if fixed { EXIT_OK } else { EXIT_DIFFERENT });
+    }
+    report.verify = Some(VerifySummary {
+        level: format!("{level:?}").to_lowercase(),
+        seconds: start.elapsed().as_secs_f64(),
+        report: verify_report,
+        reverse_pass: reverse_note,
+    });
+    if differences > 0 {
+        report.outcome = "different".into();
+        Ok(EXIT_DIFFERENT)
+    } else {
+        report.outcome = "verified".into();
+        Ok(EXIT_OK)
+    }
+}
+
+/// `ferry inventory`: describe both sides and run the pairing checks, writing nothing.
+pub async fn inventory(c: ConnectArgs) -> i32 {
+    let result = async {
+        let m = migration(&c)?;
+        migrate::inventory(&m, Purpose::Compare).await
+    }
+    .await;
+    match result {
+        Ok(inv) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&inv).expect("inventory serializes")
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.kind_name());
+            exit_code_of(&e)
+        }
+    }
+}
+
+/// `ferry seed`: write the sample dataset.
+pub async fn seed(a: SeedArgs) -> i32 {
+    let result = async {
+        let target = endpoint(Role::Target, &a.target, a.target_ca.as_deref(), false)?;
+        let spec = SeedSpec {
+            keys: a.keys,
+            ttl_percent: a.ttl_percent,
+            streams: a.streams,
+            big_hashes: a.big_hashes,
+            big_hash_fields: a.big_hash_fields,
+            db: target.db,
+            seed: a.seed,
+        };
+        let total = spec.keys + spec.streams + spec.big_hashes;
+        let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let shown = written.clone();
+        let progress = Progress::start(
+            "seed",
+            total,
+            Arc::new(move || shown.load(Ordering::Relaxed)),
+        );
+        let n = seed::seed(&target, &spec, |n| written.store(n, Ordering::Relaxed)).await?;
+        progress.finish(n);
+        Ok::<u64, Error>(n)
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            println!("seeded {n} keys");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.kind_name());
+            exit_code_of(&e)
+        }
+    }
+}

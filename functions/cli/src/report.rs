@@ -1,0 +1,167 @@
+//! The run's report: printed as a short summary for people and written as JSON for machines.
+
+use ferry_engine::copy::Counts;
+use ferry_engine::inventory::Inventory;
+use ferry_engine::migrate::RepairReport;
+use ferry_engine::plan::Shard;
+use ferry_engine::verify::VerifyReport;
+use ferry_engine::Error;
+use serde::Serialize;
+
+/// Everything a run did, with no secret in it (URLs are redacted).
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// snapshot or compare.
+    pub mode: String,
+    /// verified, copied, different, failed or interrupted.
+    pub outcome: String,
+    /// The process exit code.
+    pub exit_code: i32,
+    /// Redacted source URL.
+    pub source: String,
+    /// Redacted target URL.
+    pub target: String,
+    /// What inventory found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Inventory>,
+    /// The copy's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopySummary>,
+    /// The verify's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySummary>,
+    /// What --repair did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairReport>,
+    /// Why the run failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorSummary>,
+}
+
+/// Copy figures.
+#[derive(Debug, Default, Serialize)]
+pub struct CopySummary {
+    /// dump or struct (the default method after inventory).
+    pub method: String,
+    /// Key counters.
+    pub counts: Counts,
+    /// Wall time.
+    pub seconds: f64,
+    /// Keys copied per second.
+    pub keys_per_sec: f64,
+    /// Shards planned.
+    pub shards: usize,
+    /// Shards finished; the others' cursors are checkpoints.
+    pub shards_done: usize,
+    /// Unfinished shards with their cursors, when the run stopped early.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<Shard>,
+}
+
+/// Verify figures.
+#[derive(Debug, Serialize)]
+pub struct VerifySummary {
+    /// quick or full.
+    pub level: String,
+    /// Wall time.
+    pub seconds: f64,
+    /// Counts and sample.
+    #[serde(flatten)]
+    pub report: VerifyReport,
+    /// Why the reverse pass was skipped, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverse_pass: Option<String>,
+}
+
+/// A failure, by stable kind name.
+#[derive(Debug, Serialize)]
+pub struct ErrorSummary {
+    /// Stable kind name (e.g. TargetNotEmpty).
+    pub kind: String,
+    /// What happened and what to do.
+    pub message: String,
+    /// Whether running again may succeed.
+    pub retryable: bool,
+}
+
+impl From<&Error> for ErrorSummary {
+    fn from(e: &Error) -> Self {
+        ErrorSummary {
+            kind: e.kind_name().to_string(),
+            message: e.to_string(),
+            retryable: e.is_retryable(),
+        }
+    }
+}
+
+impl Report {
+    /// A few lines for people.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        line(format!(
+            "ferry {}: {} -> {}",
+            self.mode, self.source, self.target
+        ));
+        if let Some(inv) = &self.inventory {
+            line(format!(
+                "  source {} {} ({}, RDB {}), {} keys; target {} {} (RDB {}); method {}",
+                inv.source.product,
+                inv.source.version,
+                inv.source.mode,
+                inv.source.rdb_version,
+                inv.source.total_keys(),
+                inv.target.product,
+                inv.target.version,
+                inv.target.rdb_version,
+                inv.copy_method
+            ));
+            for note in &inv.notes {
+                line(format!("  note: {note}"));
+            }
+        }
+        if let Some(c) = &self.copy {
+            line(format!(
+                "  copied {} keys ({} per type, {} big, {} gone meanwhile) in {:.2}s, {:.0} keys/s, {}/{} shards done",
+                c.counts.copied,
+                c.counts.struct_copied,
+                c.counts.big_keys,
+                c.counts.gone,
+                c.seconds,
+                c.keys_per_sec,
+                c.shards_done,
+                c.shards
+            ));
+        }
+        if let Some(v) = &self.verify {
+            let t = &v.report.total;
+            line(format!(
+                "  verify ({}) in {:.2}s: ok {}, missing {}, extra {}, type {}, ttl {}, value {}",
+                v.level, v.seconds, t.ok, t.missing, t.extra, t.type_, t.ttl, t.value
+            ));
+            for d in &v.report.sample {
+                line(format!("    {:?} db{} {}", d.status, d.db, d.key));
+            }
+            if let Some(note) = &v.reverse_pass {
+                line(format!("  note: {note}"));
+            }
+        }
+        if let Some(r) = &self.repair {
+            line(format!(
+                "  repair: re-copied {}, deleted {} extra, {} still different",
+                r.recopied, r.deleted, r.still_different
+            ));
+        }
+        if let Some(e) = &self.error {
+            line(format!("  error [{}]: {}", e.kind, e.message));
+        }
+        line(format!(
+            "  outcome: {} (exit {})",
+            self.outcome, self.exit_code
+        ));
+        out
+    }
+}
