@@ -257,11 +257,7 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
     let on_scanned: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| {
         checked.fetch_add(n, Ordering::Relaxed);
     });
-    let shards = migrate::plan_shards(&m, &inv.source);
-    migrate::verify_shards(&m, vctx.clone(), shards, on_scanned).await?;
-    let target_now = migrate::target_info(&m).await?;
-    let reverse_note = migrate::verify_reverse(&m, vctx.clone(), &target_now).await?;
-    let verify_report = vctx.take_report();
+    let (verify_report, reverse_note) = migrate::verify_all(&m, &inv, vctx.clone(), on_scanned).await?;
     progress.finish(verify_report.total.ok + verify_report.total.differences());
     let differences = verify_report.total.differences();
     if a.repair && differences > 0 {

@@ -386,8 +386,11 @@ impl Copier {
         for (k, kind, ttl) in &batch {
             let reply = self.source.recv().await?;
             let target_key = self.ctx.scope.target_key(db, k);
+            // One transaction per key: a duplicate copy of the same key by another worker
+            // (SCAN may return a key twice) can never interleave with this one.
+            self.target.queue(&[&b"MULTI"[..]]);
             self.target.queue(&[&b"DEL"[..], &target_key]);
-            writes += 1;
+            writes += 3;
             if let Some(chunk) = value::chunk_from_reply(*kind, reply) {
                 value::queue_write_chunk(&mut self.target, *kind, &target_key, &chunk);
                 writes += value::write_chunk_replies(&chunk);
@@ -399,6 +402,7 @@ impl Copier {
             } else {
                 bump(&self.ctx.stats.gone, 1);
             }
+            self.target.queue(&[&b"EXEC"[..]]);
         }
         self.target.send().await?;
         self.expect_ok(writes).await?;
@@ -410,15 +414,18 @@ impl Copier {
         Ok(())
     }
 
-    /// Reads `n` replies from the target and fails on the first error reply.
+    /// Reads `n` replies from the target and fails on the first error reply, including errors
+    /// inside a transaction's EXEC reply.
     async fn expect_ok(&mut self, n: usize) -> Result<()> {
         let mut first_error = None;
         for _ in 0..n {
-            if let Reply::Error(e) = self.target.recv().await? {
-                first_error.get_or_insert_with(|| {
-                    self.target
-                        .server_error(b"write", &String::from_utf8_lossy(&e))
-                });
+            let reply = self.target.recv().await?;
+            let nested = match &reply {
+                Reply::Array(items) => items.iter().find_map(Reply::error_text),
+                other => other.error_text(),
+            };
+            if let Some(msg) = nested {
+                first_error.get_or_insert_with(|| self.target.server_error(b"write", &msg));
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -433,32 +440,43 @@ impl Copier {
             bump(&self.ctx.stats.gone, 1);
             return Ok(());
         };
+        // Built under a temporary name in the same hash slot, then renamed over the key in one
+        // atomic step: readers never see half a key, and a duplicate copy cannot interleave.
         let target_key = self.ctx.scope.target_key(db, key);
-        self.target.call(&[&b"DEL"[..], &target_key]).await?;
+        let temp = temp_key(&target_key);
         let mut reader = ChunkReader::new(kind, key.clone());
         let mut has_entries = false;
+        let mut started = false;
         loop {
             self.ctx.throttle(1).await;
             let Some(chunk) = reader.next(&mut self.source).await? else {
                 break;
             };
             has_entries |= matches!(&chunk, value::Chunk::Entries(e) if !e.is_empty());
-            value::queue_write_chunk(&mut self.target, kind, &target_key, &chunk);
-            let n = value::write_chunk_replies(&chunk);
+            value::queue_write_chunk(&mut self.target, kind, &temp, &chunk);
+            let mut n = value::write_chunk_replies(&chunk);
+            if !started && n > 0 {
+                // A copy cut off half way leaves no litter: the temporary key expires.
+                self.target.queue(&[&b"PEXPIRE"[..], &temp, TEMP_KEY_TTL_MS]);
+                n += 1;
+                started = true;
+            }
             self.target.send().await?;
             self.expect_ok(n).await?;
         }
         if kind == Kind::Stream {
             if let Some(meta) = StreamMeta::read(&mut self.source, key).await? {
-                let n = meta.queue_apply(
-                    &mut self.target,
-                    &target_key,
-                    self.ctx.target_stream_counters,
-                    has_entries,
-                );
+                let n = meta.queue_apply(&mut self.target, &temp, self.ctx.target_stream_counters, has_entries);
                 self.target.send().await?;
                 self.expect_ok(n).await?;
+                started = true;
             }
+        }
+        if !started {
+            // The key emptied or vanished while being read.
+            self.target.call(&[&b"DEL"[..], &target_key]).await?;
+            bump(&self.ctx.stats.gone, 1);
+            return Ok(());
         }
         let ttl = match ttl {
             Some(t) => t,
@@ -467,13 +485,50 @@ impl Copier {
                 Ttl::from_reply(&self.source.call(&[cmd, key]).await?, absolute)
             }
         };
-        if matches!(ttl, Ttl::At(_) | Ttl::In(_)) {
-            ttl.queue_apply(&mut self.target, &target_key);
-            self.target.send().await?;
-            self.expect_ok(1).await?;
+        match ttl {
+            Ttl::At(_) | Ttl::In(_) => ttl.queue_apply(&mut self.target, &temp),
+            _ => self.target.queue(&[&b"PERSIST"[..], &temp]),
         }
+        self.target.queue(&[&b"RENAME"[..], &temp, &target_key]);
+        self.target.send().await?;
+        self.expect_ok(2).await?;
         bump(&self.ctx.stats.copied, 1);
         bump(&self.ctx.stats.struct_copied, 1);
         Ok(())
+    }
+}
+
+/// How long a half-built temporary key survives a copy that was cut off.
+const TEMP_KEY_TTL_MS: &[u8] = b"3600000";
+
+/// A fresh temporary key name in the same cluster hash slot as `key`: the key's own hash tag
+/// is kept when it has one, otherwise the whole key becomes the tag.
+pub fn temp_key(key: &[u8]) -> Vec<u8> {
+    let suffix = format!(":ferry-tmp:{:016x}", rand::random::<u64>());
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| key[open + 1..].iter().position(|&b| b == b'}').map(|len| len > 0))
+        .unwrap_or(false);
+    if tagged {
+        [key, suffix.as_bytes()].concat()
+    } else {
+        [&b"{"[..], key, b"}", suffix.as_bytes()].concat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::temp_key;
+
+    #[test]
+    fn temp_keys_keep_the_hash_tag() {
+        let t = temp_key(b"user:{42}:profile");
+        assert!(t.starts_with(b"user:{42}:profile:ferry-tmp:"));
+        let t = temp_key(b"plain");
+        assert!(t.starts_with(b"{plain}:ferry-tmp:"));
+        let t = temp_key(b"empty{}tag");
+        assert!(t.starts_with(b"{empty{}tag}"));
+        assert_ne!(temp_key(b"k"), temp_key(b"k"));
     }
 }

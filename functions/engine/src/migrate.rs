@@ -311,6 +311,20 @@ pub async fn verify_reverse(
     Ok(None)
 }
 
+/// Forward and reverse passes over the whole scope; returns the report and, when the reverse
+/// pass had to be skipped, why.
+pub async fn verify_all(
+    m: &Migration,
+    inv: &Inventory,
+    ctx: Arc<VerifyContext>,
+    on_scanned: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<(VerifyReport, Option<String>)> {
+    verify_shards(m, ctx.clone(), plan_shards(m, &inv.source), on_scanned).await?;
+    let target_now = target_info(m).await?;
+    let note = verify_reverse(m, ctx.clone(), &target_now).await?;
+    Ok((ctx.take_report(), note))
+}
+
 /// The outcome of `--repair`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RepairReport {

@@ -93,6 +93,10 @@ pub struct Shard {
     /// Set once SCAN has reached the end of the range.
     #[serde(default)]
     pub done: bool,
+    /// Keys expected in the range (from INFO at plan time), to size SCAN COUNT so a call does
+    /// not run on into the next shard's buckets.
+    #[serde(default)]
+    pub keys_hint: u64,
 }
 
 impl Shard {
@@ -109,6 +113,7 @@ impl Shard {
             range,
             cursor: range.start_cursor(),
             done: false,
+            keys_hint: 0,
         }
     }
 
@@ -119,20 +124,28 @@ impl Shard {
     }
 }
 
+/// Fewer keys than this per shard are not worth a shard of their own.
+pub const MIN_KEYS_PER_SHARD: u64 = 1024;
+
 /// How many shards of the classic scheme a db of `keys` keys should be split into, given the
-/// shard count wanted: a power of two no larger than the wanted count or the table size
-/// (the next power of two ≥ the key count), since finer shards re-scan the same buckets.
+/// shard count wanted: a power of two no larger than the wanted count, nor the table size
+/// (the next power of two ≥ the key count: finer shards re-scan the same buckets), nor what
+/// gives each shard at least [`MIN_KEYS_PER_SHARD`] keys.
 pub fn classic_bits(keys: u64, wanted_shards: u32) -> u8 {
     let wanted_bits = 31 - wanted_shards.max(1).leading_zeros();
     let table_bits = keys.max(1).next_power_of_two().trailing_zeros();
-    wanted_bits.min(table_bits).min(32) as u8
+    let worth_bits = 63 - (keys / MIN_KEYS_PER_SHARD).max(1).leading_zeros();
+    wanted_bits.min(table_bits).min(worth_bits).min(32) as u8
 }
 
 /// Shards for one db of one node with the classic scheme.
 pub fn classic_shards(node: &str, db: u32, keys: u64, wanted_shards: u32) -> Vec<Shard> {
     let bits = classic_bits(keys, wanted_shards);
     (0..1u64 << bits)
-        .map(|index| Shard::new(node, db, Range::Classic { bits, index }))
+        .map(|index| Shard {
+            keys_hint: keys.div_ceil(1 << bits),
+            ..Shard::new(node, db, Range::Classic { bits, index })
+        })
         .collect()
 }
 
@@ -220,7 +233,8 @@ mod tests {
     #[test]
     fn classic_bits_respects_table_size() {
         assert_eq!(classic_bits(0, 16), 0);
-        assert_eq!(classic_bits(3, 16), 2);
+        assert_eq!(classic_bits(3, 16), 0);
+        assert_eq!(classic_bits(5000, 16), 2);
         assert_eq!(classic_bits(1_000_000, 16), 4);
         assert_eq!(classic_bits(1_000_000, 12), 3);
     }

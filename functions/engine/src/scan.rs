@@ -212,6 +212,7 @@ async fn scan_shard(
         let cursor = shard.cursor.to_string();
         let count = count_hint(
             config.count,
+            shard.keys_hint,
             scanned,
             start_fraction,
             shard.range.fraction_done(shard.cursor),
@@ -247,16 +248,20 @@ async fn scan_shard(
 }
 
 /// The SCAN COUNT for the next call. SCAN collects about COUNT keys from consecutive buckets,
-/// so the last call of a shard would run on into the next shard's buckets (harmless duplicates,
-/// but wasted work). Near the end of the range, COUNT is cut to the keys expected to remain,
-/// estimated from the keys seen per fraction of the range so far.
-fn count_hint(count: u32, scanned: u64, start: f64, now: f64) -> u32 {
+/// so a call asking for more keys than the shard has left runs on into the next shard's buckets
+/// (harmless duplicates, but wasted work, and many of them on small tables). COUNT is cut to
+/// the keys expected to remain: from the plan's estimate at first, then from the keys seen per
+/// fraction of the range so far.
+fn count_hint(count: u32, keys_hint: u64, scanned: u64, start: f64, now: f64) -> u32 {
     let covered = now - start;
-    if covered < 0.05 || scanned == 0 {
+    let remaining = if covered >= 0.05 && scanned > 0 {
+        scanned as f64 * (1.0 - now) / covered
+    } else if keys_hint > 0 {
+        keys_hint as f64 * (1.0 - now)
+    } else {
         return count;
-    }
-    let remaining = scanned as f64 * (1.0 - now) / covered;
-    (remaining as u32 + 1).clamp(10, count.max(10))
+    };
+    (remaining as u32 + 1).clamp(1, count.max(1))
 }
 
 /// Splits a SCAN reply into the next cursor and the keys.
