@@ -17,12 +17,16 @@ pub struct KeyState {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Connects redis-rs to a URL.
 pub async fn client(url: &str) -> redis::aio::MultiplexedConnection {
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(std::time::Duration::from_secs(60)));
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(60)));
     redis::Client::open(url)
         .expect("redis url")
         .get_multiplexed_async_connection_with_config(&config)
@@ -44,7 +48,11 @@ pub async fn keyspace(url: &str) -> BTreeMap<Vec<u8>, KeyState> {
     };
     let mut out = BTreeMap::new();
     for k in keys {
-        let kind: String = redis::cmd("TYPE").arg(&k).query_async(&mut c).await.expect("type");
+        let kind: String = redis::cmd("TYPE")
+            .arg(&k)
+            .query_async(&mut c)
+            .await
+            .expect("type");
         let pttl: i64 = c.pttl(&k).await.expect("pttl");
         let expire_at = if pttl >= 0 { now_ms() + pttl } else { -1 };
         let mut value: Vec<Vec<u8>> = match kind.as_str() {
@@ -53,20 +61,48 @@ pub async fn keyspace(url: &str) -> BTreeMap<Vec<u8>, KeyState> {
             "set" => c.smembers(&k).await.expect("smembers"),
             "hash" => {
                 let m: Vec<(Vec<u8>, Vec<u8>)> = c.hgetall(&k).await.expect("hgetall");
-                m.into_iter().map(|(f, v)| [f, b"=".to_vec(), v].concat()).collect()
+                m.into_iter()
+                    .map(|(f, v)| [f, b"=".to_vec(), v].concat())
+                    .collect()
             }
             "zset" => {
                 let m: Vec<(Vec<u8>, f64)> = c.zrange_withscores(&k, 0, -1).await.expect("zrange");
-                m.into_iter().map(|(f, s)| [f, format!("={s}").into_bytes()].concat()).collect()
+                m.into_iter()
+                    .map(|(f, s)| [f, format!("={s}").into_bytes()].concat())
+                    .collect()
             }
             "stream" => {
-                let v: redis::Value = redis::cmd("XRANGE").arg(&k).arg("-").arg("+").query_async(&mut c).await.expect("xrange");
-                let g: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&k).query_async(&mut c).await.expect("xinfo");
-                let s: redis::Value = redis::cmd("XINFO").arg("STREAM").arg(&k).query_async(&mut c).await.expect("xinfo stream");
-                let last_id = flat(&s).windows(2).find(|w| w[0] == b"last-generated-id").map(|w| w[1].clone()).unwrap_or_default();
+                let v: redis::Value = redis::cmd("XRANGE")
+                    .arg(&k)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut c)
+                    .await
+                    .expect("xrange");
+                let g: redis::Value = redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(&k)
+                    .query_async(&mut c)
+                    .await
+                    .expect("xinfo");
+                let s: redis::Value = redis::cmd("XINFO")
+                    .arg("STREAM")
+                    .arg(&k)
+                    .query_async(&mut c)
+                    .await
+                    .expect("xinfo stream");
+                let last_id = flat(&s)
+                    .windows(2)
+                    .find(|w| w[0] == b"last-generated-id")
+                    .map(|w| w[1].clone())
+                    .unwrap_or_default();
                 let groups = flat(&g)
                     .chunks(2)
-                    .filter(|p| p.len() == 2 && [&b"name"[..], b"pending", b"last-delivered-id", b"consumers"].contains(&&p[0][..]))
+                    .filter(|p| {
+                        p.len() == 2
+                            && [&b"name"[..], b"pending", b"last-delivered-id", b"consumers"]
+                                .contains(&&p[0][..])
+                    })
                     .map(|p| [p[0].clone(), b"=".to_vec(), p[1].clone()].concat())
                     .collect::<Vec<_>>();
                 let mut all = flat(&v);
@@ -79,7 +115,14 @@ pub async fn keyspace(url: &str) -> BTreeMap<Vec<u8>, KeyState> {
         if matches!(kind.as_str(), "set" | "hash" | "zset") {
             value.sort();
         }
-        out.insert(k, KeyState { kind, value, expire_at });
+        out.insert(
+            k,
+            KeyState {
+                kind,
+                value,
+                expire_at,
+            },
+        );
     }
     out
 }
@@ -96,23 +139,56 @@ fn flat(v: &redis::Value) -> Vec<Vec<u8>> {
 }
 
 /// Asserts two keyspaces hold the same keys, types and values, with TTLs within `ttl_ms`.
-pub fn assert_same(source: &BTreeMap<Vec<u8>, KeyState>, target: &BTreeMap<Vec<u8>, KeyState>, ttl_ms: i64) {
-    let missing: Vec<_> = source.keys().filter(|k| !target.contains_key(*k)).take(5).collect();
-    let extra: Vec<_> = target.keys().filter(|k| !source.contains_key(*k)).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+pub fn assert_same(
+    source: &BTreeMap<Vec<u8>, KeyState>,
+    target: &BTreeMap<Vec<u8>, KeyState>,
+    ttl_ms: i64,
+) {
+    let missing: Vec<_> = source
+        .keys()
+        .filter(|k| !target.contains_key(*k))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = target
+        .keys()
+        .filter(|k| !source.contains_key(*k))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
     for (k, s) in source {
         let t = &target[k];
-        assert_eq!((&s.kind, &s.value), (&t.kind, &t.value), "key {:?}", String::from_utf8_lossy(k));
+        assert_eq!(
+            (&s.kind, &s.value),
+            (&t.kind, &t.value),
+            "key {:?}",
+            String::from_utf8_lossy(k)
+        );
         let name = String::from_utf8_lossy(k);
-        assert_eq!(s.expire_at < 0, t.expire_at < 0, "ttl presence of {name:?}: {} vs {}", s.expire_at, t.expire_at);
-        assert!((s.expire_at - t.expire_at).abs() <= ttl_ms, "expiry of {name:?}: {} vs {}", s.expire_at, t.expire_at);
+        assert_eq!(
+            s.expire_at < 0,
+            t.expire_at < 0,
+            "ttl presence of {name:?}: {} vs {}",
+            s.expire_at,
+            t.expire_at
+        );
+        assert!(
+            (s.expire_at - t.expire_at).abs() <= ttl_ms,
+            "expiry of {name:?}: {} vs {}",
+            s.expire_at,
+            t.expire_at
+        );
     }
 }
 
 /// Runs the `ferry` binary with the given arguments and environment.
 pub fn ferry(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = std::process::Command::new(rig::ferry_bin());
-    cmd.args(args).env_remove("FERRY_SOURCE_PASSWORD").env_remove("FERRY_TARGET_PASSWORD");
+    cmd.args(args)
+        .env_remove("FERRY_SOURCE_PASSWORD")
+        .env_remove("FERRY_TARGET_PASSWORD");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -121,40 +197,129 @@ pub fn ferry(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// stdout + stderr of a run, as text.
 pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Writes one key of every core type and encoding, binary names included, some with TTLs.
 pub async fn write_every_type(url: &str) {
     let mut c = client(url).await;
     let mut p = redis::pipe();
-    p.cmd("SET").arg("s:int").arg("12345")
-        .cmd("SET").arg("s:embstr").arg("short")
-        .cmd("SET").arg("s:raw").arg("x".repeat(200))
-        .cmd("SET").arg("s:empty").arg("")
-        .cmd("SET").arg(b"bin:\x00\xff\r\n".as_slice()).arg(b"\x00\x01\x02\xff".as_slice())
-        .cmd("SET").arg("s:ttl").arg("v").arg("PX").arg(3_600_000)
-        .cmd("HSET").arg("h:small").arg("f1").arg("v1").arg("f2").arg("v2")
-        .cmd("EXPIRE").arg("h:small").arg(7200);
+    p.cmd("SET")
+        .arg("s:int")
+        .arg("12345")
+        .cmd("SET")
+        .arg("s:embstr")
+        .arg("short")
+        .cmd("SET")
+        .arg("s:raw")
+        .arg("x".repeat(200))
+        .cmd("SET")
+        .arg("s:empty")
+        .arg("")
+        .cmd("SET")
+        .arg(b"bin:\x00\xff\r\n".as_slice())
+        .arg(b"\x00\x01\x02\xff".as_slice())
+        .cmd("SET")
+        .arg("s:ttl")
+        .arg("v")
+        .arg("PX")
+        .arg(3_600_000)
+        .cmd("HSET")
+        .arg("h:small")
+        .arg("f1")
+        .arg("v1")
+        .arg("f2")
+        .arg("v2")
+        .cmd("EXPIRE")
+        .arg("h:small")
+        .arg(7200);
     for i in 0..300 {
-        p.cmd("HSET").arg("h:big").arg(format!("field{i}")).arg("y".repeat(80));
+        p.cmd("HSET")
+            .arg("h:big")
+            .arg(format!("field{i}"))
+            .arg("y".repeat(80));
         p.cmd("RPUSH").arg("l:big").arg(format!("item{i}"));
         p.cmd("SADD").arg("set:big").arg(format!("member{i}"));
-        p.cmd("ZADD").arg("z:big").arg(i as f64 / 3.0).arg(format!("m{i}"));
+        p.cmd("ZADD")
+            .arg("z:big")
+            .arg(i as f64 / 3.0)
+            .arg(format!("m{i}"));
     }
-    p.cmd("RPUSH").arg("l:small").arg("a").arg("b").arg("a")
-        .cmd("SADD").arg("set:int").arg(1).arg(2).arg(3)
-        .cmd("SADD").arg("set:str").arg("a").arg("b")
-        .cmd("ZADD").arg("z:small").arg("-inf").arg("low").arg("1.5").arg("mid").arg("+inf").arg("high")
-        .cmd("XADD").arg("x:s").arg("1-1").arg("a").arg("1")
-        .cmd("XADD").arg("x:s").arg("2-1").arg("b").arg("2")
-        .cmd("XADD").arg("x:s").arg("3-1").arg("c").arg("3")
-        .cmd("XGROUP").arg("CREATE").arg("x:s").arg("g1").arg("0")
-        .cmd("XGROUP").arg("CREATE").arg("x:s").arg("g2").arg("$")
-        .cmd("XREADGROUP").arg("GROUP").arg("g1").arg("alice").arg("COUNT").arg(2).arg("STREAMS").arg("x:s").arg(">")
-        .cmd("XGROUP").arg("CREATECONSUMER").arg("x:s").arg("g1").arg("bob")
-        .cmd("XDEL").arg("x:s").arg("3-1")
-        .cmd("XADD").arg("x:empty").arg("5-5").arg("f").arg("v")
-        .cmd("XDEL").arg("x:empty").arg("5-5");
+    p.cmd("RPUSH")
+        .arg("l:small")
+        .arg("a")
+        .arg("b")
+        .arg("a")
+        .cmd("SADD")
+        .arg("set:int")
+        .arg(1)
+        .arg(2)
+        .arg(3)
+        .cmd("SADD")
+        .arg("set:str")
+        .arg("a")
+        .arg("b")
+        .cmd("ZADD")
+        .arg("z:small")
+        .arg("-inf")
+        .arg("low")
+        .arg("1.5")
+        .arg("mid")
+        .arg("+inf")
+        .arg("high")
+        .cmd("XADD")
+        .arg("x:s")
+        .arg("1-1")
+        .arg("a")
+        .arg("1")
+        .cmd("XADD")
+        .arg("x:s")
+        .arg("2-1")
+        .arg("b")
+        .arg("2")
+        .cmd("XADD")
+        .arg("x:s")
+        .arg("3-1")
+        .arg("c")
+        .arg("3")
+        .cmd("XGROUP")
+        .arg("CREATE")
+        .arg("x:s")
+        .arg("g1")
+        .arg("0")
+        .cmd("XGROUP")
+        .arg("CREATE")
+        .arg("x:s")
+        .arg("g2")
+        .arg("$")
+        .cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g1")
+        .arg("alice")
+        .arg("COUNT")
+        .arg(2)
+        .arg("STREAMS")
+        .arg("x:s")
+        .arg(">")
+        .cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg("x:s")
+        .arg("g1")
+        .arg("bob")
+        .cmd("XDEL")
+        .arg("x:s")
+        .arg("3-1")
+        .cmd("XADD")
+        .arg("x:empty")
+        .arg("5-5")
+        .arg("f")
+        .arg("v")
+        .cmd("XDEL")
+        .arg("x:empty")
+        .arg("5-5");
     let _: () = p.query_async(&mut c).await.expect("write every type");
 }

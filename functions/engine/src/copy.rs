@@ -457,7 +457,8 @@ impl Copier {
             let mut n = value::write_chunk_replies(&chunk);
             if !started && n > 0 {
                 // A copy cut off half way leaves no litter: the temporary key expires.
-                self.target.queue(&[&b"PEXPIRE"[..], &temp, TEMP_KEY_TTL_MS]);
+                self.target
+                    .queue(&[&b"PEXPIRE"[..], &temp, TEMP_KEY_TTL_MS]);
                 n += 1;
                 started = true;
             }
@@ -466,7 +467,12 @@ impl Copier {
         }
         if kind == Kind::Stream {
             if let Some(meta) = StreamMeta::read(&mut self.source, key).await? {
-                let n = meta.queue_apply(&mut self.target, &temp, self.ctx.target_stream_counters, has_entries);
+                let n = meta.queue_apply(
+                    &mut self.target,
+                    &temp,
+                    self.ctx.target_stream_counters,
+                    has_entries,
+                );
                 self.target.send().await?;
                 self.expect_ok(n).await?;
                 started = true;
@@ -508,7 +514,12 @@ pub fn temp_key(key: &[u8]) -> Vec<u8> {
     let tagged = key
         .iter()
         .position(|&b| b == b'{')
-        .and_then(|open| key[open + 1..].iter().position(|&b| b == b'}').map(|len| len > 0))
+        .and_then(|open| {
+            key[open + 1..]
+                .iter()
+                .position(|&b| b == b'}')
+                .map(|len| len > 0)
+        })
         .unwrap_or(false);
     if tagged {
         [key, suffix.as_bytes()].concat()
