@@ -227,11 +227,9 @@ impl VerifyWorker {
         for k in keys {
             conn.queue(&[&b"TYPE"[..], k]);
             Ttl::queue_read(conn, k, absolute);
-            if full {
-                if big > 0 {
-                    conn.queue(&[&b"MEMORY"[..], b"USAGE", k, b"SAMPLES", b"5"]);
-                }
-                // DUMP is sent in a second round only for keys that are not big.
+            // DUMP goes in a second round, only for keys that are not big.
+            if full && big > 0 {
+                conn.queue(&[&b"MEMORY"[..], b"USAGE", k, b"SAMPLES", b"5"]);
             }
         }
         conn.send().await?;

