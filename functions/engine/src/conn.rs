@@ -256,36 +256,70 @@ impl Conn {
                         return Ok(reply);
                     }
                     Ok(None) => self.parse_when = (self.rbuf.len() * 2).max(self.rbuf.len() + 1),
-                    Err(e) => {
-                        return Err(Error::Protocol {
-                            addr: self.addr.clone(),
-                            message: e.0,
-                        })
-                    }
+                    Err(e) => return Err(self.protocol(e)),
                 }
             }
-            if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
-                self.rbuf
-                    .reserve(self.rbuf.len().clamp(64 * 1024, 8 * 1024 * 1024));
+            self.fill().await?;
+        }
+    }
+
+    /// Like [`Conn::recv`], but a bulk string longer than `limit` bytes is read off the socket
+    /// and dropped as it arrives, returning [`Reply::Skipped`]: memory stays bounded whatever
+    /// the size of a DUMP payload, and the caller copies that key another way.
+    pub async fn recv_limited(&mut self, limit: usize) -> Result<Reply> {
+        loop {
+            match resp::peek_head(&self.rbuf).map_err(|e| self.protocol(e))? {
+                resp::Head::Incomplete => self.fill().await?,
+                resp::Head::Bulk { len, header } if len > limit => {
+                    let mut remaining = header + len + 2;
+                    loop {
+                        let take = remaining.min(self.rbuf.len());
+                        let _ = self.rbuf.split_to(take);
+                        remaining -= take;
+                        if remaining == 0 {
+                            break;
+                        }
+                        self.fill().await?;
+                    }
+                    self.parse_when = 0;
+                    return Ok(Reply::Skipped(len as u64));
+                }
+                _ => return self.recv().await,
             }
-            let spare = self.rbuf.capacity() - self.rbuf.len();
-            let read = tokio::time::timeout(REPLY_TIMEOUT, self.stream.read_buf(&mut self.rbuf))
-                .await
-                .map_err(|_| Error::ConnectionLost {
-                    addr: self.addr.clone(),
-                    reason: format!("no reply within {}s", REPLY_TIMEOUT.as_secs()),
-                })?
-                .map_err(|e| self.lost(e))?;
-            if read == 0 {
-                return Err(Error::ConnectionLost {
-                    addr: self.addr.clone(),
-                    reason: "server closed the connection".into(),
-                });
-            }
-            if read < spare {
-                // The socket had no more for now: the reply may be complete.
-                self.parse_when = 0;
-            }
+        }
+    }
+
+    /// Reads once from the socket into the read buffer.
+    async fn fill(&mut self) -> Result<()> {
+        if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
+            self.rbuf
+                .reserve(self.rbuf.len().clamp(64 * 1024, 8 * 1024 * 1024));
+        }
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        let read = tokio::time::timeout(REPLY_TIMEOUT, self.stream.read_buf(&mut self.rbuf))
+            .await
+            .map_err(|_| Error::ConnectionLost {
+                addr: self.addr.clone(),
+                reason: format!("no reply within {}s", REPLY_TIMEOUT.as_secs()),
+            })?
+            .map_err(|e| self.lost(e))?;
+        if read == 0 {
+            return Err(Error::ConnectionLost {
+                addr: self.addr.clone(),
+                reason: "server closed the connection".into(),
+            });
+        }
+        if read < spare {
+            // The socket had no more for now: the reply may be complete.
+            self.parse_when = 0;
+        }
+        Ok(())
+    }
+
+    fn protocol(&self, e: resp::ProtocolError) -> Error {
+        Error::Protocol {
+            addr: self.addr.clone(),
+            message: e.0,
         }
     }
 

@@ -2,10 +2,12 @@
 //!
 //! A [`Copier`] owns one source and one target connection and copies a batch of keys with a
 //! few pipelined round trips, whatever the batch size:
-//! - **dump**: `MEMORY USAGE` (to route big keys), then `DUMP` + `PEXPIRETIME` (PTTL before 7.0)
-//!   on the source, then `RESTORE … REPLACE ABSTTL` on the target;
-//! - **struct**: `TYPE` + TTL, then one native read per key, then `DEL` + native write + `PEXPIREAT`;
-//!   keys over the big-key threshold and streams go key by key in bounded chunks;
+//! - **dump**: `DUMP` + `PEXPIRETIME` (PTTL before 7.0) on the source, then
+//!   `RESTORE … REPLACE ABSTTL` on the target; a payload over the big-key limit is dropped as it
+//!   is read and the key copied in chunks instead;
+//! - **struct**: `TYPE` + TTL + `MEMORY USAGE`, then one native read per key, then one
+//!   `MULTI`/`DEL`/write/`PEXPIREAT`/`EXEC` per key; big keys and streams go key by key in
+//!   bounded chunks;
 //! - **auto**: dump, and struct for any key whose payload the target cannot load.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,8 +43,8 @@ pub enum Method {
 pub struct CopyOptions {
     /// The copy method.
     pub method: Method,
-    /// Keys whose `MEMORY USAGE` exceeds this many bytes are copied in chunks; 0 turns the
-    /// check off (saves a command per key, but a huge key is then loaded whole).
+    /// Keys bigger than this (DUMP payload, or `MEMORY USAGE` in struct mode) are copied in
+    /// chunks, so ferry's memory stays bounded; 0 turns the limit off.
     pub big_key_bytes: u64,
     /// Keys per pipelined batch.
     pub batch_keys: usize,
@@ -142,7 +144,7 @@ pub struct CopyContext {
     pub stats: Stats,
     /// Load cap on the source.
     pub limiter: Option<Arc<RateLimiter>>,
-    /// Set when `MEMORY USAGE` is refused, so big-key routing is skipped from then on.
+    /// Set when `MEMORY USAGE` is refused, so the struct path stops probing sizes.
     memory_usage_refused: AtomicBool,
 }
 
@@ -215,13 +217,13 @@ impl Copier {
         }
         self.source.select(db).await?;
         self.target.select(self.ctx.scope.target_of(db).db).await?;
-        let (small, big) = self.split_big(keys).await?;
-        if self.ctx.all_struct {
-            self.struct_copy(db, &small).await?;
+        let big = if self.ctx.all_struct {
+            self.struct_copy(db, keys).await?
         } else {
-            let refused = self.dump_copy(db, &small).await?;
-            self.struct_copy(db, &refused).await?;
-        }
+            let (refused, mut big) = self.dump_copy(db, keys).await?;
+            big.extend(self.struct_copy(db, &refused).await?);
+            big
+        };
         for key in &big {
             bump(&self.ctx.stats.big_keys, 1);
             self.chunked_copy(db, key, None).await?;
@@ -229,38 +231,20 @@ impl Copier {
         Ok(())
     }
 
-    /// Routes keys by `MEMORY USAGE`: those over the threshold are copied in chunks.
-    async fn split_big(&mut self, keys: &[Bytes]) -> Result<(Vec<Bytes>, Vec<Bytes>)> {
-        let limit = self.ctx.options.big_key_bytes;
-        if limit == 0 || self.ctx.memory_usage_refused.load(Ordering::Relaxed) {
-            return Ok((keys.to_vec(), Vec::new()));
+    /// The DUMP payload size above which a key is copied in chunks instead.
+    fn big_limit(&self) -> usize {
+        match self.ctx.options.big_key_bytes {
+            0 => usize::MAX,
+            n => n as usize,
         }
-        self.ctx.throttle(keys.len() as u64).await;
-        for k in keys {
-            self.source
-                .queue(&[&b"MEMORY"[..], b"USAGE", k, b"SAMPLES", b"5"]);
-        }
-        self.source.send().await?;
-        let (mut small, mut big) = (Vec::with_capacity(keys.len()), Vec::new());
-        for k in keys {
-            match self.source.recv().await? {
-                Reply::Int(n) if n as u64 > limit => big.push(k.clone()),
-                Reply::Nil => bump(&self.ctx.stats.gone, 1),
-                Reply::Error(e) => {
-                    tracing::warn!(error = %String::from_utf8_lossy(&e), "MEMORY USAGE refused; big keys will be copied whole");
-                    self.ctx.memory_usage_refused.store(true, Ordering::Relaxed);
-                    small.push(k.clone());
-                }
-                _ => small.push(k.clone()),
-            }
-        }
-        Ok((small, big))
     }
 
-    /// DUMP + TTL on the source, RESTORE on the target. Returns keys whose payload the target
-    /// refused for its RDB version, for the struct path (auto), or fails (dump).
-    async fn dump_copy(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<Bytes>> {
+    /// DUMP + TTL on the source, RESTORE on the target. Returns the keys to copy per type
+    /// instead: those whose payload the target cannot load (auto), and those whose payload is
+    /// over the big-key limit (read off the socket and dropped, so memory stays bounded).
+    async fn dump_copy(&mut self, db: u32, keys: &[Bytes]) -> Result<(Vec<Bytes>, Vec<Bytes>)> {
         let absolute = self.ctx.source_absolute_ttl;
+        let limit = self.big_limit();
         self.ctx.throttle(2 * keys.len() as u64).await;
         for k in keys {
             self.source.queue(&[&b"DUMP"[..], k]);
@@ -268,11 +252,12 @@ impl Copier {
         }
         self.source.send().await?;
         let mut dumped = Vec::with_capacity(keys.len());
-        let mut refused = Vec::new();
+        let (mut refused, mut big) = (Vec::new(), Vec::new());
         for k in keys {
-            let payload = self.source.recv().await?;
+            let payload = self.source.recv_limited(limit).await?;
             let ttl = Ttl::from_reply(&self.source.recv().await?, absolute);
             match (payload, ttl) {
+                (Reply::Skipped(_), _) => big.push(k.clone()),
                 (Reply::Bulk(payload), ttl) if ttl != Ttl::Gone => {
                     let fits = payload_rdb_version(&payload)
                         .is_none_or(|v| restore_accepts(self.ctx.target_rdb, v));
@@ -295,7 +280,7 @@ impl Copier {
             }
         }
         refused.extend(self.restore(db, &dumped).await?);
-        Ok(refused)
+        Ok((refused, big))
     }
 
     /// RESTOREs dumped keys; returns the keys refused for their payload version (auto only).
@@ -353,24 +338,41 @@ impl Copier {
         }
     }
 
-    /// Copies keys with native commands: small keys batched, streams and big keys one by one.
-    async fn struct_copy(&mut self, db: u32, keys: &[Bytes]) -> Result<()> {
+    /// Copies keys with native commands: small keys batched, streams one by one. Returns the
+    /// keys over the big-key limit (by `MEMORY USAGE`), for the chunked path.
+    async fn struct_copy(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<Bytes>> {
         if keys.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let absolute = self.ctx.source_absolute_ttl;
-        self.ctx.throttle(2 * keys.len() as u64).await;
+        let probe = self.ctx.options.big_key_bytes > 0
+            && !self.ctx.memory_usage_refused.load(Ordering::Relaxed);
+        self.ctx
+            .throttle((2 + probe as u64) * keys.len() as u64)
+            .await;
         for k in keys {
             self.source.queue(&[&b"TYPE"[..], k]);
             Ttl::queue_read(&mut self.source, k, absolute);
+            if probe {
+                self.source
+                    .queue(&[&b"MEMORY"[..], b"USAGE", k, b"SAMPLES", b"5"]);
+            }
         }
         self.source.send().await?;
         let mut batch = Vec::with_capacity(keys.len());
-        let mut one_by_one = Vec::new();
+        let (mut one_by_one, mut big) = (Vec::new(), Vec::new());
         for k in keys {
             let kind = Kind::from_type_reply(&self.source.recv().await?)?;
             let ttl = Ttl::from_reply(&self.source.recv().await?, absolute);
+            let size = match probe {
+                true => {
+                    let reply = self.source.recv().await?;
+                    self.memory_usage(reply)
+                }
+                false => 0,
+            };
             match kind {
+                Some(_) if size > self.ctx.options.big_key_bytes => big.push(k.clone()),
                 Some(Kind::Stream) => one_by_one.push((k.clone(), ttl)),
                 Some(kind) if ttl != Ttl::Gone => batch.push((k.clone(), kind, ttl)),
                 _ => bump(&self.ctx.stats.gone, 1),
@@ -411,7 +413,20 @@ impl Copier {
         for (k, ttl) in one_by_one {
             self.chunked_copy(db, &k, Some(ttl)).await?;
         }
-        Ok(())
+        Ok(big)
+    }
+
+    /// A `MEMORY USAGE` reply in bytes; a refusal turns the probe off for the run.
+    fn memory_usage(&self, reply: Reply) -> u64 {
+        match reply {
+            Reply::Int(n) => n.max(0) as u64,
+            Reply::Error(e) => {
+                tracing::warn!(error = %String::from_utf8_lossy(&e), "MEMORY USAGE refused; big keys are copied whole in struct mode");
+                self.ctx.memory_usage_refused.store(true, Ordering::Relaxed);
+                0
+            }
+            _ => 0,
+        }
     }
 
     /// Reads `n` replies from the target and fails on the first error reply, including errors

@@ -21,6 +21,9 @@ pub enum Reply {
     Nil,
     /// `*n` array.
     Array(Vec<Reply>),
+    /// A bulk string longer than the reader's limit, read off the socket and dropped
+    /// (see `Conn::recv_limited`); holds its length.
+    Skipped(u64),
 }
 
 impl Reply {
@@ -96,6 +99,39 @@ fn push_header(out: &mut BytesMut, kind: u8, len: usize) {
     out.extend_from_slice(&[kind]);
     out.extend_from_slice(buf.format(len).as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// What the front of a buffer says about the next reply's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Not enough bytes to tell.
+    Incomplete,
+    /// A bulk string of `len` bytes whose header takes `header` bytes.
+    Bulk { len: usize, header: usize },
+    /// Any other reply.
+    Other,
+}
+
+/// Looks at the next reply's header without consuming anything.
+pub fn peek_head(buf: &[u8]) -> Result<Head, ProtocolError> {
+    match buf.first() {
+        None => Ok(Head::Incomplete),
+        Some(b'$') => match line_end(buf, 1) {
+            None => Ok(Head::Incomplete),
+            Some(eol) => {
+                let n = parse_int(&buf[1..eol])?;
+                Ok(if n < 0 {
+                    Head::Other
+                } else {
+                    Head::Bulk {
+                        len: n as usize,
+                        header: eol + 2,
+                    }
+                })
+            }
+        },
+        Some(_) => Ok(Head::Other),
+    }
 }
 
 /// Bytes that are not a RESP reply.

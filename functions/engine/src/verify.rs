@@ -161,7 +161,7 @@ pub struct VerifyOptions {
     pub sample_limit: usize,
     /// Differing keys remembered for repair.
     pub keep_diffs: usize,
-    /// Keys above this `MEMORY USAGE` are compared by chunked digest instead of DUMP.
+    /// Keys whose DUMP payload is above this are compared by chunked digest.
     pub big_key_bytes: u64,
 }
 
@@ -216,7 +216,9 @@ struct Seen {
 }
 
 impl VerifyWorker {
-    /// Reads TYPE, TTL and (full mode, small keys) DUMP for `keys` on one connection.
+    /// Reads TYPE, TTL and (full mode) DUMP for `keys` on one connection, in one round trip.
+    /// A payload over the big-key limit is dropped as it is read; such keys are compared by
+    /// chunked digest.
     async fn look(
         conn: &mut Conn,
         keys: &[Bytes],
@@ -227,38 +229,24 @@ impl VerifyWorker {
         for k in keys {
             conn.queue(&[&b"TYPE"[..], k]);
             Ttl::queue_read(conn, k, absolute);
-            // DUMP goes in a second round, only for keys that are not big.
-            if full && big > 0 {
-                conn.queue(&[&b"MEMORY"[..], b"USAGE", k, b"SAMPLES", b"5"]);
+            if full {
+                conn.queue(&[&b"DUMP"[..], k]);
             }
         }
         conn.send().await?;
+        let limit = if big == 0 { usize::MAX } else { big as usize };
         let mut seen = Vec::with_capacity(keys.len());
-        let mut small = Vec::new();
-        for (i, _) in keys.iter().enumerate() {
+        for _ in keys {
             let kind = Kind::from_type_reply(&conn.recv().await?).unwrap_or(None);
             let ttl = Ttl::from_reply(&conn.recv().await?, absolute);
-            let is_big =
-                full && big > 0 && matches!(conn.recv().await?, Reply::Int(n) if n as u64 > big);
-            if full && !is_big && kind.is_some() {
-                small.push(i);
-            }
-            seen.push(Seen {
-                kind,
-                ttl,
-                payload: None,
-            });
-        }
-        if !small.is_empty() {
-            for &i in &small {
-                conn.queue(&[&b"DUMP"[..], &keys[i]]);
-            }
-            conn.send().await?;
-            for &i in &small {
-                if let Reply::Bulk(p) = conn.recv().await? {
-                    seen[i].payload = Some(p);
-                }
-            }
+            let payload = match full {
+                true => match conn.recv_limited(limit).await? {
+                    Reply::Bulk(p) => Some(p),
+                    _ => None,
+                },
+                false => None,
+            };
+            seen.push(Seen { kind, ttl, payload });
         }
         Ok(seen)
     }
