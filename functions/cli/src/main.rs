@@ -26,11 +26,18 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_json);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cli.threads.unwrap_or(2).max(1))
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // ferry spends little CPU of its own: one thread keeps pipelines full and leaves the cores
+    // to the servers when they share a machine. `--threads N` for more.
+    let runtime = match cli.threads.unwrap_or(1) {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .expect("tokio runtime");
     let code = runtime.block_on(async {
         match cli.command {
             Command::Replicate(a) => replicate::run(a).await,

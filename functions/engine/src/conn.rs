@@ -170,6 +170,10 @@ impl Conn {
         match reply {
             Reply::Error(e) => {
                 let message = String::from_utf8_lossy(&e).into_owned();
+                if crate::error::is_transient_server_error(&message) {
+                    // LOADING, BUSY…: the server is up but not ready; retrying is right.
+                    return Err(self.server_error(b"AUTH", &message));
+                }
                 Err(Error::AuthFailed {
                     addr: self.addr.clone(),
                     reason: explain_auth_error(&message),

@@ -190,7 +190,13 @@ pub struct Copier {
     /// Target connection.
     pub target: Conn,
     ctx: Arc<CopyContext>,
+    /// Average DUMP payload seen so far, to size each pipeline round by bytes.
+    avg_payload: f64,
 }
+
+/// Payload bytes one pipeline round aims at: enough to keep the servers busy, small enough that
+/// neither ferry nor the source's output buffer holds much at once.
+const ROUND_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
 
 /// A key read with DUMP, ready to RESTORE.
 struct Dumped {
@@ -206,6 +212,7 @@ impl Copier {
             source,
             target,
             ctx,
+            avg_payload: 0.0,
         }
     }
 
@@ -217,18 +224,30 @@ impl Copier {
         }
         self.source.select(db).await?;
         self.target.select(self.ctx.scope.target_of(db).db).await?;
-        let big = if self.ctx.all_struct {
-            self.struct_copy(db, keys).await?
-        } else {
-            let (refused, mut big) = self.dump_copy(db, keys).await?;
-            big.extend(self.struct_copy(db, &refused).await?);
-            big
-        };
+        let mut big = Vec::new();
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let (round, next) = rest.split_at(self.round_keys().min(rest.len()));
+            rest = next;
+            if self.ctx.all_struct {
+                big.extend(self.struct_copy(db, round).await?);
+            } else {
+                let (refused, too_big) = self.dump_copy(db, round).await?;
+                big.extend(too_big);
+                big.extend(self.struct_copy(db, &refused).await?);
+            }
+        }
         for key in &big {
             bump(&self.ctx.stats.big_keys, 1);
             self.chunked_copy(db, key, None).await?;
         }
         Ok(())
+    }
+
+    /// Keys per pipeline round: the batch, cut so a round moves about [`ROUND_BYTES`].
+    fn round_keys(&self) -> usize {
+        let by_bytes = ROUND_BYTES / self.avg_payload.max(1.0);
+        (by_bytes as usize).clamp(1, self.ctx.options.batch_keys.max(1))
     }
 
     /// The DUMP payload size above which a key is copied in chunks instead.
@@ -278,6 +297,15 @@ impl Copier {
                 }
                 _ => bump(&self.ctx.stats.gone, 1),
             }
+        }
+        if !dumped.is_empty() {
+            let round_avg =
+                dumped.iter().map(|d| d.payload.len()).sum::<usize>() as f64 / dumped.len() as f64;
+            self.avg_payload = if self.avg_payload == 0.0 {
+                round_avg
+            } else {
+                0.7 * self.avg_payload + 0.3 * round_avg
+            };
         }
         refused.extend(self.restore(db, &dumped).await?);
         Ok((refused, big))

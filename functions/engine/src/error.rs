@@ -109,7 +109,7 @@ impl Error {
 
 /// Server replies that mean "try again later": loading, busy scripts, failover in progress,
 /// cluster redirections that outlived their retries.
-fn is_transient_server_error(message: &str) -> bool {
+pub(crate) fn is_transient_server_error(message: &str) -> bool {
     const TRANSIENT: [&str; 7] = [
         "LOADING",
         "BUSY",

@@ -140,6 +140,42 @@ pub struct ProtocolError(pub String);
 
 /// Takes one complete reply off the front of `buf`, or returns `Ok(None)` when more bytes are needed.
 pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
+    // Fast paths for the replies a copy reads by the million: integers, +OK and bulk strings.
+    match buf.first() {
+        Some(b':') | Some(b'+') => {
+            let Some(eol) = line_end(buf, 1) else {
+                return Ok(None);
+            };
+            let reply = if buf[0] == b':' {
+                Reply::Int(parse_int(&buf[1..eol])?)
+            } else if &buf[1..eol] == b"OK" {
+                Reply::Status(Bytes::from_static(b"OK"))
+            } else {
+                Reply::Status(Bytes::copy_from_slice(&buf[1..eol]))
+            };
+            let _ = buf.split_to(eol + 2);
+            return Ok(Some(reply));
+        }
+        Some(b'$') => {
+            let Some(eol) = line_end(buf, 1) else {
+                return Ok(None);
+            };
+            let n = parse_int(&buf[1..eol])?;
+            if n < 0 {
+                let _ = buf.split_to(eol + 2);
+                return Ok(Some(Reply::Nil));
+            }
+            let end = eol + 2 + n as usize;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            let _ = buf.split_to(eol + 2);
+            let body = buf.split_to(n as usize).freeze();
+            let _ = buf.split_to(2);
+            return Ok(Some(Reply::Bulk(body)));
+        }
+        _ => {}
+    }
     let Some(len) = frame_len(buf, 0)? else {
         return Ok(None);
     };

@@ -668,6 +668,47 @@ pub async fn digest_key(conn: &mut Conn, key: &Bytes) -> Result<Option<(Kind, u1
     Ok(Some((kind, digest.finish(kind, meta.as_ref()))))
 }
 
+/// Digests of small keys, read whole in one pipelined round (TYPE, then one read per key);
+/// streams are read key by key for their metadata. `None` for keys that are gone.
+pub async fn digest_small_keys(
+    conn: &mut Conn,
+    keys: &[&Bytes],
+) -> Result<Vec<Option<(Kind, u128)>>> {
+    for k in keys {
+        conn.queue(&[&b"TYPE"[..], k]);
+    }
+    conn.send().await?;
+    let mut kinds = Vec::with_capacity(keys.len());
+    for _ in keys {
+        kinds.push(Kind::from_type_reply(&conn.recv().await?)?);
+    }
+    for (k, kind) in keys.iter().zip(&kinds) {
+        if let Some(kind) = kind.filter(|k| *k != Kind::Stream) {
+            queue_read_whole(conn, kind, k);
+        }
+    }
+    conn.send().await?;
+    let mut out = Vec::with_capacity(keys.len());
+    for kind in &kinds {
+        out.push(match kind {
+            Some(kind) if *kind != Kind::Stream => {
+                let mut digest = Digest::default();
+                if let Some(chunk) = chunk_from_reply(*kind, conn.recv().await?) {
+                    digest.add(*kind, &chunk);
+                }
+                Some((*kind, digest.finish(*kind, None)))
+            }
+            _ => None,
+        });
+    }
+    for (i, kind) in kinds.iter().enumerate() {
+        if *kind == Some(Kind::Stream) {
+            out[i] = digest_key(conn, keys[i]).await?;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
