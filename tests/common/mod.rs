@@ -42,87 +42,114 @@ pub async fn keyspace(url: &str) -> BTreeMap<Vec<u8>, KeyState> {
         let mut iter: redis::AsyncIter<Vec<u8>> = c.scan().await.expect("scan");
         let mut keys = Vec::new();
         while let Some(k) = iter.next_item().await {
-            keys.push(k.expect("key"));
+            let k = k.expect("key");
+            // ferry's documented canary key lives only on the source, by design.
+            if !k.starts_with(b"ferry:canary:") {
+                keys.push(k);
+            }
         }
         keys
     };
     let mut out = BTreeMap::new();
-    for k in keys {
-        let kind: String = redis::cmd("TYPE")
-            .arg(&k)
-            .query_async(&mut c)
-            .await
-            .expect("type");
-        let pttl: i64 = c.pttl(&k).await.expect("pttl");
-        let expire_at = if pttl >= 0 { now_ms() + pttl } else { -1 };
-        let mut value: Vec<Vec<u8>> = match kind.as_str() {
-            "string" => vec![c.get(&k).await.expect("get")],
-            "list" => c.lrange(&k, 0, -1).await.expect("lrange"),
-            "set" => c.smembers(&k).await.expect("smembers"),
-            "hash" => {
-                let m: Vec<(Vec<u8>, Vec<u8>)> = c.hgetall(&k).await.expect("hgetall");
-                m.into_iter()
-                    .map(|(f, v)| [f, b"=".to_vec(), v].concat())
-                    .collect()
-            }
-            "zset" => {
-                let m: Vec<(Vec<u8>, f64)> = c.zrange_withscores(&k, 0, -1).await.expect("zrange");
-                m.into_iter()
-                    .map(|(f, s)| [f, format!("={s}").into_bytes()].concat())
-                    .collect()
-            }
-            "stream" => {
-                let v: redis::Value = redis::cmd("XRANGE")
-                    .arg(&k)
+    for batch in keys.chunks(500) {
+        let mut p = redis::pipe();
+        for k in batch {
+            p.cmd("TYPE").arg(k).cmd("PTTL").arg(k);
+        }
+        let meta: Vec<redis::Value> = p.query_async(&mut c).await.expect("type and pttl");
+        let read_at = now_ms();
+        let mut p = redis::pipe();
+        let mut kinds = Vec::with_capacity(batch.len());
+        for (i, k) in batch.iter().enumerate() {
+            let kind = match &meta[2 * i] {
+                redis::Value::SimpleString(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            match kind.as_str() {
+                "string" => p.cmd("GET").arg(k),
+                "list" => p.cmd("LRANGE").arg(k).arg(0).arg(-1),
+                "set" => p.cmd("SMEMBERS").arg(k),
+                "hash" => p.cmd("HGETALL").arg(k),
+                "zset" => p.cmd("ZRANGE").arg(k).arg(0).arg(-1).arg("WITHSCORES"),
+                "stream" => p
+                    .cmd("XRANGE")
+                    .arg(k)
                     .arg("-")
                     .arg("+")
-                    .query_async(&mut c)
-                    .await
-                    .expect("xrange");
-                let g: redis::Value = redis::cmd("XINFO")
+                    .cmd("XINFO")
                     .arg("GROUPS")
-                    .arg(&k)
-                    .query_async(&mut c)
-                    .await
-                    .expect("xinfo");
-                let s: redis::Value = redis::cmd("XINFO")
+                    .arg(k)
+                    .cmd("XINFO")
                     .arg("STREAM")
-                    .arg(&k)
-                    .query_async(&mut c)
-                    .await
-                    .expect("xinfo stream");
-                let last_id = flat(&s)
-                    .windows(2)
-                    .find(|w| w[0] == b"last-generated-id")
-                    .map(|w| w[1].clone())
-                    .unwrap_or_default();
-                let groups = flat(&g)
-                    .chunks(2)
-                    .filter(|p| {
-                        p.len() == 2
-                            && [&b"name"[..], b"pending", b"last-delivered-id", b"consumers"]
-                                .contains(&&p[0][..])
-                    })
-                    .map(|p| [p[0].clone(), b"=".to_vec(), p[1].clone()].concat())
-                    .collect::<Vec<_>>();
-                let mut all = flat(&v);
-                all.push(last_id);
-                all.extend(groups);
-                all
-            }
-            other => panic!("unexpected type {other}"),
-        };
-        if matches!(kind.as_str(), "set" | "hash" | "zset") {
-            value.sort();
+                    .arg(k),
+                _ => p.cmd("EXISTS").arg(k),
+            };
+            kinds.push(kind);
         }
-        out.insert(
-            k,
-            KeyState {
-                kind,
-                value,
-                expire_at,
-            },
-        );
+        let values: Vec<redis::Value> = p.query_async(&mut c).await.expect("values");
+        let mut values = values.into_iter();
+        for (i, (k, kind)) in batch.iter().zip(kinds).enumerate() {
+            let pttl = match meta[2 * i + 1] {
+                redis::Value::Int(n) => n,
+                _ => -2,
+            };
+            if kind == "none" {
+                values.next();
+                continue; // expired or deleted between SCAN and now
+            }
+            let expire_at = if pttl >= 0 { read_at + pttl } else { -1 };
+            let mut value = match kind.as_str() {
+                "stream" => {
+                    let (entries, groups, info) = (
+                        values.next().unwrap(),
+                        values.next().unwrap(),
+                        values.next().unwrap(),
+                    );
+                    let last_id = flat(&info)
+                        .windows(2)
+                        .find(|w| w[0] == b"last-generated-id")
+                        .map(|w| w[1].clone())
+                        .unwrap_or_default();
+                    let groups = flat(&groups)
+                        .chunks(2)
+                        .filter(|p| {
+                            p.len() == 2
+                                && [&b"name"[..], b"pending", b"last-delivered-id", b"consumers"]
+                                    .contains(&&p[0][..])
+                        })
+                        .map(|p| [p[0].clone(), b"=".to_vec(), p[1].clone()].concat())
+                        .collect::<Vec<_>>();
+                    let mut all = flat(&entries);
+                    all.push(last_id);
+                    all.extend(groups);
+                    all
+                }
+                "hash" => flat(&values.next().unwrap())
+                    .chunks(2)
+                    .map(|p| p.join(&b"="[..]))
+                    .collect(),
+                "zset" => flat(&values.next().unwrap())
+                    .chunks(2)
+                    .map(|p| {
+                        let score: f64 = String::from_utf8_lossy(&p[1]).parse().unwrap_or(f64::NAN);
+                        [p[0].clone(), format!("={score}").into_bytes()].concat()
+                    })
+                    .collect(),
+                "string" | "list" | "set" => flat(&values.next().unwrap()),
+                other => panic!("unexpected type {other}"),
+            };
+            if matches!(kind.as_str(), "set" | "hash" | "zset") {
+                value.sort();
+            }
+            out.insert(
+                k.clone(),
+                KeyState {
+                    kind,
+                    value,
+                    expire_at,
+                },
+            );
+        }
     }
     out
 }

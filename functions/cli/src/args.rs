@@ -32,6 +32,9 @@ pub enum Command {
     Inventory(ConnectArgs),
     /// Write the embedded sample dataset (mixed types, TTLs, streams) into a server.
     Seed(SeedArgs),
+    /// Follow the source's keyspace notifications and keep the target equal to it, until
+    /// SIGINT/SIGTERM or --idle-timeout; then drain (what the Fargate task runs).
+    Tail(TailArgs),
 }
 
 /// What to do.
@@ -41,6 +44,9 @@ pub enum Mode {
     Snapshot,
     /// Compare only: write nothing.
     Compare,
+    /// Snapshot while following live changes, until SIGINT/SIGTERM or --idle-timeout; then
+    /// drain and verify.
+    Live,
 }
 
 /// How to copy keys.
@@ -139,6 +145,34 @@ pub struct ReplicateArgs {
     #[arg(long)]
     pub allow_nonempty_target: bool,
     /// Write a JSON report to FILE ("-" for stdout; the summary then goes to stderr).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+/// How the live tail runs.
+#[derive(Debug, Clone, Args)]
+pub struct LiveArgs {
+    /// Live mode: stop following after this many seconds without a keyspace event.
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<f64>,
+    /// Live mode: if the source's notify-keyspace-events lacks flags, set them (CONFIG SET) and
+    /// restore the original value at the end.
+    #[arg(long)]
+    pub enable_notifications: bool,
+    /// Live mode: workers copying dirty keys.
+    #[arg(long, default_value_t = 4)]
+    pub tail_workers: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
+    /// Write a JSON report to FILE ("-" for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 }

@@ -43,6 +43,7 @@ fn main() {
             Command::Replicate(a) => replicate::run(a).await,
             Command::Inventory(a) => replicate::inventory(a).await,
             Command::Seed(a) => replicate::seed(a).await,
+            Command::Tail(a) => replicate::tail(a).await,
         }
     });
     std::process::exit(code);

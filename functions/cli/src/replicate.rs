@@ -10,12 +10,15 @@ use ferry_engine::copy::{CopyContext, CopyOptions, Method};
 use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
 use ferry_engine::scope::Scope;
 use ferry_engine::seed::{self, SeedSpec};
+use ferry_engine::tail::{self, Tail, TailOptions};
 use ferry_engine::verify::{Level, VerifyOptions};
 use ferry_engine::{Endpoint, Error, Role, Secret, TlsSettings};
 
-use crate::args::{ConnectArgs, CopyType, Mode, ReplicateArgs, SeedArgs, VerifyLevel};
+use crate::args::{
+    ConnectArgs, CopyType, LiveArgs, Mode, ReplicateArgs, SeedArgs, TailArgs, VerifyLevel,
+};
 use crate::progress::Progress;
-use crate::report::{CopySummary, ErrorSummary, Report, VerifySummary};
+use crate::report::{live_line, CopySummary, ErrorSummary, Report, VerifySummary};
 use crate::{EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK};
 
 /// Builds an endpoint from a URL, the environment's credentials and TLS options.
@@ -175,10 +178,10 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
     m.workers = a.workers;
     m.allow_nonempty_target = a.allow_nonempty_target;
 
-    let purpose = if a.mode == Mode::Snapshot {
-        Purpose::Copy
-    } else {
+    let purpose = if a.mode == Mode::Compare {
         Purpose::Compare
+    } else {
+        Purpose::Copy
     };
     let inv = migrate::inventory(&m, purpose).await?;
     report.inventory = Some(inv.clone());
@@ -190,8 +193,86 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
     ));
     let stop = stop_on_signal();
 
-    if a.mode == Mode::Snapshot {
-        let shards = migrate::plan_shards(&m, &inv.source);
+    // Live mode subscribes before the first shard is copied (design §4.1).
+    let mut live = None;
+    let mut original_flags = None;
+    if a.mode == Mode::Live {
+        original_flags = tail::ensure_notifications(&m.source, a.live.enable_notifications).await?;
+        let dbs = migrate::source_dbs(&inv.source);
+        match Tail::start(&m, copy_ctx.clone(), dbs, tail_options(&a.live), true).await {
+            Ok(t) => live = Some(t),
+            Err(e) => {
+                restore_flags(&m, &original_flags).await;
+                return Err(e);
+            }
+        }
+        eprintln!("live: subscribed to keyspace events; the canary key arrived");
+    }
+    let result = copy_and_verify(a, report, &m, &inv, copy_ctx, stop, live).await;
+    restore_flags(&m, &original_flags).await;
+    result
+}
+
+fn tail_options(l: &LiveArgs) -> TailOptions {
+    TailOptions {
+        workers: l.tail_workers.max(1),
+        ..TailOptions::default()
+    }
+}
+
+/// Puts back the notification flags live mode changed; a failure is reported, not fatal.
+async fn restore_flags(m: &Migration, original: &Option<String>) {
+    if let Some(flags) = original {
+        if let Err(e) = tail::restore_notifications(&m.source, flags).await {
+            eprintln!("warning: could not restore notify-keyspace-events to '{flags}': {e}");
+        }
+    }
+}
+
+/// Follows live changes until a signal or `idle` seconds without an event, printing status.
+async fn follow(t: &mut Tail, stop: &AtomicBool, idle: Option<f64>) -> Result<(), Error> {
+    let started = Instant::now();
+    let period = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        2.0
+    } else {
+        5.0
+    };
+    let mut last_status = Instant::now();
+    loop {
+        if let Some(e) = t.failure() {
+            return Err(e);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let quiet = t
+            .dirty
+            .quiet_for()
+            .unwrap_or(started.elapsed())
+            .min(started.elapsed());
+        if idle.is_some_and(|secs| quiet.as_secs_f64() >= secs) {
+            return Ok(());
+        }
+        if last_status.elapsed().as_secs_f64() >= period {
+            eprintln!("live: {}", live_line(&t.report()));
+            last_status = Instant::now();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The copy (snapshot and live modes), the live follow and drain, then verify and repair.
+async fn copy_and_verify(
+    a: &ReplicateArgs,
+    report: &mut Report,
+    m: &Migration,
+    inv: &ferry_engine::inventory::Inventory,
+    copy_ctx: Arc<CopyContext>,
+    stop: Arc<AtomicBool>,
+    mut live: Option<Tail>,
+) -> Result<i32, Error> {
+    if a.mode != Mode::Compare {
+        let shards = migrate::plan_shards(m, &inv.source);
         let planned = shards.len();
         let start = Instant::now();
         let counter = copy_ctx.clone();
@@ -204,7 +285,7 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
             deadline: None,
             flag: Some(stop.clone()),
         };
-        let result = migrate::copy_shards(&m, copy_ctx.clone(), shards, stopper).await;
+        let result = migrate::copy_shards(m, copy_ctx.clone(), shards, stopper).await;
         let counts = copy_ctx.stats.counts();
         progress.finish(counts.copied);
         let seconds = start.elapsed().as_secs_f64();
@@ -228,10 +309,26 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
         let interrupted = !summary.checkpoints.is_empty();
         report.copy = Some(summary);
         if interrupted {
+            if let Some(t) = live.take() {
+                report.live = t.stop().await.ok();
+            }
             report.outcome = "interrupted".into();
             return Ok(EXIT_INTERRUPTED);
         }
         report.outcome = "copied".into();
+    }
+
+    if let Some(mut t) = live.take() {
+        let replayed = t.barrier();
+        t.drain(std::time::Duration::ZERO).await?;
+        eprintln!(
+            "live: target caught up ({replayed} keys touched during the snapshot replayed); following changes until Ctrl-C{}",
+            a.live.idle_timeout.map(|s| format!(" or {s}s without events")).unwrap_or_default()
+        );
+        follow(&mut t, &stop, a.live.idle_timeout).await?;
+        eprintln!("live: stopping: draining the tail");
+        t.drain(std::time::Duration::from_millis(300)).await?;
+        report.live = Some(t.stop().await?);
     }
 
     let level = match a.verify {
@@ -245,7 +342,13 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
         big_key_bytes: a.big_key_bytes,
         ..VerifyOptions::default()
     };
-    let vctx = migrate::verify_context(&m, &inv, options);
+    // Fresh counts: keys and dbs may have come and gone since inventory (live mode).
+    let inv = ferry_engine::inventory::Inventory {
+        source: migrate::server_info(&m.source).await?,
+        target: migrate::server_info(&m.target).await?,
+        ..inv.clone()
+    };
+    let vctx = migrate::verify_context(m, &inv, options);
     let start = Instant::now();
     let checked = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let count = checked.clone();
@@ -258,12 +361,12 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
         checked.fetch_add(n, Ordering::Relaxed);
     });
     let (verify_report, reverse_note) =
-        migrate::verify_all(&m, &inv, vctx.clone(), on_scanned).await?;
+        migrate::verify_all(m, &inv, vctx.clone(), on_scanned).await?;
     progress.finish(verify_report.total.ok + verify_report.total.differences());
     let differences = verify_report.total.differences();
     if a.repair && differences > 0 {
         let repaired =
-            migrate::repair(&m, copy_ctx.clone(), vctx.clone(), &verify_report.diffs).await?;
+            migrate::repair(m, copy_ctx.clone(), vctx.clone(), &verify_report.diffs).await?;
         let fixed = repaired.still_different == 0 && !verify_report.diffs_truncated;
         report.repair = Some(repaired);
         report.verify = Some(VerifySummary {
@@ -288,6 +391,59 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
         report.outcome = "verified".into();
         Ok(EXIT_OK)
     }
+}
+
+/// `ferry tail`: follow the source alone (no snapshot), drain on SIGINT/SIGTERM or idle.
+pub async fn tail(a: TailArgs) -> i32 {
+    let mut report = Report {
+        mode: "tail".into(),
+        ..Report::default()
+    };
+    let result = async {
+        let m = migration(&a.connect)?;
+        report.source = m.source.redacted_url();
+        report.target = m.target.redacted_url();
+        let inv = migrate::inventory(&m, Purpose::Compare).await?;
+        let ctx = Arc::new(CopyContext::new(
+            m.copy.clone(),
+            m.scope.clone(),
+            &inv.source,
+            &inv.target,
+        ));
+        let original = tail::ensure_notifications(&m.source, a.live.enable_notifications).await?;
+        let stop = stop_on_signal();
+        let outcome = async {
+            let mut t = Tail::start(
+                &m,
+                ctx,
+                migrate::source_dbs(&inv.source),
+                tail_options(&a.live),
+                false,
+            )
+            .await?;
+            eprintln!("tail: subscribed to keyspace events; the canary key arrived; following");
+            follow(&mut t, &stop, a.live.idle_timeout).await?;
+            t.drain(std::time::Duration::from_millis(300)).await?;
+            t.stop().await
+        }
+        .await;
+        restore_flags(&m, &original).await;
+        report.live = Some(outcome?);
+        Ok::<(), Error>(())
+    }
+    .await;
+    report.exit_code = match result {
+        Ok(()) => {
+            report.outcome = "drained".into();
+            EXIT_OK
+        }
+        Err(e) => {
+            report.error = Some(ErrorSummary::from(&e));
+            report.outcome = "failed".into();
+            exit_code_of(&e)
+        }
+    };
+    emit(&report, a.json.as_deref())
 }
 
 /// `ferry inventory`: describe both sides and run the pairing checks, writing nothing.

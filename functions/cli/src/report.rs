@@ -4,6 +4,7 @@ use ferry_engine::copy::Counts;
 use ferry_engine::inventory::Inventory;
 use ferry_engine::migrate::RepairReport;
 use ferry_engine::plan::Shard;
+use ferry_engine::tail::TailReport;
 use ferry_engine::verify::VerifyReport;
 use ferry_engine::Error;
 use serde::Serialize;
@@ -30,6 +31,9 @@ pub struct Report {
     /// The verify's figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySummary>,
+    /// What the live tail did (live mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<TailReport>,
     /// What --repair did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairReport>,
@@ -84,6 +88,14 @@ pub struct ErrorSummary {
     pub retryable: bool,
 }
 
+/// One line of live-tail figures, for the summary and the periodic status.
+pub fn live_line(t: &TailReport) -> String {
+    format!(
+        "{} events ({:.0}/s), {} keys copied, {} deleted, queue {}, lag p50 {:.1} ms p99 {:.1} ms, {} replayed at barriers (peak set {}), {} gaps healed {}",
+        t.events, t.events_per_sec, t.keys_copied, t.keys_deleted, t.queue_depth, t.lag_p50_ms, t.lag_p99_ms, t.replayed, t.remembered_peak, t.gaps, t.heals
+    )
+}
+
 impl From<&Error> for ErrorSummary {
     fn from(e: &Error) -> Self {
         ErrorSummary {
@@ -135,6 +147,9 @@ impl Report {
                 c.shards_done,
                 c.shards
             ));
+        }
+        if let Some(t) = &self.live {
+            line(format!("  live: {}", live_line(t)));
         }
         if let Some(v) = &self.verify {
             let t = &v.report.total;

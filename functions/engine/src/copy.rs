@@ -192,6 +192,8 @@ pub struct Copier {
     ctx: Arc<CopyContext>,
     /// Average DUMP payload seen so far, to size each pipeline round by bytes.
     avg_payload: f64,
+    /// Keys found gone from the source during the current `copy_keys` call.
+    gone: Vec<Bytes>,
 }
 
 /// Payload bytes one pipeline round aims at: enough to keep the servers busy, small enough that
@@ -213,6 +215,7 @@ impl Copier {
             target,
             ctx,
             avg_payload: 0.0,
+            gone: Vec::new(),
         }
     }
 
@@ -224,6 +227,7 @@ impl Copier {
         }
         self.source.select(db).await?;
         self.target.select(self.ctx.scope.target_of(db).db).await?;
+        self.gone.clear();
         let mut big = Vec::new();
         let mut rest = keys;
         while !rest.is_empty() {
@@ -242,6 +246,25 @@ impl Copier {
             self.chunked_copy(db, key, None).await?;
         }
         Ok(())
+    }
+
+    /// Makes the target match the source for `keys` (the live tail's copy): existing keys are
+    /// copied, keys the source no longer has are deleted. Returns how many were deleted.
+    pub async fn sync_keys(&mut self, db: u32, keys: &[Bytes]) -> Result<u64> {
+        self.copy_keys(db, keys).await?;
+        let gone = std::mem::take(&mut self.gone);
+        for k in &gone {
+            let target_key = self.ctx.scope.target_key(db, k);
+            self.target.queue(&[&b"UNLINK"[..], &target_key]);
+        }
+        self.target.send().await?;
+        self.expect_ok(gone.len()).await?;
+        Ok(gone.len() as u64)
+    }
+
+    fn note_gone(&mut self, key: &Bytes) {
+        bump(&self.ctx.stats.gone, 1);
+        self.gone.push(key.clone());
     }
 
     /// Keys per pipeline round: the batch, cut so a round moves about [`ROUND_BYTES`].
@@ -295,7 +318,7 @@ impl Copier {
                         .source
                         .server_error(b"DUMP", &String::from_utf8_lossy(&e)));
                 }
-                _ => bump(&self.ctx.stats.gone, 1),
+                _ => self.note_gone(k),
             }
         }
         if !dumped.is_empty() {
@@ -403,7 +426,7 @@ impl Copier {
                 Some(_) if size > self.ctx.options.big_key_bytes => big.push(k.clone()),
                 Some(Kind::Stream) => one_by_one.push((k.clone(), ttl)),
                 Some(kind) if ttl != Ttl::Gone => batch.push((k.clone(), kind, ttl)),
-                _ => bump(&self.ctx.stats.gone, 1),
+                _ => self.note_gone(k),
             }
         }
         self.ctx.throttle(batch.len() as u64).await;
@@ -480,7 +503,7 @@ impl Copier {
         self.ctx.throttle(2).await;
         let Some(kind) = Kind::from_type_reply(&self.source.call(&[&b"TYPE"[..], key]).await?)?
         else {
-            bump(&self.ctx.stats.gone, 1);
+            self.note_gone(key);
             return Ok(());
         };
         // Built under a temporary name in the same hash slot, then renamed over the key in one

@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod copy;
+pub mod dirty;
 pub mod endpoint;
 pub mod error;
 pub mod inventory;
@@ -16,6 +17,7 @@ pub mod resp;
 pub mod scan;
 pub mod scope;
 pub mod seed;
+pub mod tail;
 pub mod value;
 pub mod verify;
 

@@ -131,9 +131,9 @@ async fn connect_info(ep: &Endpoint) -> Result<(Conn, ServerInfo)> {
     Ok((conn, info))
 }
 
-/// Reads the target's INFO afresh (its key counts after a copy, for the reverse pass).
-pub async fn target_info(m: &Migration) -> Result<ServerInfo> {
-    Ok(connect_info(&m.target).await?.1)
+/// Reads a server's INFO afresh (e.g. the target's key counts after a copy).
+pub async fn server_info(ep: &Endpoint) -> Result<ServerInfo> {
+    Ok(connect_info(ep).await?.1)
 }
 
 /// The source dbs that hold keys.
@@ -237,9 +237,25 @@ pub fn verify_context(
         options,
         scope: m.scope.clone(),
         absolute_ttl: inv.source.has_pexpiretime() && inv.target.has_pexpiretime(),
-        source_dbs: source_dbs(&inv.source),
+        source_dbs: verify_dbs(inv),
         report: Mutex::new(VerifyReport::default()),
     })
+}
+
+/// The dbs verify covers: those with keys on the source, and those with keys on the target
+/// (a db the source emptied during a live run must be checked for leftovers).
+fn verify_dbs(inv: &Inventory) -> Vec<u32> {
+    let mut dbs = source_dbs(&inv.source);
+    dbs.extend(
+        inv.target
+            .dbs
+            .iter()
+            .filter(|(_, s)| s.keys > 0)
+            .map(|(db, _)| *db),
+    );
+    dbs.sort_unstable();
+    dbs.dedup();
+    dbs
 }
 
 /// Verifies `shards` of the source against the target (forward pass only).
@@ -320,7 +336,7 @@ pub async fn verify_all(
     on_scanned: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<(VerifyReport, Option<String>)> {
     verify_shards(m, ctx.clone(), plan_shards(m, &inv.source), on_scanned).await?;
-    let target_now = target_info(m).await?;
+    let target_now = server_info(&m.target).await?;
     let note = verify_reverse(m, ctx.clone(), &target_now).await?;
     Ok((ctx.take_report(), note))
 }

@@ -1,0 +1,687 @@
+//! The live tail (design §4): follows keyspace notifications on the source and keeps the target
+//! equal to it, losing nothing.
+//!
+//! 1. Subscribe first: `PSUBSCRIBE __keyspace@*__:*` (every db), confirmed, then a canary key
+//!    proves delivery, before any snapshot shard starts.
+//! 2. State, not events: an event marks its key dirty ([`DirtySet`]); a worker reads the key's
+//!    current state from the source and writes it (or deletes it) on the target.
+//! 3. The reader task only parses and marks; target writes never block it.
+//! 4. Barrier: keys touched during the snapshot are copied once more when it ends.
+//! 5. Gaps (dropped subscription, restart, FLUSHALL/FLUSHDB/SWAPDB) are healed by a compare in
+//!    both directions that marks every difference dirty, inside its own barrier window.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::conn::Conn;
+use crate::copy::{Copier, CopyContext};
+use crate::dirty::DirtySet;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+use crate::inventory::{config_get, notifications_cover};
+use crate::migrate::{self, Migration};
+use crate::resp::Reply;
+use crate::verify::{Status, VerifyOptions};
+
+/// Prefix of the one key ferry writes on the source: the canary that proves notifications flow.
+pub const CANARY_PREFIX: &[u8] = b"ferry:canary:";
+
+/// Whether a key is ferry's own canary (never copied, never verified).
+pub fn is_canary(key: &[u8]) -> bool {
+    key.starts_with(CANARY_PREFIX)
+}
+
+/// The db and key of a keyspace channel `__keyspace@<db>__:<key>`; key names are binary-safe
+/// and may contain `:`.
+pub fn parse_keyspace_channel(channel: &[u8]) -> Option<(u32, &[u8])> {
+    let rest = channel.strip_prefix(b"__keyspace@")?;
+    let end = rest.iter().position(|&b| b == b'_')?;
+    let db = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    let key = rest[end..].strip_prefix(b"__:")?;
+    Some((db, key))
+}
+
+/// The notification flags live mode needs, added to what the server already has.
+pub fn merged_notify_flags(current: &str) -> String {
+    // `A` stands for every event class, but not for the keyspace channel `K`.
+    let has_all = current.contains('A');
+    let mut flags = current.to_string();
+    for c in "Kg$lshzxet".chars() {
+        let present = current.contains(c) || (has_all && c != 'K');
+        if !present {
+            flags.push(c);
+        }
+    }
+    flags
+}
+
+/// Settings of a tail.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Copy workers (each a source and a target connection).
+    pub workers: usize,
+    /// Dirty keys per worker round.
+    pub batch_keys: usize,
+    /// Names the canary key `ferry:canary:<run_id>`.
+    pub run_id: String,
+    /// How long to wait for the canary's event before declaring notifications off.
+    pub canary_timeout: Duration,
+    /// How often each node's `INFO` is checked for flushes and restarts.
+    pub gap_poll: Duration,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        TailOptions {
+            workers: 4,
+            batch_keys: 256,
+            run_id: format!("{:016x}", rand::random::<u64>()),
+            canary_timeout: Duration::from_secs(5),
+            gap_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Counters of a tail, shared by its tasks.
+#[derive(Debug, Default)]
+pub struct TailStats {
+    /// Keyspace events received.
+    pub events: AtomicU64,
+    /// Keys written to the target.
+    pub copied: AtomicU64,
+    /// Keys deleted on the target because the source no longer has them.
+    pub deleted: AtomicU64,
+    /// Gaps seen (dropped subscriptions, restarts, flushes).
+    pub gaps: AtomicU64,
+    /// Heal passes completed.
+    pub heals: AtomicU64,
+    /// Keys re-copied by barrier replays.
+    pub replayed: AtomicU64,
+}
+
+/// The tail's figures, for progress lines, JSON and logs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TailReport {
+    pub events: u64,
+    pub keys_copied: u64,
+    pub keys_deleted: u64,
+    pub events_per_sec: f64,
+    pub copies_per_sec: f64,
+    pub queue_depth: usize,
+    pub lag_p50_ms: f64,
+    pub lag_p99_ms: f64,
+    pub replayed: u64,
+    pub remembered_peak: usize,
+    pub remembered_bytes_now: usize,
+    pub gaps: u64,
+    pub heals: u64,
+    pub seconds: f64,
+}
+
+/// A running tail.
+pub struct Tail {
+    /// Dirty keys and lag.
+    pub dirty: Arc<DirtySet>,
+    /// Counters.
+    pub stats: Arc<TailStats>,
+    stop: Arc<AtomicBool>,
+    stopped: Arc<Notify>,
+    tasks: tokio::task::JoinSet<Result<()>>,
+    fatal: mpsc::UnboundedReceiver<Error>,
+    started: Instant,
+}
+
+struct Shared {
+    migration: Migration,
+    copy: Arc<CopyContext>,
+    dirty: Arc<DirtySet>,
+    stats: Arc<TailStats>,
+    stop: Arc<AtomicBool>,
+    stopped: Arc<Notify>,
+    dbs: Vec<u32>,
+    options: TailOptions,
+    fatal: mpsc::UnboundedSender<Error>,
+}
+
+impl Tail {
+    /// Subscribes on every source node (standalone: the source), proves delivery with the canary,
+    /// and starts the copy workers and the gap watcher. With `remember`, keys touched from now on
+    /// are remembered until [`Tail::barrier`] (a snapshot is about to run).
+    pub async fn start(
+        m: &Migration,
+        copy: Arc<CopyContext>,
+        dbs: Vec<u32>,
+        options: TailOptions,
+        remember: bool,
+    ) -> Result<Tail> {
+        let dbs = if dbs.is_empty() {
+            vec![m.source.db]
+        } else {
+            dbs
+        };
+        let dirty = Arc::new(DirtySet::new());
+        if remember {
+            dirty.open_window();
+        }
+        let (fatal_tx, fatal) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            migration: m.clone(),
+            copy,
+            dirty: dirty.clone(),
+            stats: Arc::new(TailStats::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+            stopped: Arc::new(Notify::new()),
+            dbs,
+            options,
+            fatal: fatal_tx,
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        let canary_seen = Arc::new(Notify::new());
+        let (gap_tx, gap_rx) = mpsc::unbounded_channel::<String>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tasks.spawn(subscriber(
+            shared.clone(),
+            m.source.clone(),
+            ready_tx,
+            canary_seen.clone(),
+            gap_tx.clone(),
+        ));
+        ready_rx
+            .await
+            .map_err(|_| Error::Cancelled("subscriber stopped".into()))??;
+        prove_delivery(&shared, &canary_seen).await?;
+        for _ in 0..shared.options.workers.max(1) {
+            tasks.spawn(copy_worker(shared.clone()));
+        }
+        tasks.spawn(gap_watcher(
+            shared.clone(),
+            m.source.clone(),
+            gap_tx.clone(),
+        ));
+        tasks.spawn(healer(shared.clone(), gap_rx, gap_tx));
+        Ok(Tail {
+            dirty,
+            stats: shared.stats.clone(),
+            stop: shared.stop.clone(),
+            stopped: shared.stopped.clone(),
+            tasks,
+            fatal,
+            started: Instant::now(),
+        })
+    }
+
+    /// The snapshot has finished: copy every key touched since subscription once more.
+    /// Returns how many keys were replayed.
+    pub fn barrier(&self) -> usize {
+        let n = self.dirty.close_window();
+        self.stats.replayed.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// A fatal error a task hit (target out of memory, auth revoked), if any.
+    pub fn failure(&mut self) -> Option<Error> {
+        self.fatal.try_recv().ok()
+    }
+
+    /// Waits until nothing is dirty or in flight and no event has arrived for `quiet`, failing
+    /// if a task hit a fatal error meanwhile.
+    pub async fn drain(&mut self, quiet: Duration) -> Result<()> {
+        loop {
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
+            self.dirty.drained().await;
+            if self.dirty.quiet_for().is_none_or(|q| q >= quiet) && self.dirty.depth() == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The current figures.
+    pub fn report(&self) -> TailReport {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let (p50, _) = self.dirty.lag.quantile(0.5);
+        let (p99, _) = self.dirty.lag.quantile(0.99);
+        let (_, peak, bytes) = self.dirty.remembered();
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TailReport {
+            events: g(&self.stats.events),
+            keys_copied: g(&self.stats.copied),
+            keys_deleted: g(&self.stats.deleted),
+            events_per_sec: g(&self.stats.events) as f64 / secs,
+            copies_per_sec: (g(&self.stats.copied) + g(&self.stats.deleted)) as f64 / secs,
+            queue_depth: self.dirty.depth(),
+            lag_p50_ms: p50.as_secs_f64() * 1e3,
+            lag_p99_ms: p99.as_secs_f64() * 1e3,
+            replayed: g(&self.stats.replayed),
+            remembered_peak: peak,
+            remembered_bytes_now: bytes,
+            gaps: g(&self.stats.gaps),
+            heals: g(&self.stats.heals),
+            seconds: secs,
+        }
+    }
+
+    /// Stops every task and returns the final figures.
+    pub async fn stop(mut self) -> Result<TailReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.stopped.notify_waiters();
+        let report = self.report();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        match self.failure() {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+/// Sends a fatal error to whoever drives the tail and stops the task.
+fn fail(shared: &Shared, e: Error) -> Result<()> {
+    let _ = shared.fatal.send(e);
+    Ok(())
+}
+
+/// Errors a tail rides out by reconnecting: the source or target is restarting or unreachable
+/// for a while.
+fn is_transient(e: &Error) -> bool {
+    e.is_retryable() || matches!(e, Error::Unreachable { .. } | Error::Protocol { .. })
+}
+
+/// Subscribes to keyspace events of every db (a key can MOVE into a db that was empty) and
+/// waits for the server to confirm.
+async fn subscribe(ep: &Endpoint) -> Result<Conn> {
+    let mut conn = Conn::connect(ep).await?;
+    match conn.call(&["PSUBSCRIBE", "__keyspace@*__:*"]).await? {
+        Reply::Array(items)
+            if items
+                .first()
+                .and_then(Reply::as_bytes)
+                .is_some_and(|k| &k[..] == b"psubscribe") =>
+        {
+            Ok(conn)
+        }
+        other => Err(Error::Protocol {
+            addr: conn.addr().to_string(),
+            message: format!("PSUBSCRIBE was not confirmed: {other:?}"),
+        }),
+    }
+}
+
+/// Reads keyspace events forever, reconnecting after a drop; a reconnect is a gap.
+async fn subscriber(
+    shared: Arc<Shared>,
+    ep: Endpoint,
+    ready: oneshot::Sender<Result<()>>,
+    canary_seen: Arc<Notify>,
+    gaps: mpsc::UnboundedSender<String>,
+) -> Result<()> {
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(50);
+    while !shared.stop.load(Ordering::Relaxed) {
+        let mut conn = match subscribe(&ep).await {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(e));
+                    return Ok(());
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        match ready.take() {
+            Some(r) => {
+                let _ = r.send(Ok(()));
+            }
+            None => {
+                let _ = gaps.send(format!("subscription to {} re-established", ep.addr()));
+            }
+        }
+        loop {
+            let reply = tokio::select! {
+                r = conn.recv() => r,
+                _ = shared.stopped.notified() => return Ok(()),
+            };
+            match reply {
+                Ok(Reply::Array(mut items)) if items.len() == 4 => {
+                    let event = items
+                        .pop()
+                        .and_then(|e| e.as_bytes().cloned())
+                        .unwrap_or_default();
+                    let channel = match items.pop() {
+                        Some(Reply::Bulk(c)) => c,
+                        _ => continue,
+                    };
+                    if let Some((db, key)) = parse_keyspace_channel(&channel) {
+                        shared.stats.events.fetch_add(1, Ordering::Relaxed);
+                        if is_canary(key) {
+                            canary_seen.notify_waiters();
+                        } else {
+                            let at = channel.len() - key.len();
+                            let by_writer = !matches!(&event[..], b"expired" | b"evicted");
+                            shared.dirty.mark_as((db, channel.slice(at..)), by_writer);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "keyspace subscription dropped; resubscribing");
+                    let _ = gaps.send(format!("subscription to {} dropped", ep.addr()));
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the canary and waits for its event: notifications are proven to flow.
+async fn prove_delivery(shared: &Shared, seen: &Notify) -> Result<()> {
+    let mut conn = Conn::connect(&shared.migration.source).await?;
+    conn.select(shared.dbs[0]).await?;
+    let key = [CANARY_PREFIX, shared.options.run_id.as_bytes()].concat();
+    let waiting = seen.notified();
+    tokio::pin!(waiting);
+    waiting.as_mut().enable();
+    conn.call(&[&b"SET"[..], &key, b"1", b"PX", b"60000"])
+        .await?;
+    tokio::time::timeout(shared.options.canary_timeout, waiting)
+        .await
+        .map_err(|_| {
+            Error::NotificationsDisabled(format!(
+                "no keyspace event for the canary key {} within {}s: enable notify-keyspace-events (K plus g$lshzxet; on ElastiCache, in a custom cache parameter group)",
+                String::from_utf8_lossy(&key),
+                shared.options.canary_timeout.as_secs()
+            ))
+        })
+}
+
+/// Copies dirty keys: current source state to the target, or a delete when the source has
+/// none. Connection trouble puts the keys back and reconnects; anything else is fatal.
+async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
+    let m = &shared.migration;
+    let mut copier: Option<Copier> = None;
+    let mut backoff = Duration::from_millis(50);
+    while !shared.stop.load(Ordering::Relaxed) {
+        let notified = shared.dirty.changed.notified();
+        let batch = shared.dirty.take(shared.options.batch_keys);
+        if batch.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+            continue;
+        }
+        let result = async {
+            if copier.is_none() {
+                let (s, t) = tokio::join!(Conn::connect(&m.source), Conn::connect(&m.target));
+                copier = Some(Copier::new(s?, t?, shared.copy.clone()));
+            }
+            let c = copier.as_mut().expect("connected");
+            let mut by_db: std::collections::BTreeMap<u32, Vec<Bytes>> = Default::default();
+            for ((db, key), _) in &batch {
+                by_db.entry(*db).or_default().push(key.clone());
+            }
+            let mut deleted = 0;
+            for (db, keys) in by_db {
+                deleted += c.sync_keys(db, &keys).await?;
+            }
+            Ok::<u64, Error>(deleted)
+        }
+        .await;
+        match result {
+            Ok(deleted) => {
+                shared.stats.deleted.fetch_add(deleted, Ordering::Relaxed);
+                shared
+                    .stats
+                    .copied
+                    .fetch_add(batch.len() as u64 - deleted, Ordering::Relaxed);
+                shared.dirty.complete(&batch);
+                backoff = Duration::from_millis(50);
+            }
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(error = %e, "tail copy interrupted; retrying");
+                shared.dirty.requeue(&batch);
+                copier = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                shared.dirty.requeue(&batch);
+                return fail(&shared, e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts of the commands that change a keyspace without per-key events.
+fn flush_calls(commandstats: &str) -> u64 {
+    commandstats
+        .lines()
+        .filter(|l| {
+            ["cmdstat_flushall:", "cmdstat_flushdb:", "cmdstat_swapdb:"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Watches a node's INFO for flushes (commandstats) and restarts (run id): each is a gap.
+async fn gap_watcher(
+    shared: Arc<Shared>,
+    ep: Endpoint,
+    gaps: mpsc::UnboundedSender<String>,
+) -> Result<()> {
+    let mut last: Option<(String, u64)> = None;
+    let mut conn: Option<Conn> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(shared.options.gap_poll).await;
+        if conn.is_none() {
+            conn = Conn::connect(&ep).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let info = async {
+            let server = c
+                .call(&["INFO", "server"])
+                .await?
+                .as_text()
+                .unwrap_or_default();
+            let stats = c
+                .call(&["INFO", "commandstats"])
+                .await?
+                .as_text()
+                .unwrap_or_default();
+            Ok::<_, Error>((server, stats))
+        }
+        .await;
+        let Ok((server, stats)) = info else {
+            conn = None;
+            continue;
+        };
+        let run_id = server
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let now = (run_id, flush_calls(&stats));
+        if let Some(before) = &last {
+            if before.0 != now.0 {
+                let _ = gaps.send(format!("{} restarted", ep.addr()));
+            } else if before.1 != now.1 {
+                let _ = gaps.send(format!("FLUSHALL/FLUSHDB/SWAPDB on {}", ep.addr()));
+            }
+        }
+        last = Some(now);
+    }
+    Ok(())
+}
+
+/// A gap notice that is a retry of a heal pass, not a new gap.
+const HEAL_RETRY: &str = "retry of an interrupted heal pass";
+
+/// Heals gaps: a compare of source and target in both directions marks every difference dirty,
+/// inside a remember window whose replay covers the races with live events.
+async fn healer(
+    shared: Arc<Shared>,
+    mut gaps: mpsc::UnboundedReceiver<String>,
+    retry: mpsc::UnboundedSender<String>,
+) -> Result<()> {
+    while let Some(reason) = gaps.recv().await {
+        // Coalesce gaps that arrive together into one heal pass.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut reasons = vec![reason];
+        while let Ok(more) = gaps.try_recv() {
+            reasons.push(more);
+        }
+        let new_gaps = reasons.iter().filter(|r| *r != HEAL_RETRY).count();
+        shared
+            .stats
+            .gaps
+            .fetch_add(new_gaps as u64, Ordering::Relaxed);
+        tracing::warn!(gaps = ?reasons, "gap on the source: healing with a compare pass");
+        shared.dirty.open_window();
+        let healed = heal_pass(&shared).await;
+        shared.dirty.drained().await;
+        let replayed = shared.dirty.close_window();
+        shared
+            .stats
+            .replayed
+            .fetch_add(replayed as u64, Ordering::Relaxed);
+        match healed {
+            Ok(n) => {
+                shared.stats.heals.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(differences = n, replayed, "heal pass done");
+            }
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(error = %e, "heal pass interrupted (the node may still be coming back); healing again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = retry.send(HEAL_RETRY.to_string());
+            }
+            Err(e) => return fail(&shared, e),
+        }
+    }
+    Ok(())
+}
+
+/// One compare in both directions; marks every differing key dirty and returns how many.
+async fn heal_pass(shared: &Shared) -> Result<usize> {
+    let m = &shared.migration;
+    let (source, target) = tokio::join!(
+        migrate::server_info(&m.source),
+        migrate::server_info(&m.target)
+    );
+    let inv = crate::inventory::Inventory {
+        source: source?,
+        target: target?,
+        type_sample: Default::default(),
+        copy_method: String::new(),
+        notes: Vec::new(),
+    };
+    let options = VerifyOptions {
+        keep_diffs: usize::MAX,
+        sample_limit: 0,
+        ..VerifyOptions::default()
+    };
+    let ctx = migrate::verify_context(m, &inv, options);
+    let dbs = ctx.source_dbs.clone();
+    let (report, _) = migrate::verify_all(m, &inv, ctx, Arc::new(|_| {})).await?;
+    let mut n = 0;
+    for d in report.diffs {
+        let key = match d.status {
+            Status::Extra => m.scope.source_of(d.db, &d.key, &dbs),
+            _ => Some((d.db, d.key)),
+        };
+        if let Some(key) = key {
+            shared.dirty.mark(key);
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Checks the source's `notify-keyspace-events` for live mode and, when asked and allowed,
+/// turns the needed flags on. Returns the original value to restore at the end, if changed.
+pub async fn ensure_notifications(source: &Endpoint, enable: bool) -> Result<Option<String>> {
+    let mut conn = Conn::connect(source).await?;
+    let Some(current) = config_get(&mut conn, "notify-keyspace-events").await? else {
+        // CONFIG is blocked (ElastiCache): the canary proves delivery or refuses.
+        return Ok(None);
+    };
+    if notifications_cover(&current) {
+        return Ok(None);
+    }
+    if !enable {
+        return Err(Error::NotificationsDisabled(format!(
+            "the source has notify-keyspace-events '{current}'; live mode needs K plus g$lshzxet: run CONFIG SET notify-keyspace-events KA, pass --enable-notifications, or on ElastiCache set it in a custom cache parameter group"
+        )));
+    }
+    let wanted = merged_notify_flags(&current);
+    conn.call(&["CONFIG", "SET", "notify-keyspace-events", &wanted])
+        .await?;
+    Ok(Some(current))
+}
+
+/// Puts back the `notify-keyspace-events` value live mode found.
+pub async fn restore_notifications(source: &Endpoint, original: &str) -> Result<()> {
+    let mut conn = Conn::connect(source).await?;
+    conn.call(&["CONFIG", "SET", "notify-keyspace-events", original])
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_binary_safe_channels() {
+        assert_eq!(
+            parse_keyspace_channel(b"__keyspace@0__:user:1"),
+            Some((0, &b"user:1"[..]))
+        );
+        assert_eq!(
+            parse_keyspace_channel(b"__keyspace@15__:a__:b"),
+            Some((15, &b"a__:b"[..]))
+        );
+        assert_eq!(
+            parse_keyspace_channel(b"__keyspace@3__:\x00\xff"),
+            Some((3, &b"\x00\xff"[..]))
+        );
+        assert_eq!(
+            parse_keyspace_channel(b"__keyspace@3__:"),
+            Some((3, &b""[..]))
+        );
+        assert_eq!(parse_keyspace_channel(b"__keyevent@0__:set"), None);
+        assert_eq!(parse_keyspace_channel(b"__keyspace@x__:k"), None);
+    }
+
+    #[test]
+    fn merges_flags() {
+        assert_eq!(merged_notify_flags(""), "Kg$lshzxet");
+        assert_eq!(merged_notify_flags("Ex"), "ExKg$lshzet");
+        assert_eq!(merged_notify_flags("AK"), "AK");
+        assert!(notifications_cover(&merged_notify_flags("E")));
+    }
+
+    #[test]
+    fn counts_flushes() {
+        let s = "cmdstat_get:calls=5,usec=1\r\ncmdstat_flushdb:calls=2,usec=9\r\ncmdstat_flushall:calls=1,usec=3\r\n";
+        assert_eq!(flush_calls(s), 3);
+    }
+}

@@ -1,0 +1,388 @@
+//! Live mode end to end: `ferry replicate --mode live` against real servers while a randomized
+//! writer hammers the source during the snapshot and after it, with the tail's subscription
+//! killed, a FLUSHDB, or a source restart mid-run. Each run must end with ferry's own full
+//! verify finding 0 differences, and an independent client must see equal keyspaces.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rig::{Config, Server};
+
+fn source_with_notifications() -> Server {
+    Server::with(Config {
+        args: vec!["--notify-keyspace-events".into(), "KA".into()],
+        ..Config::default()
+    })
+}
+
+/// One random write of many kinds; errors (WRONGTYPE, no such key, server restarting) are
+/// part of the game and ignored.
+async fn random_write(c: &mut redis::aio::MultiplexedConnection, rng: &mut StdRng) {
+    let k = |rng: &mut StdRng| format!("w:{}", rng.random_range(0..400));
+    let v = rng.random_range(0..1_000_000).to_string();
+    let cmd = |args: Vec<String>| {
+        let mut c = redis::cmd(&args[0]);
+        for a in &args[1..] {
+            c.arg(a);
+        }
+        c
+    };
+    let op = match rng.random_range(0..20) {
+        0 | 1 => cmd(vec!["SET".into(), k(rng), v]),
+        2 => cmd(vec![
+            "SET".into(),
+            k(rng),
+            v,
+            "PX".into(),
+            rng.random_range(50..600).to_string(),
+        ]),
+        3 => cmd(vec!["DEL".into(), k(rng)]),
+        4 => cmd(vec!["UNLINK".into(), k(rng)]),
+        5 => cmd(vec!["RENAME".into(), k(rng), k(rng)]),
+        6 => cmd(vec!["MOVE".into(), k(rng), "1".into()]),
+        7 => {
+            let key = k(rng);
+            let mut p = redis::pipe();
+            p.atomic()
+                .cmd("INCR")
+                .arg(&key)
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(300);
+            let _: redis::RedisResult<redis::Value> = p.query_async(c).await;
+            return;
+        }
+        8 => cmd(vec![
+            "EVAL".into(),
+            "redis.call('SET', KEYS[1], ARGV[1]); redis.call('LPUSH', KEYS[2], ARGV[1]); return 1"
+                .into(),
+            "2".into(),
+            format!("lua:{}", rng.random_range(0..50)),
+            format!("lualist:{}", rng.random_range(0..20)),
+            v,
+        ]),
+        9 => cmd(vec![
+            "HSET".into(),
+            "bighash".into(),
+            format!("f{}", rng.random_range(0..6000)),
+            v,
+        ]),
+        10 => cmd(vec![
+            "HDEL".into(),
+            "bighash".into(),
+            format!("f{}", rng.random_range(0..6000)),
+        ]),
+        11 => cmd(vec![
+            "ZADD".into(),
+            "bigzset".into(),
+            v,
+            format!("m{}", rng.random_range(0..6000)),
+        ]),
+        12 => cmd(vec![
+            "ZREM".into(),
+            "bigzset".into(),
+            format!("m{}", rng.random_range(0..6000)),
+        ]),
+        13 => cmd(vec![
+            "XADD".into(),
+            "events".into(),
+            "*".into(),
+            "v".into(),
+            v,
+        ]),
+        14 => cmd(vec![
+            "XTRIM".into(),
+            "events".into(),
+            "MAXLEN".into(),
+            "200".into(),
+        ]),
+        15 => cmd(vec!["COPY".into(), k(rng), k(rng), "REPLACE".into()]),
+        16 => cmd(vec!["EXPIRE".into(), k(rng), "1".into()]),
+        17 => cmd(vec![
+            "SADD".into(),
+            format!("set:{}", rng.random_range(0..30)),
+            v,
+        ]),
+        18 => cmd(vec!["APPEND".into(), k(rng), "x".into()]),
+        _ => cmd(vec!["PERSIST".into(), k(rng)]),
+    };
+    let _: redis::RedisResult<redis::Value> = op.query_async(c).await;
+}
+
+/// Writes as fast as it can until stopped; reconnects when the server goes away.
+fn start_writer(
+    url: String,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut rng = StdRng::seed_from_u64(seed);
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(client) = redis::Client::open(url.as_str()) else {
+                return;
+            };
+            let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            while !stop.load(Ordering::Relaxed) {
+                random_write(&mut c, &mut rng).await;
+                ops.fetch_add(1, Ordering::Relaxed);
+                if ops.load(Ordering::Relaxed).is_multiple_of(64)
+                    && redis::cmd("PING")
+                        .query_async::<String>(&mut c)
+                        .await
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+/// A `ferry replicate --mode live` child process whose stderr is watched.
+struct LiveRun {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl LiveRun {
+    fn start(source: &Server, target: &Server, report: &std::path::Path) -> LiveRun {
+        let mut child = Command::new(rig::ferry_bin())
+            .args([
+                "replicate",
+                "--mode",
+                "live",
+                "--idle-timeout",
+                "1.5",
+                "--source",
+                &source.url(),
+                "--target",
+                &target.url(),
+            ])
+            .args(["--json", report.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ferry");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut o = out.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        LiveRun { child, output }
+    }
+
+    fn text(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, needle: &str, within: Duration) {
+        let start = Instant::now();
+        while !self.text().contains(needle) {
+            assert!(
+                start.elapsed() < within,
+                "'{needle}' not seen within {within:?}:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn finish(mut self) -> (i32, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return (status.code().unwrap_or(-1), self.text());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                self.child.kill().ok();
+                panic!("ferry live did not finish:\n{}", self.text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    None,
+    KillSubscription,
+    FlushDb,
+    RestartSource,
+}
+
+async fn live_run(seed: u64, fault: Fault) {
+    let mut source = source_with_notifications();
+    let target = Server::start();
+    let out = common::ferry(
+        &[
+            "seed",
+            "--target",
+            &source.url(),
+            "--keys",
+            "30000",
+            "--streams",
+            "5",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", common::text(&out));
+    let mut c = common::client(&source.url()).await;
+    let mut p = redis::pipe();
+    for i in 0..6000 {
+        p.cmd("HSET")
+            .arg("bighash")
+            .arg(format!("f{i}"))
+            .arg(i)
+            .ignore();
+        p.cmd("ZADD")
+            .arg("bigzset")
+            .arg(i)
+            .arg(format!("m{i}"))
+            .ignore();
+    }
+    let _: () = p.query_async(&mut c).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..3)
+        .map(|w| start_writer(source.url(), seed * 10 + w, stop.clone(), ops.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("live.json");
+    let run = LiveRun::start(&source, &target, &report);
+    run.wait_for("target caught up", Duration::from_secs(30))
+        .await;
+    let during_snapshot = ops.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    match fault {
+        Fault::None => {}
+        Fault::KillSubscription => assert!(source
+            .cmd(&["CLIENT", "KILL", "TYPE", "pubsub"])
+            .starts_with(':')),
+        Fault::FlushDb => assert_eq!(source.cmd(&["FLUSHDB"]), "+OK"),
+        Fault::RestartSource => source.restart(),
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let (code, text) = run.finish().await;
+    assert_eq!(code, 0, "seed {seed}, {fault:?}:\n{text}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["outcome"], "verified", "{r}");
+    assert!(
+        during_snapshot > 0 && ops.load(Ordering::Relaxed) > during_snapshot,
+        "writes ran during and after the snapshot"
+    );
+    assert!(r["live"]["events"].as_u64().unwrap() > 100, "{r}");
+    if fault != Fault::None {
+        assert!(
+            r["live"]["gaps"].as_u64().unwrap() >= 1,
+            "the {fault:?} was seen as a gap: {r}"
+        );
+        assert!(r["live"]["heals"].as_u64().unwrap() >= 1, "and healed: {r}");
+    }
+    for db in [0, 1] {
+        let (s, t) = (
+            common::keyspace(&source.url_db(db)).await,
+            common::keyspace(&target.url_db(db)).await,
+        );
+        common::assert_same(&s, &t, 1000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_follows_a_busy_writer_during_and_after_the_snapshot() {
+    for seed in [1, 2, 3] {
+        live_run(seed, Fault::None).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_heals_a_killed_subscription() {
+    live_run(11, Fault::KillSubscription).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_heals_a_flushdb() {
+    live_run(12, Fault::FlushDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_heals_a_source_restart() {
+    live_run(13, Fault::RestartSource).await;
+}
+
+#[test]
+fn live_refuses_without_notifications_and_says_how_to_enable_them() {
+    let (source, target) = (Server::start(), Server::start());
+    source.cmd(&["SET", "k", "v"]);
+    let out = common::ferry(
+        &[
+            "replicate",
+            "--mode",
+            "live",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+    let t = common::text(&out);
+    assert!(
+        t.contains("NotificationsDisabled")
+            && t.contains("--enable-notifications")
+            && t.contains("parameter group"),
+        "{t}"
+    );
+    assert_eq!(target.cmd(&["DBSIZE"]), ":0");
+
+    // With --enable-notifications ferry turns them on and puts the old value back at the end.
+    source.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Ex"]);
+    let out = common::ferry(
+        &[
+            "replicate",
+            "--mode",
+            "live",
+            "--enable-notifications",
+            "--idle-timeout",
+            "0.5",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+    assert_eq!(
+        source.cmd(&["CONFIG", "GET", "notify-keyspace-events"]),
+        "notify-keyspace-events\nxE"
+    );
+    assert_eq!(target.cmd(&["GET", "k"]), "v");
+}
