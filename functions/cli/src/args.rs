@@ -32,6 +32,9 @@ pub enum Command {
     Inventory(ConnectArgs),
     /// Write the embedded sample dataset (mixed types, TTLs, streams) into a server.
     Seed(SeedArgs),
+    /// Write a steady load of SETs (for the live benchmark): --rate per second for --seconds.
+    #[command(hide = true)]
+    Load(LoadArgs),
     /// Follow the source's keyspace notifications and keep the target equal to it, until
     /// SIGINT/SIGTERM or --idle-timeout; then drain (what the Fargate task runs).
     Tail(TailArgs),
@@ -175,6 +178,25 @@ pub struct TailArgs {
     /// Write a JSON report to FILE ("-" for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Server to write into.
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// Writes per second.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// How long.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Distinct keys written to.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
+    /// Connections.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
 }
 
 #[derive(Debug, Clone, Args)]

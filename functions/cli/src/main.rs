@@ -44,6 +44,7 @@ fn main() {
             Command::Inventory(a) => replicate::inventory(a).await,
             Command::Seed(a) => replicate::seed(a).await,
             Command::Tail(a) => replicate::tail(a).await,
+            Command::Load(a) => replicate::load(a).await,
         }
     });
     std::process::exit(code);

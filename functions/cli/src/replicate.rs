@@ -15,7 +15,7 @@ use ferry_engine::verify::{Level, VerifyOptions};
 use ferry_engine::{Endpoint, Error, Role, Secret, TlsSettings};
 
 use crate::args::{
-    ConnectArgs, CopyType, LiveArgs, Mode, ReplicateArgs, SeedArgs, TailArgs, VerifyLevel,
+    ConnectArgs, CopyType, LiveArgs, LoadArgs, Mode, ReplicateArgs, SeedArgs, TailArgs, VerifyLevel,
 };
 use crate::progress::Progress;
 use crate::report::{live_line, CopySummary, ErrorSummary, Report, VerifySummary};
@@ -254,7 +254,20 @@ async fn follow(t: &mut Tail, stop: &AtomicBool, idle: Option<f64>) -> Result<()
             return Ok(());
         }
         if last_status.elapsed().as_secs_f64() >= period {
-            eprintln!("live: {}", live_line(&t.report()));
+            let r = t.report();
+            tracing::info!(
+                events = r.events,
+                events_per_sec = r.events_per_sec,
+                keys_copied = r.keys_copied,
+                keys_deleted = r.keys_deleted,
+                queue_depth = r.queue_depth,
+                lag_p50_ms = r.lag_p50_ms,
+                lag_p99_ms = r.lag_p99_ms,
+                replayed = r.replayed,
+                gaps = r.gaps,
+                "live tail"
+            );
+            eprintln!("live: {}", live_line(&r));
             last_status = Instant::now();
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -459,6 +472,25 @@ pub async fn inventory(c: ConnectArgs) -> i32 {
                 "{}",
                 serde_json::to_string_pretty(&inv).expect("inventory serializes")
             );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.kind_name());
+            exit_code_of(&e)
+        }
+    }
+}
+
+/// `ferry load`: a steady write load, reported as JSON.
+pub async fn load(a: LoadArgs) -> i32 {
+    let result = async {
+        let target = endpoint(Role::Target, &a.target, None, false)?;
+        seed::load(&target, a.rate, a.seconds, a.keys, a.connections).await
+    }
+    .await;
+    match result {
+        Ok(r) => {
+            println!("{}", serde_json::to_string(&r).expect("load report"));
             EXIT_OK
         }
         Err(e) => {

@@ -197,15 +197,12 @@ pub struct Copier {
 }
 
 /// Payload bytes one pipeline round aims at: enough to keep the servers busy, small enough that
-/// neither ferry nor the source's output buffer holds much at once.
+/// the source's output buffer never holds much at once.
 const ROUND_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
-
-/// A key read with DUMP, ready to RESTORE.
-struct Dumped {
-    key: Bytes,
-    payload: Bytes,
-    ttl: Ttl,
-}
+/// A first round assumes payloads this big until real sizes are seen (a round of 64 keys).
+const FIRST_GUESS_PAYLOAD: f64 = 64.0 * 1024.0;
+/// The target pipeline is sent whenever this much is queued, so payloads are not held.
+const FLUSH_BYTES: usize = 1024 * 1024;
 
 impl Copier {
     /// Wraps two connections.
@@ -269,7 +266,12 @@ impl Copier {
 
     /// Keys per pipeline round: the batch, cut so a round moves about [`ROUND_BYTES`].
     fn round_keys(&self) -> usize {
-        let by_bytes = ROUND_BYTES / self.avg_payload.max(1.0);
+        let avg = if self.avg_payload == 0.0 {
+            FIRST_GUESS_PAYLOAD
+        } else {
+            self.avg_payload
+        };
+        let by_bytes = ROUND_BYTES / avg.max(1.0);
         (by_bytes as usize).clamp(1, self.ctx.options.batch_keys.max(1))
     }
 
@@ -281,9 +283,11 @@ impl Copier {
         }
     }
 
-    /// DUMP + TTL on the source, RESTORE on the target. Returns the keys to copy per type
-    /// instead: those whose payload the target cannot load (auto), and those whose payload is
-    /// over the big-key limit (read off the socket and dropped, so memory stays bounded).
+    /// DUMP + TTL on the source, RESTORE on the target. Each payload is encoded into a RESTORE
+    /// as soon as it is read and the target pipeline is flushed every few megabytes, so ferry
+    /// never holds a round's payloads. Returns the keys to copy per type instead: those whose
+    /// payload the target cannot load (auto), and those over the big-key limit (read off the
+    /// socket and dropped).
     async fn dump_copy(&mut self, db: u32, keys: &[Bytes]) -> Result<(Vec<Bytes>, Vec<Bytes>)> {
         let absolute = self.ctx.source_absolute_ttl;
         let limit = self.big_limit();
@@ -293,8 +297,9 @@ impl Copier {
             Ttl::queue_read(&mut self.source, k, absolute);
         }
         self.source.send().await?;
-        let mut dumped = Vec::with_capacity(keys.len());
         let (mut refused, mut big) = (Vec::new(), Vec::new());
+        let mut restored = Vec::with_capacity(keys.len());
+        let mut bytes = 0usize;
         for k in keys {
             let payload = self.source.recv_limited(limit).await?;
             let ttl = Ttl::from_reply(&self.source.recv().await?, absolute);
@@ -305,12 +310,13 @@ impl Copier {
                         .is_none_or(|v| restore_accepts(self.ctx.target_rdb, v));
                     if !fits && self.ctx.options.method == Method::Auto {
                         refused.push(k.clone());
-                    } else {
-                        dumped.push(Dumped {
-                            key: k.clone(),
-                            payload,
-                            ttl,
-                        });
+                        continue;
+                    }
+                    self.queue_restore(db, k, &payload, ttl);
+                    bytes += payload.len();
+                    restored.push(k.clone());
+                    if self.target.wbuf().len() >= FLUSH_BYTES {
+                        self.target.send().await?;
                     }
                 }
                 (Reply::Error(e), _) => {
@@ -321,53 +327,52 @@ impl Copier {
                 _ => self.note_gone(k),
             }
         }
-        if !dumped.is_empty() {
-            let round_avg =
-                dumped.iter().map(|d| d.payload.len()).sum::<usize>() as f64 / dumped.len() as f64;
-            self.avg_payload = if self.avg_payload == 0.0 {
-                round_avg
-            } else {
-                0.7 * self.avg_payload + 0.3 * round_avg
+        if !restored.is_empty() {
+            let round_avg = bytes as f64 / restored.len() as f64;
+            self.avg_payload = match self.avg_payload {
+                0.0 => round_avg,
+                avg => 0.7 * avg + 0.3 * round_avg,
             };
         }
-        refused.extend(self.restore(db, &dumped).await?);
+        self.target.send().await?;
+        refused.extend(self.restore_replies(&restored).await?);
+        bump(&self.ctx.stats.bytes, bytes as u64);
         Ok((refused, big))
     }
 
-    /// RESTOREs dumped keys; returns the keys refused for their payload version (auto only).
-    async fn restore(&mut self, db: u32, dumped: &[Dumped]) -> Result<Vec<Bytes>> {
-        let scope = &self.ctx.scope;
-        let mut bytes = 0u64;
-        for d in dumped {
-            let key = scope.target_key(db, &d.key);
-            let out = self.target.wbuf();
-            let (ttl, abs) = match d.ttl {
-                Ttl::At(ms) => (ms, true),
-                Ttl::In(ms) => (ms.max(1), false),
-                _ => (0, false),
-            };
-            resp::encode_array_header(out, if abs { 6 } else { 5 });
-            resp::encode_bulk(out, b"RESTORE");
-            resp::encode_bulk(out, &key);
-            resp::encode_bulk_int(out, ttl);
-            resp::encode_bulk(out, &d.payload);
-            resp::encode_bulk(out, b"REPLACE");
-            if abs {
-                resp::encode_bulk(out, b"ABSTTL");
-            }
-            bytes += d.payload.len() as u64;
+    /// Encodes `RESTORE key ttl payload REPLACE [ABSTTL]` into the target pipeline.
+    fn queue_restore(&mut self, db: u32, key: &Bytes, payload: &[u8], ttl: Ttl) {
+        let key = self.ctx.scope.target_key(db, key);
+        let out = self.target.wbuf();
+        let (ttl, abs) = match ttl {
+            Ttl::At(ms) => (ms, true),
+            Ttl::In(ms) => (ms.max(1), false),
+            _ => (0, false),
+        };
+        resp::encode_array_header(out, if abs { 6 } else { 5 });
+        resp::encode_bulk(out, b"RESTORE");
+        resp::encode_bulk(out, &key);
+        resp::encode_bulk_int(out, ttl);
+        resp::encode_bulk(out, payload);
+        resp::encode_bulk(out, b"REPLACE");
+        if abs {
+            resp::encode_bulk(out, b"ABSTTL");
         }
-        self.target.send().await?;
+    }
+
+    /// Reads the RESTORE replies for `keys`; returns those refused for their payload version
+    /// (auto), or the first error.
+    async fn restore_replies(&mut self, keys: &[Bytes]) -> Result<Vec<Bytes>> {
         let mut refused = Vec::new();
         let mut first_error = None;
-        for d in dumped {
+        for k in keys {
             match self.target.recv().await? {
                 Reply::Error(e) => {
                     let msg = String::from_utf8_lossy(&e).into_owned();
                     let version_error =
                         msg.contains("payload version") || msg.contains("Bad data format");
                     if version_error && self.ctx.options.method == Method::Auto {
-                        refused.push(d.key.clone());
+                        refused.push(k.clone());
                     } else if first_error.is_none() {
                         first_error = Some(if version_error {
                             Error::Incompatible(format!(
@@ -382,7 +387,6 @@ impl Copier {
                 _ => bump(&self.ctx.stats.copied, 1),
             }
         }
-        bump(&self.ctx.stats.bytes, bytes);
         match first_error {
             Some(e) => Err(e),
             None => Ok(refused),

@@ -189,9 +189,10 @@ impl DirtySet {
     }
 }
 
-/// Bytes a remembered key costs beyond its name: the hash set slot, the `Bytes` handle and
-/// the allocation header (measured order of magnitude, for the report).
-pub const REMEMBERED_OVERHEAD: usize = 64;
+/// Bytes a remembered key costs beyond its name: the hash set slot (with its spare capacity),
+/// the `Bytes` handle and the allocation. Measured by `examples/replay_set_memory.rs`
+/// (171 bytes of RSS per 24-byte key).
+pub const REMEMBERED_OVERHEAD: usize = 147;
 
 /// A latency histogram with buckets of about 10% width from 10 µs to 10 min: small, lock-free
 /// enough for the copy path, precise enough for p50/p99.

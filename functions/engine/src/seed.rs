@@ -175,3 +175,68 @@ fn queue_stream(conn: &mut Conn, i: u64) -> u64 {
     conn.queue(&["XACK", &key, "workers", "1-0"]);
     ENTRIES + 3
 }
+
+/// What a steady write load did.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LoadReport {
+    /// Writes sent.
+    pub writes: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Writes `SET key value` at a steady `rate` per second for `seconds` over `keyspace` random
+/// keys (the live benchmark's load), over `connections` pipelined connections. Ends with
+/// `SET ferry:bench:done <unix ms>`, a marker whose arrival on the target shows convergence.
+pub async fn load(
+    ep: &Endpoint,
+    rate: u64,
+    seconds: f64,
+    keyspace: u64,
+    connections: usize,
+) -> Result<LoadReport> {
+    let limiter = std::sync::Arc::new(crate::ratelimit::RateLimiter::new(rate));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    let start = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..connections.max(1) {
+        let (ep, limiter) = (ep.clone(), limiter.clone());
+        tasks.spawn(async move {
+            let mut conn = Conn::connect(&ep).await?;
+            let mut rng = StdRng::seed_from_u64(c as u64);
+            let mut writes = 0u64;
+            const BATCH: u64 = 50;
+            while std::time::Instant::now() < deadline {
+                limiter.acquire(BATCH).await;
+                for _ in 0..BATCH {
+                    let key = format!("load:{}", rng.random_range(0..keyspace.max(1)));
+                    conn.queue(&[
+                        b"SET".as_slice(),
+                        key.as_bytes(),
+                        b"0123456789abcdef0123456789abcdef",
+                    ]);
+                }
+                let mut queued = BATCH;
+                flush(&mut conn, &mut queued).await?;
+                writes += BATCH;
+            }
+            Ok::<u64, crate::error::Error>(writes)
+        });
+    }
+    let mut writes = 0;
+    while let Some(r) = tasks.join_next().await {
+        writes += r.map_err(|e| crate::error::Error::Cancelled(e.to_string()))??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut conn = Conn::connect(ep).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+        .to_string();
+    conn.call(&["SET", "ferry:bench:done", &now]).await?;
+    Ok(LoadReport {
+        writes,
+        seconds: secs,
+    })
+}
