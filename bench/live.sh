@@ -15,22 +15,12 @@ scripts/setup.sh >/dev/null
 cargo build --release -p ferry-cli -p ferry-engine --examples 2>&1 | tail -1
 ferry=$PWD/target/release/ferry
 cli=/usr/bin/redis-cli
+. scripts/lib.sh
 
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start() {
-  local port=$1 name=$2; shift 2
-  /usr/bin/redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --dir "$work" \
-    --dbfilename "$name.rdb" --logfile "$work/$name.log" "$@" & pids+=($!)
-  for _ in $(seq 200); do $cli -p "$port" ping >/dev/null 2>&1 && return; sleep 0.05; done
-  echo "redis-server $name did not start" >&2; exit 1
-}
 now_ms() { date +%s%3N; }
 src=$(free_port); dst=$(free_port)
-start "$src" source --notify-keyspace-events KA
-start "$dst" target
+start_redis "$src" source --notify-keyspace-events KA
+start_redis "$dst" target
 S="redis://127.0.0.1:$src"; T="redis://127.0.0.1:$dst"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); source, target, load generator and ferry share it"
 echo

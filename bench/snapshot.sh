@@ -18,24 +18,14 @@ python3 -c "import redis" 2>/dev/null || python3 -m pip install -q redis
 cargo build --release -p ferry-cli 2>&1 | tail -1
 ferry=$PWD/target/release/ferry
 cli=/usr/bin/redis-cli
+. scripts/lib.sh
 
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start() { # port name [args...]
-  local port=$1 name=$2; shift 2
-  /usr/bin/redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --dir "$work" \
-    --dbfilename "$name.rdb" --logfile "$work/$name.log" "$@" & pids+=($!)
-  for _ in $(seq 200); do $cli -p "$port" ping >/dev/null 2>&1 && return; sleep 0.05; done
-  echo "redis-server $name did not start" >&2; exit 1
-}
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 src=$(free_port); dst=$(free_port)
-start "$src" source --repl-diskless-sync yes --repl-diskless-sync-delay 0
-start "$dst" target
+start_redis "$src" source --repl-diskless-sync yes --repl-diskless-sync-delay 0
+start_redis "$dst" target
 case "$variant" in
   mixed) $ferry seed --target "redis://127.0.0.1:$src" --keys "$KEYS" >/dev/null ;;
   big) $ferry seed --target "redis://127.0.0.1:$src" --keys 0 --ttl-percent 0 --big-hashes 1000 --big-hash-fields 10000 >/dev/null ;;

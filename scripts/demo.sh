@@ -7,21 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release -p ferry-cli
 ferry=target/release/ferry
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_redis() {
-  local port=$1 name=$2
-  /usr/bin/redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
-    --dir "$work" --logfile "$work/$name.log" &
-  pids+=($!)
-  for _ in $(seq 100); do /usr/bin/redis-cli -p "$port" ping >/dev/null 2>&1 && return; sleep 0.05; done
-  echo "redis-server on port $port did not start" >&2; exit 1
-}
+. scripts/lib.sh
 
 src=$(free_port); start_redis "$src" source
 dst=$(free_port); start_redis "$dst" target

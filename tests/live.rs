@@ -386,3 +386,47 @@ fn live_refuses_without_notifications_and_says_how_to_enable_them() {
     );
     assert_eq!(target.cmd(&["GET", "k"]), "v");
 }
+
+#[tokio::test]
+async fn ferry_tail_drains_and_exits_0_on_sigterm() {
+    let (source, target) = (source_with_notifications(), Server::start());
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("tail.json");
+    let mut child = Command::new(rig::ferry_bin())
+        .args([
+            "tail",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+            "--json",
+            report.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert!(ready.contains("following"), "{ready}");
+    for i in 0..500 {
+        source.cmd(&["SET", &format!("k{i}"), "v"]);
+    }
+    source.cmd(&["DEL", "k7"]);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["outcome"], "drained", "{r}");
+    assert_eq!(
+        target.cmd(&["DBSIZE"]),
+        ":499",
+        "every write before SIGTERM arrived"
+    );
+    assert_eq!(target.cmd(&["EXISTS", "k7"]), ":0");
+}

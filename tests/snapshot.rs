@@ -317,21 +317,10 @@ async fn max_ops_per_sec_caps_the_load_on_the_source() {
     .unwrap();
     let secs = start.elapsed().as_secs_f64();
     let stats = source.cmd(&["INFO", "commandstats"]);
-    let calls: u64 = stats
-        .lines()
-        .filter(|l| {
-            l.starts_with("cmdstat_")
-                && !l.starts_with("cmdstat_info")
-                && !l.starts_with("cmdstat_config")
-        })
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+    let calls: u64 = ferry_engine::inventory::command_calls(&stats)
+        .iter()
+        .filter(|(name, _)| !["info", "config"].contains(&name.as_str()))
+        .map(|(_, n)| n)
         .sum();
     let rate = calls as f64 / secs;
     assert!(calls > 8000, "{calls} commands");

@@ -124,6 +124,23 @@ impl ServerInfo {
     }
 }
 
+/// Calls per command from `INFO commandstats` text (`cmdstat_get:calls=5,…` → `("get", 5)`).
+pub fn command_calls(commandstats: &str) -> BTreeMap<String, u64> {
+    commandstats
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
 /// `CONFIG GET name`, or `None` when the server forbids CONFIG (ElastiCache, restricted ACL).
 pub async fn config_get(conn: &mut Conn, name: &str) -> Result<Option<String>> {
     conn.queue(&["CONFIG", "GET", name]);
@@ -312,6 +329,13 @@ mod tests {
         p.extend_from_slice(&[0; 8]);
         assert_eq!(payload_rdb_version(&p), Some(10));
         assert_eq!(payload_rdb_version(&[1, 2]), None);
+    }
+
+    #[test]
+    fn parses_commandstats() {
+        let calls = command_calls("# Commandstats\r\ncmdstat_get:calls=5,usec=1\r\ncmdstat_memory|usage:calls=2,usec=9\r\n");
+        assert_eq!(calls.get("get"), Some(&5));
+        assert_eq!(calls.get("memory|usage"), Some(&2));
     }
 
     #[test]

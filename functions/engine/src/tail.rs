@@ -463,21 +463,10 @@ async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
 
 /// Counts of the commands that change a keyspace without per-key events.
 fn flush_calls(commandstats: &str) -> u64 {
-    commandstats
-        .lines()
-        .filter(|l| {
-            ["cmdstat_flushall:", "cmdstat_flushdb:", "cmdstat_swapdb:"]
-                .iter()
-                .any(|p| l.starts_with(p))
-        })
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+    let calls = crate::inventory::command_calls(commandstats);
+    ["flushall", "flushdb", "swapdb"]
+        .iter()
+        .filter_map(|c| calls.get(*c))
         .sum()
 }
 

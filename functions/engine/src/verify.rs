@@ -192,6 +192,14 @@ pub struct VerifyContext {
 }
 
 impl VerifyContext {
+    /// Adds a worker's findings to the run's report.
+    fn merge(&self, local: VerifyReport) {
+        self.report
+            .lock()
+            .expect("report")
+            .merge(local, &self.options);
+    }
+
     /// Takes the finished report.
     pub fn take_report(&self) -> VerifyReport {
         std::mem::take(&mut *self.report.lock().expect("report"))
@@ -372,11 +380,7 @@ impl BatchWorker for VerifyWorker {
                 local.record(db, k, s, &self.ctx.options);
             }
         }
-        self.ctx
-            .report
-            .lock()
-            .expect("report")
-            .merge(local, &self.ctx.options);
+        self.ctx.merge(local);
         Ok(())
     }
 }
@@ -415,11 +419,7 @@ impl BatchWorker for ReverseWorker {
                 }
             }
         }
-        self.ctx
-            .report
-            .lock()
-            .expect("report")
-            .merge(local, &self.ctx.options);
+        self.ctx.merge(local);
         Ok(())
     }
 }
