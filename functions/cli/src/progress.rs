@@ -21,18 +21,22 @@ impl Progress {
         counter: Arc<dyn Fn() -> u64 + Send + Sync>,
     ) -> Progress {
         let interactive = std::io::stderr().is_terminal();
-        let bar = interactive.then(|| {
-            let bar = ProgressBar::new(total.max(1));
-            bar.set_style(
+        let bar =
+            interactive.then(|| {
+                let bar = ProgressBar::new(total.max(1));
+                bar.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>8} [{bar:30}] {human_pos}/{human_len} keys  {per_sec}  ETA {eta}",
+                    "{prefix:>8} [{bar:30}] {human_pos}/{human_len} keys  {rate} keys/s  ETA {eta}",
                 )
                 .expect("progress template")
+                .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}", state.per_sec());
+                })
                 .progress_chars("=> "),
             );
-            bar.set_prefix(label);
-            bar
-        });
+                bar.set_prefix(label);
+                bar
+            });
         let shown = bar.clone();
         let ticker = tokio::spawn(async move {
             let start = Instant::now();
