@@ -48,7 +48,7 @@ async fn scan_all(server: &Server, bits: u8, count: u32, parallel: usize) -> Has
     };
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let collected = seen.clone();
-    let shards = scan::run_shards(shards, config, || {
+    let shards = scan::run_shards(shards, config, move || {
         let collected = collected.clone();
         async move { Ok(Collect(collected)) }
     })

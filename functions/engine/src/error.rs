@@ -92,6 +92,13 @@ impl Error {
         }
     }
 
+    /// Whether a running migration should ride this out by reconnecting and retrying: the
+    /// retryable kinds, plus a server that went away for a while (restarting, failing over).
+    /// At startup an unreachable server is bad input instead.
+    pub fn is_transient(&self) -> bool {
+        self.is_retryable() || matches!(self, Error::Unreachable { .. } | Error::Protocol { .. })
+    }
+
     /// Whether the error is about what the user gave (exit code 2) rather than a runtime failure.
     pub fn is_bad_input(&self) -> bool {
         matches!(

@@ -217,7 +217,7 @@ pub async fn copy_shards(
         config.stop = flag;
     }
     let (source, target) = (m.source.clone(), m.target.clone());
-    scan::run_shards(shards, config, || {
+    scan::run_shards(shards, config, move || {
         let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
         async move {
             let (s, t) = tokio::join!(Conn::connect(&source), Conn::connect(&target));
@@ -267,7 +267,7 @@ pub async fn verify_shards(
 ) -> Result<()> {
     let config = scan_config(m, &m.source, None, on_scanned);
     let (source, target) = (m.source.clone(), m.target.clone());
-    scan::run_shards(shards, config, || {
+    scan::run_shards(shards, config, move || {
         let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
         async move {
             let (s, t) = tokio::join!(Conn::connect(&source), Conn::connect(&target));
@@ -314,7 +314,7 @@ pub async fn verify_reverse(
         config.pattern = Some(p.clone());
     }
     let source = m.source.clone();
-    scan::run_shards(shards, config, || {
+    scan::run_shards(shards, config, move || {
         let (source, ctx) = (source.clone(), ctx.clone());
         async move {
             Ok(ReverseWorker {

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -73,8 +73,8 @@ pub async fn run_shards<W, F, Fut>(
 ) -> Result<Vec<Shard>>
 where
     W: BatchWorker,
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<W>>,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<W>> + Send,
 {
     let total = shards.len();
     let queue = Arc::new(Mutex::new(
@@ -84,15 +84,16 @@ where
     let finished: Arc<Mutex<Vec<(usize, Shard)>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let failed = Arc::new(AtomicBool::new(false));
     let (tx, rx) = async_channel::bounded::<Batch>(config.workers.max(1) * 2);
+    let make_worker = Arc::new(make_worker);
 
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..config.workers.max(1) {
-        let mut worker = make_worker().await?;
-        let rx = rx.clone();
-        let failed = failed.clone();
+        let worker = make_worker().await?;
+        let (rx, failed, make_worker) = (rx.clone(), failed.clone(), make_worker.clone());
         workers.spawn(async move {
+            let mut worker = Some(worker);
             while let Ok(batch) = rx.recv().await {
-                if let Err(e) = worker.process(batch.db, batch.keys).await {
+                if let Err(e) = process_with_retry(&mut worker, &*make_worker, batch).await {
                     failed.store(true, Ordering::Relaxed);
                     rx.close();
                     return Err(e);
@@ -119,8 +120,7 @@ where
                 let Some((index, mut shard)) = next else {
                     return Ok(());
                 };
-                let conn = node_conn(&mut conns, &config.endpoint, &shard.node).await?;
-                let result = scan_shard(conn, &mut shard, &config, &tx, &failed).await;
+                let result = scan_with_retry(&mut conns, &mut shard, &config, &tx, &failed).await;
                 finished.lock().expect("finished").push((index, shard));
                 result?;
             }
@@ -153,6 +153,87 @@ where
     done.extend(std::mem::take(&mut *queue.lock().expect("queue")));
     done.sort_by_key(|(i, _)| *i);
     Ok(done.into_iter().map(|(_, s)| s).collect())
+}
+
+/// How long a run keeps retrying through a server that went away (restart, failover, network)
+/// before giving up with the error.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(60);
+
+/// Sleeps before the next retry, or returns false once the retry window is spent.
+async fn backoff(attempt: &mut u32, since: Instant) -> bool {
+    if since.elapsed() >= RETRY_WINDOW {
+        return false;
+    }
+    let delay = Duration::from_millis(100u64 << (*attempt).min(4));
+    *attempt += 1;
+    tokio::time::sleep(delay).await;
+    true
+}
+
+/// Processes a batch, reconnecting (a fresh worker) and retrying it while errors are transient:
+/// a batch copy is idempotent, so doing it again after a broken connection is always right.
+async fn process_with_retry<W, F, Fut>(
+    worker: &mut Option<W>,
+    make_worker: &F,
+    batch: Batch,
+) -> Result<()>
+where
+    W: BatchWorker,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<W>>,
+{
+    let (mut attempt, since) = (0, Instant::now());
+    loop {
+        let result = match worker.as_mut() {
+            Some(w) => w.process(batch.db, batch.keys.clone()).await,
+            None => match make_worker().await {
+                Ok(w) => {
+                    *worker = Some(w);
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "batch interrupted; reconnecting and retrying it");
+                *worker = None;
+                if !backoff(&mut attempt, since).await {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Scans a shard, reconnecting and resuming from its cursor (its checkpoint) while errors are
+/// transient.
+async fn scan_with_retry(
+    conns: &mut Vec<(String, Conn)>,
+    shard: &mut Shard,
+    config: &ScanConfig,
+    tx: &async_channel::Sender<Batch>,
+    failed: &AtomicBool,
+) -> Result<()> {
+    let (mut attempt, since) = (0, Instant::now());
+    loop {
+        let result = match node_conn(conns, &config.endpoint, &shard.node).await {
+            Ok(conn) => scan_shard(conn, shard, config, tx, failed).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e) if e.is_transient() && !failed.load(Ordering::Relaxed) => {
+                tracing::warn!(error = %e, shard = %shard.id, "scan interrupted; resuming from the shard's cursor");
+                conns.retain(|(n, _)| n != &shard.node);
+                if !backoff(&mut attempt, since).await {
+                    return Err(e);
+                }
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A connection to `node` (`host:port` on `endpoint`'s credentials), reused per scanner.

@@ -288,12 +288,6 @@ fn fail(shared: &Shared, e: Error) -> Result<()> {
     Ok(())
 }
 
-/// Errors a tail rides out by reconnecting: the source or target is restarting or unreachable
-/// for a while.
-fn is_transient(e: &Error) -> bool {
-    e.is_retryable() || matches!(e, Error::Unreachable { .. } | Error::Protocol { .. })
-}
-
 /// Subscribes to keyspace events of every db (a key can MOVE into a db that was empty) and
 /// waits for the server to confirm.
 async fn subscribe(ep: &Endpoint) -> Result<Conn> {
@@ -445,7 +439,7 @@ async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
                 shared.dirty.complete(&batch);
                 backoff = Duration::from_millis(50);
             }
-            Err(e) if is_transient(&e) => {
+            Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "tail copy interrupted; retrying");
                 shared.dirty.requeue(&batch);
                 copier = None;
@@ -557,7 +551,7 @@ async fn healer(
                 shared.stats.heals.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(differences = n, replayed, "heal pass done");
             }
-            Err(e) if is_transient(&e) => {
+            Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "heal pass interrupted (the node may still be coming back); healing again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let _ = retry.send(HEAL_RETRY.to_string());
