@@ -126,9 +126,12 @@ pub struct ReplicateArgs {
     /// Pipelined workers, each with one source and one target connection.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
-    /// Keys per pipelined batch.
-    #[arg(long, default_value_t = 512)]
+    /// Keys per batch handed to a worker (copied in overlapping pipelined rounds).
+    #[arg(long, default_value_t = 1024)]
     pub batch_keys: usize,
+    /// SCAN COUNT: keys asked of each SCAN call (cut near a shard's end).
+    #[arg(long, default_value_t = 1000)]
+    pub scan_count: u32,
     /// Keys larger than this (MEMORY USAGE, bytes) are copied in chunks; 0 disables the check.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub big_key_bytes: u64,

@@ -170,7 +170,7 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
         },
         big_key_bytes: a.big_key_bytes,
         batch_keys: a.batch_keys,
-        scan_count: 1000,
+        scan_count: a.scan_count.max(1),
         max_source_ops: a.max_ops_per_sec,
     };
     m.shards_per_db = a.shards;

@@ -59,7 +59,7 @@ impl Default for CopyOptions {
         CopyOptions {
             method: Method::Auto,
             big_key_bytes: 16 * 1024 * 1024,
-            batch_keys: 512,
+            batch_keys: 1024,
             scan_count: 1000,
             max_source_ops: 0,
         }
@@ -201,6 +201,8 @@ pub struct Copier {
 const ROUND_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
 /// A first round assumes payloads this big until real sizes are seen (a round of 64 keys).
 const FIRST_GUESS_PAYLOAD: f64 = 64.0 * 1024.0;
+/// A batch is copied in at least this many rounds, so rounds overlap on the two servers.
+const ROUNDS_PER_BATCH: usize = 4;
 /// The target pipeline is sent whenever this much is queued, so payloads are not held.
 const FLUSH_BYTES: usize = 1024 * 1024;
 
@@ -227,17 +229,22 @@ impl Copier {
         self.gone.clear();
         let mut big = Vec::new();
         let mut rest = keys;
+        // RESTORE replies are read once per batch, not per round: while the target works
+        // through one round's RESTOREs, the source already serves the next round's DUMPs.
+        let mut unacknowledged = Vec::new();
         while !rest.is_empty() {
             let (round, next) = rest.split_at(self.round_keys().min(rest.len()));
             rest = next;
             if self.ctx.all_struct {
                 big.extend(self.struct_copy(db, round).await?);
             } else {
-                let (refused, too_big) = self.dump_copy(db, round).await?;
+                let (refused, too_big) = self.dump_copy(db, round, &mut unacknowledged).await?;
                 big.extend(too_big);
                 big.extend(self.struct_copy(db, &refused).await?);
             }
         }
+        let refused = self.restore_replies(&unacknowledged).await?;
+        big.extend(self.struct_copy(db, &refused).await?);
         for key in &big {
             bump(&self.ctx.stats.big_keys, 1);
             self.chunked_copy(db, key, None).await?;
@@ -272,7 +279,13 @@ impl Copier {
             self.avg_payload
         };
         let by_bytes = ROUND_BYTES / avg.max(1.0);
-        (by_bytes as usize).clamp(1, self.ctx.options.batch_keys.max(1))
+        let quarter = self
+            .ctx
+            .options
+            .batch_keys
+            .div_ceil(ROUNDS_PER_BATCH)
+            .max(1);
+        (by_bytes as usize).clamp(1, quarter)
     }
 
     /// The DUMP payload size above which a key is copied in chunks instead.
@@ -285,10 +298,16 @@ impl Copier {
 
     /// DUMP + TTL on the source, RESTORE on the target. Each payload is encoded into a RESTORE
     /// as soon as it is read and the target pipeline is flushed every few megabytes, so ferry
-    /// never holds a round's payloads. Returns the keys to copy per type instead: those whose
+    /// never holds a round's payloads. The restored keys are added to `unacknowledged`: their
+    /// replies are read by the caller. Returns the keys to copy per type instead: those whose
     /// payload the target cannot load (auto), and those over the big-key limit (read off the
     /// socket and dropped).
-    async fn dump_copy(&mut self, db: u32, keys: &[Bytes]) -> Result<(Vec<Bytes>, Vec<Bytes>)> {
+    async fn dump_copy(
+        &mut self,
+        db: u32,
+        keys: &[Bytes],
+        unacknowledged: &mut Vec<Bytes>,
+    ) -> Result<(Vec<Bytes>, Vec<Bytes>)> {
         let absolute = self.ctx.source_absolute_ttl;
         let limit = self.big_limit();
         self.ctx.throttle(2 * keys.len() as u64).await;
@@ -335,7 +354,7 @@ impl Copier {
             };
         }
         self.target.send().await?;
-        refused.extend(self.restore_replies(&restored).await?);
+        unacknowledged.extend(restored);
         bump(&self.ctx.stats.bytes, bytes as u64);
         Ok((refused, big))
     }
