@@ -278,7 +278,7 @@ impl Conn {
                     let mut remaining = header + len + 2;
                     loop {
                         let take = remaining.min(self.rbuf.len());
-                        let _ = self.rbuf.split_to(take);
+                        bytes::Buf::advance(&mut self.rbuf, take);
                         remaining -= take;
                         if remaining == 0 {
                             break;

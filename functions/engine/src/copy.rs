@@ -361,7 +361,13 @@ impl Copier {
 
     /// Encodes `RESTORE key ttl payload REPLACE [ABSTTL]` into the target pipeline.
     fn queue_restore(&mut self, db: u32, key: &Bytes, payload: &[u8], ttl: Ttl) {
-        let key = self.ctx.scope.target_key(db, key);
+        let mapped;
+        let key: &[u8] = if self.ctx.scope.db_map.is_empty() {
+            key
+        } else {
+            mapped = self.ctx.scope.target_key(db, key);
+            &mapped
+        };
         let out = self.target.wbuf();
         let (ttl, abs) = match ttl {
             Ttl::At(ms) => (ms, true),
@@ -370,7 +376,7 @@ impl Copier {
         };
         resp::encode_array_header(out, if abs { 6 } else { 5 });
         resp::encode_bulk(out, b"RESTORE");
-        resp::encode_bulk(out, &key);
+        resp::encode_bulk(out, key);
         resp::encode_bulk_int(out, ttl);
         resp::encode_bulk(out, payload);
         resp::encode_bulk(out, b"REPLACE");

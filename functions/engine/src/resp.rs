@@ -4,7 +4,7 @@
 //! pipelines full with almost no CPU of its own: a reply's bulk strings are zero-copy slices of
 //! the read buffer ([`Bytes`]), and commands are encoded straight into the write buffer.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// One reply from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +153,7 @@ pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
             } else {
                 Reply::Status(Bytes::copy_from_slice(&buf[1..eol]))
             };
-            let _ = buf.split_to(eol + 2);
+            buf.advance(eol + 2);
             return Ok(Some(reply));
         }
         Some(b'$') => {
@@ -162,16 +162,16 @@ pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
             };
             let n = parse_int(&buf[1..eol])?;
             if n < 0 {
-                let _ = buf.split_to(eol + 2);
+                buf.advance(eol + 2);
                 return Ok(Some(Reply::Nil));
             }
             let end = eol + 2 + n as usize;
             if buf.len() < end + 2 {
                 return Ok(None);
             }
-            let _ = buf.split_to(eol + 2);
+            buf.advance(eol + 2);
             let body = buf.split_to(n as usize).freeze();
-            let _ = buf.split_to(2);
+            buf.advance(2);
             return Ok(Some(Reply::Bulk(body)));
         }
         _ => {}
