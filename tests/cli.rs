@@ -36,16 +36,10 @@ fn snapshot_copies_verifies_and_writes_a_json_report() {
     seed(&source, "3000");
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    let out = ferry(
-        &[
-            "replicate",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-            "--json",
-            report.to_str().unwrap(),
-        ],
+    let out = common::replicate(
+        &source.url(),
+        &target.url(),
+        &["--json", report.to_str().unwrap()],
         &[],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -81,33 +75,14 @@ fn tls_and_acl_users_on_both_sides_with_verification_on() {
     );
 
     // Verification is on by default: an unknown CA is refused, nothing written.
-    let out = ferry(
-        &[
-            "replicate",
-            "--source",
-            &url(&source),
-            "--target",
-            &url(&target),
-        ],
-        &env,
-    );
+    let out = common::replicate(&url(&source), &url(&target), &[], &env);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("TLS failure"), "{}", text(&out));
 
-    let out = ferry(
-        &[
-            "replicate",
-            "--source",
-            &url(&source),
-            "--target",
-            &url(&target),
-            "--source-ca",
-            sca,
-            "--target-ca",
-            tca,
-            "--json",
-            "-",
-        ],
+    let out = common::replicate(
+        &url(&source),
+        &url(&target),
+        &["--source-ca", sca, "--target-ca", tca, "--json", "-"],
         &env,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -120,17 +95,10 @@ fn tls_and_acl_users_on_both_sides_with_verification_on() {
 
     // --*-insecure works, and warns.
     let fresh = tls_acl();
-    let out = ferry(
-        &[
-            "replicate",
-            "--source",
-            &url(&source),
-            "--target",
-            &url(&fresh),
-            "--source-ca",
-            sca,
-            "--target-insecure",
-        ],
+    let out = common::replicate(
+        &url(&source),
+        &url(&fresh),
+        &["--source-ca", sca, "--target-insecure"],
         &env,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -146,18 +114,7 @@ fn tls_name_mismatch_is_refused() {
     });
     let target = Server::start();
     let ca = source.ca_file().unwrap().to_str().unwrap().to_string();
-    let out = ferry(
-        &[
-            "replicate",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-            "--source-ca",
-            &ca,
-        ],
-        &[],
-    );
+    let out = common::replicate(&source.url(), &target.url(), &["--source-ca", &ca], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("TLS failure") && text(&out).contains("not valid for name"),
@@ -202,10 +159,7 @@ fn bad_input_gets_a_specific_message_exit_2_and_no_writes() {
         ),
     ];
     for (urls, expected) in cases {
-        let out = ferry(
-            &["replicate", "--source", &urls[0], "--target", &urls[1]],
-            &[],
-        );
+        let out = common::replicate(&urls[0], &urls[1], &[], &[]);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(2), "{urls:?}: {t}");
         assert!(
@@ -235,32 +189,16 @@ fn a_non_empty_target_is_refused_unless_allowed() {
     let (source, target) = (Server::start(), Server::start());
     seed(&source, "200");
     target.cmd(&["SET", "precious", "data"]);
-    let out = ferry(
-        &[
-            "replicate",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-        ],
-        &[],
-    );
+    let out = common::replicate(&source.url(), &target.url(), &[], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("TargetNotEmpty") && text(&out).contains("--allow-nonempty-target")
     );
     assert_eq!(target.cmd(&["DBSIZE"]), ":1", "nothing written");
-    let out = ferry(
-        &[
-            "replicate",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-            "--allow-nonempty-target",
-            "--verify",
-            "quick",
-        ],
+    let out = common::replicate(
+        &source.url(),
+        &target.url(),
+        &["--allow-nonempty-target", "--verify", "quick"],
         &[],
     );
     // The extra key is reported by the reverse pass: exit 3, and it is still there.
@@ -278,18 +216,7 @@ fn acl_user_without_dump_permission_stops_with_auth_failed_and_writes_nothing() 
     seed(&source, "100");
     source.cmd(&["ACL", "SETUSER", "reader", "-dump"]);
     let target = Server::start();
-    let out = ferry(
-        &[
-            "replicate",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-            "--type",
-            "dump",
-        ],
-        &[],
-    );
+    let out = common::replicate(&source.url(), &target.url(), &["--type", "dump"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("AuthFailed") && text(&out).contains("NOPERM"),
@@ -315,16 +242,10 @@ fn target_out_of_memory_stops_reports_progress_and_claims_nothing() {
     });
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
-    let out = ferry(
-        &[
-            "replicate",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-            "--json",
-            report.to_str().unwrap(),
-        ],
+    let out = common::replicate(
+        &source.url(),
+        &target.url(),
+        &["--json", report.to_str().unwrap()],
         &[],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -346,32 +267,12 @@ fn compare_finds_differences_exit_3_and_repair_fixes_them() {
     seed(&source, "1000");
     source.cmd(&["SET", "fixed:1", "one"]);
     source.cmd(&["SET", "fixed:2", "two"]);
-    let out = ferry(
-        &[
-            "replicate",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-        ],
-        &[],
-    );
+    let out = common::replicate(&source.url(), &target.url(), &[], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     target.cmd(&["DEL", "fixed:1"]);
     target.cmd(&["SET", "stray", "x"]);
     source.cmd(&["SET", "fixed:2", "changed on the source"]);
-    let out = ferry(
-        &[
-            "replicate",
-            "--mode",
-            "compare",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-        ],
-        &[],
-    );
+    let out = common::replicate(&source.url(), &target.url(), &["--mode", "compare"], &[]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let t = text(&out);
     assert!(
@@ -379,17 +280,10 @@ fn compare_finds_differences_exit_3_and_repair_fixes_them() {
         "{t}"
     );
     assert_eq!(target.cmd(&["GET", "stray"]), "x", "compare writes nothing");
-    let out = ferry(
-        &[
-            "replicate",
-            "--mode",
-            "compare",
-            "--repair",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-        ],
+    let out = common::replicate(
+        &source.url(),
+        &target.url(),
+        &["--mode", "compare", "--repair"],
         &[],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -398,18 +292,7 @@ fn compare_finds_differences_exit_3_and_repair_fixes_them() {
         "{}",
         text(&out)
     );
-    let out = ferry(
-        &[
-            "replicate",
-            "--mode",
-            "compare",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-        ],
-        &[],
-    );
+    let out = common::replicate(&source.url(), &target.url(), &["--mode", "compare"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 

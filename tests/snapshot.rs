@@ -63,11 +63,7 @@ async fn every_type_and_encoding_copies_exactly_with_each_method() {
                 "{method:?} between equal versions uses RESTORE"
             );
         }
-        let (s, t) = (
-            common::keyspace(&source.url()).await,
-            common::keyspace(&target.url()).await,
-        );
-        common::assert_same(&s, &t, 1000);
+        common::assert_servers_same(&source.url(), &target.url()).await;
         // Stream consumer groups: last-delivered id, entries-read and pending counts.
         let groups = target.cmd(&["XINFO", "GROUPS", "x:s"]);
         let source_groups = source.cmd(&["XINFO", "GROUPS", "x:s"]);
@@ -118,11 +114,7 @@ async fn redis7_to_redis62_falls_back_to_struct_and_verifies() {
         "{counts:?}"
     );
     assert_eq!(report.total.differences(), 0, "{report:?}");
-    let (s, t) = (
-        common::keyspace(&source.url()).await,
-        common::keyspace(&target.url()).await,
-    );
-    common::assert_same(&s, &t, 1000);
+    common::assert_servers_same(&source.url(), &target.url()).await;
 
     // --type dump cannot work here, and says so before writing anything.
     let fresh = Server::with(Config {
@@ -150,11 +142,7 @@ async fn redis62_source_copies_ttls_with_pttl() {
     assert_eq!(inv.copy_method, "dump", "a 7.0 target loads 6.2 payloads");
     assert_eq!(counts.struct_copied, 0);
     assert_eq!(report.total.differences(), 0, "{report:?}");
-    let (s, t) = (
-        common::keyspace(&source.url()).await,
-        common::keyspace(&target.url()).await,
-    );
-    common::assert_same(&s, &t, 1000);
+    common::assert_servers_same(&source.url(), &target.url()).await;
 }
 
 #[tokio::test]
@@ -200,11 +188,7 @@ async fn big_keys_are_copied_in_chunks() {
     assert_eq!(counts.big_keys, 6, "{counts:?}");
     assert_eq!(counts.copied, 7, "{counts:?}");
     assert_eq!(report.total.differences(), 0, "{report:?}");
-    let (s, t) = (
-        common::keyspace(&source.url()).await,
-        common::keyspace(&target.url()).await,
-    );
-    common::assert_same(&s, &t, 1000);
+    common::assert_servers_same(&source.url(), &target.url()).await;
 }
 
 #[tokio::test]
@@ -412,9 +396,5 @@ async fn quick_verify_finds_missing_type_and_ttl_and_full_finds_values() {
         4,
         "exactly the differing keys were copied"
     );
-    let (s, t) = (
-        common::keyspace(&source.url()).await,
-        common::keyspace(&target.url()).await,
-    );
-    common::assert_same(&s, &t, 1000);
+    common::assert_servers_same(&source.url(), &target.url()).await;
 }

@@ -222,6 +222,20 @@ pub fn ferry(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run ferry")
 }
 
+/// Runs `ferry replicate --source SOURCE --target TARGET EXTRA…` with the given environment.
+pub fn replicate(source: &str, target: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut args = vec!["replicate", "--source", source, "--target", target];
+    args.extend_from_slice(extra);
+    ferry(&args, env)
+}
+
+/// Asserts, with an independent client, that db 0 of two servers holds the same keys, types,
+/// values and expiry instants (within 1 s).
+pub async fn assert_servers_same(source_url: &str, target_url: &str) {
+    let (s, t) = (keyspace(source_url).await, keyspace(target_url).await);
+    assert_same(&s, &t, 1000);
+}
+
 /// stdout + stderr of a run, as text.
 pub fn text(o: &Output) -> String {
     format!(
