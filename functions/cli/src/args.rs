@@ -26,7 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Copy keys from source to target and verify them, or only compare the two.
+    /// Copy keys and verify them (snapshot), also follow live writes until cutover (live), or
+    /// only compare source and target (compare).
     Replicate(ReplicateArgs),
     /// Describe source and target and check that they can be paired, without writing anything.
     Inventory(ConnectArgs),
