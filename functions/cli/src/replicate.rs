@@ -459,19 +459,12 @@ pub async fn tail(a: TailArgs) -> i32 {
     emit(&report, a.json.as_deref())
 }
 
-/// `ferry inventory`: describe both sides and run the pairing checks, writing nothing.
-pub async fn inventory(c: ConnectArgs) -> i32 {
-    let result = async {
-        let m = migration(&c)?;
-        migrate::inventory(&m, Purpose::Compare).await
-    }
-    .await;
+/// Ends a small command: `on_ok` prints its result; an error is one line on stderr. Returns the
+/// exit code.
+fn finish<T>(result: Result<T, Error>, on_ok: impl FnOnce(T)) -> i32 {
     match result {
-        Ok(inv) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&inv).expect("inventory serializes")
-            );
+        Ok(value) => {
+            on_ok(value);
             EXIT_OK
         }
         Err(e) => {
@@ -481,6 +474,21 @@ pub async fn inventory(c: ConnectArgs) -> i32 {
     }
 }
 
+/// `ferry inventory`: describe both sides and run the pairing checks, writing nothing.
+pub async fn inventory(c: ConnectArgs) -> i32 {
+    let result = async {
+        let m = migration(&c)?;
+        migrate::inventory(&m, Purpose::Compare).await
+    }
+    .await;
+    finish(result, |inv| {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&inv).expect("inventory serializes")
+        );
+    })
+}
+
 /// `ferry load`: a steady write load, reported as JSON.
 pub async fn load(a: LoadArgs) -> i32 {
     let result = async {
@@ -488,16 +496,9 @@ pub async fn load(a: LoadArgs) -> i32 {
         seed::load(&target, a.rate, a.seconds, a.keys, a.connections).await
     }
     .await;
-    match result {
-        Ok(r) => {
-            println!("{}", serde_json::to_string(&r).expect("load report"));
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error [{}]: {e}", e.kind_name());
-            exit_code_of(&e)
-        }
-    }
+    finish(result, |r| {
+        println!("{}", serde_json::to_string(&r).expect("load report"));
+    })
 }
 
 /// `ferry seed`: write the sample dataset.
@@ -526,14 +527,7 @@ pub async fn seed(a: SeedArgs) -> i32 {
         Ok::<u64, Error>(n)
     }
     .await;
-    match result {
-        Ok(n) => {
-            println!("seeded {n} keys");
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error [{}]: {e}", e.kind_name());
-            exit_code_of(&e)
-        }
-    }
+    finish(result, |n| {
+        println!("seeded {n} keys");
+    })
 }
