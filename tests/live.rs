@@ -6,13 +6,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use common::live::{start_writer, LiveRun};
 use rig::{Config, Server};
 
 fn source_with_notifications() -> Server {
@@ -20,207 +19,6 @@ fn source_with_notifications() -> Server {
         args: vec!["--notify-keyspace-events".into(), "KA".into()],
         ..Config::default()
     })
-}
-
-/// One random write of many kinds; errors (WRONGTYPE, no such key, server restarting) are
-/// part of the game and ignored.
-async fn random_write(c: &mut redis::aio::MultiplexedConnection, rng: &mut StdRng) {
-    let k = |rng: &mut StdRng| format!("w:{}", rng.random_range(0..400));
-    let v = rng.random_range(0..1_000_000).to_string();
-    let cmd = |args: Vec<String>| {
-        let mut c = redis::cmd(&args[0]);
-        for a in &args[1..] {
-            c.arg(a);
-        }
-        c
-    };
-    let op = match rng.random_range(0..20) {
-        0 | 1 => cmd(vec!["SET".into(), k(rng), v]),
-        2 => cmd(vec![
-            "SET".into(),
-            k(rng),
-            v,
-            "PX".into(),
-            rng.random_range(50..600).to_string(),
-        ]),
-        3 => cmd(vec!["DEL".into(), k(rng)]),
-        4 => cmd(vec!["UNLINK".into(), k(rng)]),
-        5 => cmd(vec!["RENAME".into(), k(rng), k(rng)]),
-        6 => cmd(vec!["MOVE".into(), k(rng), "1".into()]),
-        7 => {
-            let key = k(rng);
-            let mut p = redis::pipe();
-            p.atomic()
-                .cmd("INCR")
-                .arg(&key)
-                .cmd("EXPIRE")
-                .arg(&key)
-                .arg(300);
-            let _: redis::RedisResult<redis::Value> = p.query_async(c).await;
-            return;
-        }
-        8 => cmd(vec![
-            "EVAL".into(),
-            "redis.call('SET', KEYS[1], ARGV[1]); redis.call('LPUSH', KEYS[2], ARGV[1]); return 1"
-                .into(),
-            "2".into(),
-            format!("lua:{}", rng.random_range(0..50)),
-            format!("lualist:{}", rng.random_range(0..20)),
-            v,
-        ]),
-        9 => cmd(vec![
-            "HSET".into(),
-            "bighash".into(),
-            format!("f{}", rng.random_range(0..6000)),
-            v,
-        ]),
-        10 => cmd(vec![
-            "HDEL".into(),
-            "bighash".into(),
-            format!("f{}", rng.random_range(0..6000)),
-        ]),
-        11 => cmd(vec![
-            "ZADD".into(),
-            "bigzset".into(),
-            v,
-            format!("m{}", rng.random_range(0..6000)),
-        ]),
-        12 => cmd(vec![
-            "ZREM".into(),
-            "bigzset".into(),
-            format!("m{}", rng.random_range(0..6000)),
-        ]),
-        13 => cmd(vec![
-            "XADD".into(),
-            "events".into(),
-            "*".into(),
-            "v".into(),
-            v,
-        ]),
-        14 => cmd(vec![
-            "XTRIM".into(),
-            "events".into(),
-            "MAXLEN".into(),
-            "200".into(),
-        ]),
-        15 => cmd(vec!["COPY".into(), k(rng), k(rng), "REPLACE".into()]),
-        16 => cmd(vec!["EXPIRE".into(), k(rng), "1".into()]),
-        17 => cmd(vec![
-            "SADD".into(),
-            format!("set:{}", rng.random_range(0..30)),
-            v,
-        ]),
-        18 => cmd(vec!["APPEND".into(), k(rng), "x".into()]),
-        _ => cmd(vec!["PERSIST".into(), k(rng)]),
-    };
-    let _: redis::RedisResult<redis::Value> = op.query_async(c).await;
-}
-
-/// Writes as fast as it can until stopped; reconnects when the server goes away.
-fn start_writer(
-    url: String,
-    seed: u64,
-    stop: Arc<AtomicBool>,
-    ops: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut rng = StdRng::seed_from_u64(seed);
-        while !stop.load(Ordering::Relaxed) {
-            let Ok(client) = redis::Client::open(url.as_str()) else {
-                return;
-            };
-            let Ok(mut c) = client.get_multiplexed_async_connection().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            while !stop.load(Ordering::Relaxed) {
-                random_write(&mut c, &mut rng).await;
-                ops.fetch_add(1, Ordering::Relaxed);
-                if ops.load(Ordering::Relaxed).is_multiple_of(64)
-                    && redis::cmd("PING")
-                        .query_async::<String>(&mut c)
-                        .await
-                        .is_err()
-                {
-                    break;
-                }
-            }
-        }
-    })
-}
-
-/// A `ferry replicate --mode live` child process whose stderr is watched.
-struct LiveRun {
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl LiveRun {
-    fn start(source: &Server, target: &Server, report: &std::path::Path) -> LiveRun {
-        let mut child = Command::new(rig::ferry_bin())
-            .args([
-                "replicate",
-                "--mode",
-                "live",
-                "--idle-timeout",
-                "1.5",
-                "--source",
-                &source.url(),
-                "--target",
-                &target.url(),
-            ])
-            .args(["--json", report.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run ferry");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stdout.take().unwrap()),
-        ] {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut o = out.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
-        LiveRun { child, output }
-    }
-
-    fn text(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    async fn wait_for(&self, needle: &str, within: Duration) {
-        let start = Instant::now();
-        while !self.text().contains(needle) {
-            assert!(
-                start.elapsed() < within,
-                "'{needle}' not seen within {within:?}:\n{}",
-                self.text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn finish(mut self) -> (i32, String) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return (status.code().unwrap_or(-1), self.text());
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                self.child.kill().ok();
-                panic!("ferry live did not finish:\n{}", self.text());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -265,12 +63,20 @@ async fn live_run(seed: u64, fault: Fault) {
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (0..3)
-        .map(|w| start_writer(source.url(), seed * 10 + w, stop.clone(), ops.clone()))
+        .map(|w| {
+            start_writer(
+                source.url(),
+                seed * 10 + w,
+                stop.clone(),
+                ops.clone(),
+                (false, false),
+            )
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");
-    let run = LiveRun::start(&source, &target, &report);
+    let run = LiveRun::start(&source.url(), &target.url(), &report);
     run.wait_for("target caught up", Duration::from_secs(30))
         .await;
     let during_snapshot = ops.load(Ordering::Relaxed);

@@ -2,6 +2,8 @@
 //! redis-rs (not ferry's own client), to check what ferry wrote; and running the `ferry` binary.
 #![allow(dead_code)]
 
+pub mod live;
+
 use std::collections::BTreeMap;
 use std::process::Output;
 
@@ -183,7 +185,17 @@ pub fn assert_same(
         .collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "missing {missing:?}, extra {extra:?}"
+        "missing {} keys, e.g. {:?}; extra {} keys, e.g. {:?}",
+        source.keys().filter(|k| !target.contains_key(*k)).count(),
+        missing
+            .iter()
+            .map(|k| String::from_utf8_lossy(k))
+            .collect::<Vec<_>>(),
+        target.keys().filter(|k| !source.contains_key(*k)).count(),
+        extra
+            .iter()
+            .map(|k| String::from_utf8_lossy(k))
+            .collect::<Vec<_>>()
     );
     for (k, s) in source {
         let t = &target[k];

@@ -1,6 +1,8 @@
-//! A connection to one Redis server: TCP or TLS, logged in, with a database selected, able to
-//! pipeline any number of commands (queue, send once, read the replies in order).
+//! Connections: to one Redis server or to a whole cluster (routed by slot), over TCP or TLS,
+//! logged in, with a database selected, able to pipeline any number of commands (queue, send
+//! once, read the replies in order).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,6 +12,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::cluster;
 use crate::endpoint::{Endpoint, Role, TlsSettings};
 use crate::error::{Error, Result};
 use crate::resp::{self, Reply};
@@ -66,12 +69,18 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// A logged-in connection. Commands are queued with [`Conn::queue`], sent with
-/// [`Conn::send`], and their replies read in order with [`Conn::recv`].
-pub struct Conn {
+/// One logged-in socket to one server, pipelined.
+struct Wire {
     stream: Stream,
     rbuf: BytesMut,
+    /// Commands queued; with `retain`, also those sent whose replies are not read yet.
     wbuf: BytesMut,
+    /// Keep sent commands until their replies are read, so a redirected one can be sent again.
+    retain: bool,
+    /// With `retain`: how many bytes of `wbuf` are already sent.
+    flushed: usize,
+    /// With `retain`: the stream offset of `wbuf[0]` (bytes released before it).
+    released: u64,
     /// Bytes the read buffer must reach before parsing is retried after an incomplete frame,
     /// so a reply of many megabytes is not re-scanned on every small read.
     parse_when: usize,
@@ -80,9 +89,9 @@ pub struct Conn {
     db: u32,
 }
 
-impl Conn {
+impl Wire {
     /// Connects, logs in and selects the endpoint's database.
-    pub async fn connect(ep: &Endpoint) -> Result<Conn> {
+    async fn connect(ep: &Endpoint) -> Result<Wire> {
         tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(ep))
             .await
             .unwrap_or_else(|_| {
@@ -94,7 +103,7 @@ impl Conn {
             })
     }
 
-    async fn connect_inner(ep: &Endpoint) -> Result<Conn> {
+    async fn connect_inner(ep: &Endpoint) -> Result<Wire> {
         let addr = ep.addr();
         let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
             .await
@@ -137,10 +146,13 @@ impl Conn {
                 Stream::Tls(Box::new(tls_stream))
             }
         };
-        let mut conn = Conn {
+        let mut conn = Wire {
             stream,
             rbuf: BytesMut::with_capacity(64 * 1024),
             wbuf: BytesMut::with_capacity(64 * 1024),
+            retain: false,
+            flushed: 0,
+            released: 0,
             parse_when: 0,
             addr,
             role: ep.role,
@@ -199,18 +211,8 @@ impl Conn {
         }
     }
 
-    /// `host:port` of the server, for messages.
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
-    /// The database currently selected.
-    pub fn db(&self) -> u32 {
-        self.db
-    }
-
     /// Selects `db` if it is not already selected (queued and awaited).
-    pub async fn select(&mut self, db: u32) -> Result<()> {
+    async fn select(&mut self, db: u32) -> Result<()> {
         if db != self.db {
             let mut n = itoa::Buffer::new();
             let reply = self.call(&[b"SELECT", n.format(db).as_bytes()]).await;
@@ -228,30 +230,48 @@ impl Conn {
         Ok(())
     }
 
-    /// Appends a command to the pipeline; nothing is sent until [`Conn::send`].
-    pub fn queue<A: AsRef<[u8]>>(&mut self, args: &[A]) {
+    fn queue<A: AsRef<[u8]>>(&mut self, args: &[A]) {
         resp::encode_command(&mut self.wbuf, args);
     }
 
-    /// The write buffer, for hot paths that encode commands from parts (see [`resp::encode_bulk`]).
-    pub fn wbuf(&mut self) -> &mut BytesMut {
-        &mut self.wbuf
+    /// Bytes queued and not sent yet.
+    fn unsent(&self) -> usize {
+        self.wbuf.len() - self.flushed
     }
 
-    /// Sends everything queued.
-    pub async fn send(&mut self) -> Result<()> {
-        if self.wbuf.is_empty() {
+    /// The stream offset where the next queued command starts.
+    fn end_offset(&self) -> u64 {
+        self.released + self.wbuf.len() as u64
+    }
+
+    /// The bytes of a retained command sent at stream offsets `[start, end)`.
+    fn sent_command(&self, start: u64, end: u64) -> &[u8] {
+        &self.wbuf[(start - self.released) as usize..(end - self.released) as usize]
+    }
+
+    /// Forgets retained commands before stream offset `end` (their replies were read).
+    fn release(&mut self, end: u64) {
+        let n = (end - self.released) as usize;
+        bytes::Buf::advance(&mut self.wbuf, n);
+        self.flushed -= n;
+        self.released = end;
+    }
+
+    async fn send(&mut self) -> Result<()> {
+        if self.unsent() == 0 {
             return Ok(());
         }
-        let result = self.stream.write_all(&self.wbuf).await;
-        self.wbuf.clear();
+        let result = self.stream.write_all(&self.wbuf[self.flushed..]).await;
+        if self.retain {
+            self.flushed = self.wbuf.len();
+        } else {
+            self.wbuf.clear();
+        }
         result.map_err(|e| self.lost(e))?;
         self.stream.flush().await.map_err(|e| self.lost(e))
     }
 
-    /// Reads the next reply. Error replies are returned as [`Reply::Error`], not as `Err`,
-    /// so a pipeline can look at each command's outcome.
-    pub async fn recv(&mut self) -> Result<Reply> {
+    async fn recv(&mut self) -> Result<Reply> {
         loop {
             if self.rbuf.len() >= self.parse_when {
                 match resp::take_reply(&mut self.rbuf) {
@@ -267,10 +287,7 @@ impl Conn {
         }
     }
 
-    /// Like [`Conn::recv`], but a bulk string longer than `limit` bytes is read off the socket
-    /// and dropped as it arrives, returning [`Reply::Skipped`]: memory stays bounded whatever
-    /// the size of a DUMP payload, and the caller copies that key another way.
-    pub async fn recv_limited(&mut self, limit: usize) -> Result<Reply> {
+    async fn recv_limited(&mut self, limit: usize) -> Result<Reply> {
         loop {
             match resp::peek_head(&self.rbuf).map_err(|e| self.protocol(e))? {
                 resp::Head::Incomplete => self.fill().await?,
@@ -327,25 +344,18 @@ impl Conn {
         }
     }
 
-    /// Sends one command and returns its reply; an error reply becomes [`Error::Server`]
-    /// (or a more specific kind such as out-of-memory).
-    pub async fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Reply> {
+    async fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Reply> {
         self.queue(args);
         self.send().await?;
-        let reply = self.recv().await?;
-        self.check(reply, args[0].as_ref())
-    }
-
-    /// Turns an error reply into the matching [`Error`], naming the command.
-    pub fn check(&self, reply: Reply, command: &[u8]) -> Result<Reply> {
-        match reply {
-            Reply::Error(e) => Err(self.server_error(command, &String::from_utf8_lossy(&e))),
+        match self.recv().await? {
+            Reply::Error(e) => {
+                Err(self.server_error(args[0].as_ref(), &String::from_utf8_lossy(&e)))
+            }
             other => Ok(other),
         }
     }
 
-    /// The [`Error`] for an error reply `message` to `command` on this connection.
-    pub fn server_error(&self, command: &[u8], message: &str) -> Error {
+    fn server_error(&self, command: &[u8], message: &str) -> Error {
         if message.starts_with("OOM") {
             return Error::TargetOutOfMemory {
                 addr: self.addr.clone(),
@@ -370,6 +380,343 @@ impl Conn {
             addr: self.addr.clone(),
             reason: e.to_string(),
         }
+    }
+}
+
+/// A logged-in connection to a keyspace, able to pipeline any number of commands: queue them,
+/// send once, read the replies in order. Made by [`Conn::connect`] it talks to one server; by
+/// [`Conn::keyspace`] to a whole cluster too, each command sent to the primary that owns its
+/// key's slot, and a `MOVED` or `ASK` reply followed transparently.
+pub struct Conn {
+    /// The one server, or one socket per cluster primary.
+    wires: Vec<Wire>,
+    /// Slot routing, for a cluster.
+    routes: Option<Box<Routes>>,
+}
+
+/// How a cluster connection finds the node of each command, and the commands awaiting replies.
+struct Routes {
+    /// Credentials and TLS for nodes found later (redirects).
+    base: Endpoint,
+    /// The wire of each slot.
+    slot_wire: Vec<u16>,
+    /// Per command sent, in order: its wire and its bytes' stream offsets there.
+    pending: VecDeque<Sent>,
+    /// The wire a keyless command (MULTI, EXEC) goes to: the last keyed command's.
+    sticky: usize,
+    /// A command being encoded directly into a wire's buffer: its wire and start offset.
+    open: Option<(usize, u64)>,
+    /// Connections for re-sending redirected commands, by `host:port`.
+    side: Vec<(String, Wire)>,
+}
+
+struct Sent {
+    wire: usize,
+    start: u64,
+    end: u64,
+}
+
+/// How many redirects one command may follow before the topology is declared unstable.
+const MAX_REDIRECTS: usize = 5;
+
+impl Conn {
+    /// Connects to the one server `ep` names, logs in and selects its database.
+    pub async fn connect(ep: &Endpoint) -> Result<Conn> {
+        Ok(Conn {
+            wires: vec![Wire::connect(ep).await?],
+            routes: None,
+        })
+    }
+
+    /// Connects to the keyspace behind `ep`: the server itself, or, when it is a cluster node,
+    /// every primary of the cluster with commands routed by slot.
+    pub async fn keyspace(ep: &Endpoint) -> Result<Conn> {
+        let mut seed = Conn::connect(ep).await?;
+        let Some(primaries) = cluster::primaries(&mut seed, ep.tls.is_some()).await? else {
+            return Ok(seed);
+        };
+        if ep.db != 0 {
+            return Err(Error::Incompatible(format!(
+                "{} {} is a cluster, which has only db 0",
+                ep.role,
+                ep.addr()
+            )));
+        }
+        let mut wires = Vec::with_capacity(primaries.len());
+        let mut slot_wire = vec![0u16; cluster::SLOTS];
+        for (i, p) in primaries.iter().enumerate() {
+            let mut wire = Wire::connect(&ep.at(&p.host, p.port)).await?;
+            wire.retain = true;
+            wires.push(wire);
+            for &(a, b) in &p.slots {
+                slot_wire[a as usize..=b as usize].fill(i as u16);
+            }
+        }
+        if wires.is_empty() {
+            return Err(Error::Protocol {
+                addr: ep.addr(),
+                message: "the cluster has no primary serving slots".into(),
+            });
+        }
+        Ok(Conn {
+            wires,
+            routes: Some(Box::new(Routes {
+                base: ep.clone(),
+                slot_wire,
+                pending: VecDeque::new(),
+                sticky: 0,
+                open: None,
+                side: Vec::new(),
+            })),
+        })
+    }
+
+    /// Whether commands are routed over a cluster's primaries.
+    pub fn is_cluster(&self) -> bool {
+        self.routes.is_some()
+    }
+
+    /// `host:port` of the server (a cluster's first primary), for messages.
+    pub fn addr(&self) -> &str {
+        &self.wires[0].addr
+    }
+
+    /// The database currently selected.
+    pub fn db(&self) -> u32 {
+        self.wires[0].db
+    }
+
+    /// Selects `db` if it is not already selected (queued and awaited). A cluster has db 0 only.
+    pub async fn select(&mut self, db: u32) -> Result<()> {
+        if self.routes.is_some() && db != 0 {
+            return Err(Error::Incompatible(format!(
+                "{} {} is a cluster, which has only db 0; map other dbs with --db-map",
+                self.wires[0].role,
+                self.addr()
+            )));
+        }
+        self.wires[0].select(db).await
+    }
+
+    /// Appends a command to the pipeline; nothing is sent until [`Conn::send`].
+    pub fn queue<A: AsRef<[u8]>>(&mut self, args: &[A]) {
+        let Some(routes) = self.routes.as_deref_mut() else {
+            return self.wires[0].queue(args);
+        };
+        let wire = routes.wire_of(cluster::command_key(args));
+        routes.close_open(&self.wires);
+        let start = self.wires[wire].end_offset();
+        self.wires[wire].queue(args);
+        let end = self.wires[wire].end_offset();
+        routes.pending.push_back(Sent { wire, start, end });
+    }
+
+    /// The write buffer for one command about `key`, for hot paths that encode a command from
+    /// parts (see [`resp::encode_bulk`]); encode exactly one command before the next call.
+    pub fn wbuf_for(&mut self, key: &[u8]) -> &mut BytesMut {
+        let Some(routes) = self.routes.as_deref_mut() else {
+            return &mut self.wires[0].wbuf;
+        };
+        let wire = routes.wire_of(Some(key));
+        routes.close_open(&self.wires);
+        routes.open = Some((wire, self.wires[wire].end_offset()));
+        &mut self.wires[wire].wbuf
+    }
+
+    /// Sends keyless commands that follow (MULTI, EXEC) to `key`'s node.
+    pub fn route_to(&mut self, key: &[u8]) {
+        if let Some(routes) = self.routes.as_deref_mut() {
+            routes.sticky = routes.wire_of(Some(key));
+        }
+    }
+
+    /// Bytes queued and not sent yet.
+    pub fn unsent(&self) -> usize {
+        self.wires.iter().map(Wire::unsent).sum()
+    }
+
+    /// Sends everything queued.
+    pub async fn send(&mut self) -> Result<()> {
+        if let Some(routes) = self.routes.as_deref_mut() {
+            routes.close_open(&self.wires);
+        }
+        for wire in &mut self.wires {
+            wire.send().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the next reply. Error replies are returned as [`Reply::Error`], not as `Err`,
+    /// so a pipeline can look at each command's outcome.
+    pub async fn recv(&mut self) -> Result<Reply> {
+        self.recv_up_to(None).await
+    }
+
+    /// Like [`Conn::recv`], but a bulk string longer than `limit` bytes is read off the socket
+    /// and dropped as it arrives, returning [`Reply::Skipped`]: memory stays bounded whatever
+    /// the size of a DUMP payload, and the caller copies that key another way.
+    pub async fn recv_limited(&mut self, limit: usize) -> Result<Reply> {
+        self.recv_up_to(Some(limit)).await
+    }
+
+    async fn recv_up_to(&mut self, limit: Option<usize>) -> Result<Reply> {
+        let Some(routes) = self.routes.as_deref_mut() else {
+            return match limit {
+                None => self.wires[0].recv().await,
+                Some(limit) => self.wires[0].recv_limited(limit).await,
+            };
+        };
+        routes.close_open(&self.wires);
+        let Some(sent) = routes.pending.pop_front() else {
+            return Err(Error::Protocol {
+                addr: routes.base.addr(),
+                message: "a reply was awaited with no command sent".into(),
+            });
+        };
+        let wire = &mut self.wires[sent.wire];
+        let reply = match limit {
+            None => wire.recv().await?,
+            Some(limit) => wire.recv_limited(limit).await?,
+        };
+        let redirect = match &reply {
+            Reply::Error(e) if e.starts_with(b"MOVED ") || e.starts_with(b"ASK ") => {
+                Some((e.clone(), wire.sent_command(sent.start, sent.end).to_vec()))
+            }
+            _ => None,
+        };
+        wire.release(sent.end);
+        match redirect {
+            None => Ok(reply),
+            Some((error, command)) => self.follow_redirects(error, command).await,
+        }
+    }
+
+    /// Sends a command again where a `MOVED` or `ASK` reply points, on a side connection (the
+    /// pipelined ones have replies outstanding); a `MOVED` also updates the slot's route.
+    async fn follow_redirects(
+        &mut self,
+        mut error: bytes::Bytes,
+        command: Vec<u8>,
+    ) -> Result<Reply> {
+        for _ in 0..MAX_REDIRECTS {
+            let text = String::from_utf8_lossy(&error).into_owned();
+            let mut parts = text.split_whitespace();
+            let (kind, slot, addr) = (parts.next(), parts.next(), parts.next());
+            let (Some(kind), Some(slot), Some(addr)) =
+                (kind, slot.and_then(|s| s.parse::<u16>().ok()), addr)
+            else {
+                return Ok(Reply::Error(error));
+            };
+            let ask = kind == "ASK";
+            if !ask {
+                self.reroute(slot, addr).await?;
+            }
+            let routes = self
+                .routes
+                .as_deref_mut()
+                .expect("redirects only on a cluster");
+            let side = routes.side_wire(addr).await?;
+            if ask {
+                side.queue(&[&b"ASKING"[..]]);
+            }
+            side.wbuf.extend_from_slice(&command);
+            side.send().await?;
+            if ask {
+                side.recv().await?;
+            }
+            match side.recv().await? {
+                Reply::Error(e) if e.starts_with(b"MOVED ") || e.starts_with(b"ASK ") => error = e,
+                reply => return Ok(reply),
+            }
+        }
+        Err(Error::ConnectionLost {
+            addr: self.addr().to_string(),
+            reason: format!(
+                "still redirected after {MAX_REDIRECTS} hops: the cluster's slots are moving"
+            ),
+        })
+    }
+
+    /// Routes `slot` to the primary at `addr` from now on, connecting to it if it is new.
+    async fn reroute(&mut self, slot: u16, addr: &str) -> Result<()> {
+        let routes = self.routes.as_deref_mut().expect("a cluster");
+        let wire = match self.wires.iter().position(|w| w.addr == addr) {
+            Some(i) => i,
+            None => {
+                let mut wire = Wire::connect(&routes.node(addr)?).await?;
+                wire.retain = true;
+                self.wires.push(wire);
+                self.wires.len() - 1
+            }
+        };
+        routes.slot_wire[slot as usize] = wire as u16;
+        Ok(())
+    }
+
+    /// Sends one command and returns its reply; an error reply becomes [`Error::Server`]
+    /// (or a more specific kind such as out-of-memory).
+    pub async fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Reply> {
+        self.queue(args);
+        self.send().await?;
+        let reply = self.recv().await?;
+        self.check(reply, args[0].as_ref())
+    }
+
+    /// Turns an error reply into the matching [`Error`], naming the command.
+    pub fn check(&self, reply: Reply, command: &[u8]) -> Result<Reply> {
+        match reply {
+            Reply::Error(e) => Err(self.server_error(command, &String::from_utf8_lossy(&e))),
+            other => Ok(other),
+        }
+    }
+
+    /// The [`Error`] for an error reply `message` to `command` on this connection.
+    pub fn server_error(&self, command: &[u8], message: &str) -> Error {
+        self.wires[0].server_error(command, message)
+    }
+}
+
+impl Routes {
+    /// The wire for a command about `key`; keyless commands stay on the previous one.
+    fn wire_of(&mut self, key: Option<&[u8]>) -> usize {
+        if let Some(key) = key {
+            self.sticky = self.slot_wire[cluster::key_slot(key) as usize] as usize;
+        }
+        self.sticky
+    }
+
+    /// Records the command encoded through [`Conn::wbuf_for`], now that it is complete.
+    fn close_open(&mut self, wires: &[Wire]) {
+        if let Some((wire, start)) = self.open.take() {
+            let end = wires[wire].end_offset();
+            if end > start {
+                self.pending.push_back(Sent { wire, start, end });
+            }
+        }
+    }
+
+    /// The endpoint of the node at `addr` (`host:port` from a redirect).
+    fn node(&self, addr: &str) -> Result<Endpoint> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse().ok()?)))
+            .ok_or_else(|| Error::Protocol {
+                addr: self.base.addr(),
+                message: format!("a redirect to an unreadable address {addr:?}"),
+            })?;
+        Ok(self.base.at(host, port))
+    }
+
+    async fn side_wire(&mut self, addr: &str) -> Result<&mut Wire> {
+        let at = match self.side.iter().position(|(a, _)| a == addr) {
+            Some(i) => i,
+            None => {
+                let wire = Wire::connect(&self.node(addr)?).await?;
+                self.side.push((addr.to_string(), wire));
+                self.side.len() - 1
+            }
+        };
+        Ok(&mut self.side[at].1)
     }
 }
 

@@ -334,7 +334,7 @@ impl Copier {
                     self.queue_restore(db, k, &payload, ttl);
                     bytes += payload.len();
                     restored.push(k.clone());
-                    if self.target.wbuf().len() >= FLUSH_BYTES {
+                    if self.target.unsent() >= FLUSH_BYTES {
                         self.target.send().await?;
                     }
                 }
@@ -368,7 +368,7 @@ impl Copier {
             mapped = self.ctx.scope.target_key(db, key);
             &mapped
         };
-        let out = self.target.wbuf();
+        let out = self.target.wbuf_for(key);
         let (ttl, abs) = match ttl {
             Ttl::At(ms) => (ms, true),
             Ttl::In(ms) => (ms.max(1), false),
@@ -470,6 +470,7 @@ impl Copier {
             let target_key = self.ctx.scope.target_key(db, k);
             // One transaction per key: a duplicate copy of the same key by another worker
             // (SCAN may return a key twice) can never interleave with this one.
+            self.target.route_to(&target_key);
             self.target.queue(&[&b"MULTI"[..]]);
             self.target.queue(&[&b"DEL"[..], &target_key]);
             writes += 3;

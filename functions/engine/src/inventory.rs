@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::cluster;
 use crate::conn::Conn;
+use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::resp::Reply;
 
@@ -47,6 +49,24 @@ pub struct ServerInfo {
     pub notify_keyspace_events: Option<String>,
     /// How many databases the server has, where CONFIG tells.
     pub databases: Option<u32>,
+    /// The servers holding the keyspace: the server itself, or every cluster primary. Shards
+    /// are planned per node.
+    pub nodes: Vec<NodeShare>,
+}
+
+/// One server's share of a keyspace: a standalone server holds all of it, a cluster primary
+/// its slots.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeShare {
+    /// `host:port` ferry connects to.
+    pub addr: String,
+    /// Inclusive slot ranges (empty for a standalone server).
+    pub slots: Vec<(u16, u16)>,
+    /// Keys per database on this node.
+    pub dbs: BTreeMap<u32, DbStats>,
+    /// The node's run id (a restart changes it).
+    #[serde(skip)]
+    pub run_id: String,
 }
 
 impl ServerInfo {
@@ -75,6 +95,7 @@ impl ServerInfo {
         let databases = config_get(conn, "databases")
             .await?
             .and_then(|d| d.parse().ok());
+        let dbs_copy = dbs.clone();
         Ok(ServerInfo {
             addr: conn.addr().to_string(),
             rdb_version: rdb_version_of(&product, &version),
@@ -91,7 +112,52 @@ impl ServerInfo {
             maxmemory_policy: get("maxmemory_policy"),
             notify_keyspace_events: notify,
             databases,
+            nodes: vec![NodeShare {
+                addr: conn.addr().to_string(),
+                slots: Vec::new(),
+                dbs: dbs_copy,
+                run_id: get("run_id"),
+            }],
         })
+    }
+
+    /// Reads the keyspace behind `ep`: one server, or a cluster's primaries summed (keys and
+    /// memory), each kept in [`ServerInfo::nodes`]. Returns a connection to `ep` too.
+    pub async fn read_keyspace(ep: &Endpoint) -> Result<(Conn, ServerInfo)> {
+        let mut conn = Conn::connect(ep).await?;
+        let mut info = ServerInfo::read(&mut conn).await?;
+        let Some(primaries) = cluster::primaries(&mut conn, ep.tls.is_some()).await? else {
+            return Ok((conn, info));
+        };
+        let seed = info.clone();
+        info.dbs.clear();
+        info.nodes.clear();
+        let (mut used, mut max, mut unlimited) = (0, 0, false);
+        for p in primaries {
+            let node = if p.addr == conn.addr() {
+                seed.clone()
+            } else {
+                ServerInfo::read(&mut Conn::connect(&ep.at(&p.host, p.port)).await?).await?
+            };
+            for (db, s) in &node.dbs {
+                let sum = info.dbs.entry(*db).or_default();
+                sum.keys += s.keys;
+                sum.expires += s.expires;
+            }
+            used += node.used_memory;
+            max += node.maxmemory;
+            unlimited |= node.maxmemory == 0;
+            info.nodes.push(NodeShare {
+                addr: p.addr,
+                slots: p.slots,
+                dbs: node.dbs.clone(),
+                run_id: node.run_id.clone(),
+            });
+        }
+        info.used_memory = used;
+        info.maxmemory = if unlimited { 0 } else { max };
+        info.mode = "cluster".into();
+        Ok((conn, info))
     }
 
     /// `(major, minor)` of the version, for feature checks.
@@ -254,7 +320,11 @@ pub struct Inventory {
 
 /// Refuses pairings that would lose or overwrite data, before anything is written (design §6).
 pub fn check_pairing(source: &ServerInfo, target: &ServerInfo) -> Result<()> {
-    if !source.run_id.is_empty() && source.run_id == target.run_id {
+    let shared = source
+        .nodes
+        .iter()
+        .any(|s| !s.run_id.is_empty() && target.nodes.iter().any(|t| t.run_id == s.run_id));
+    if shared || (!source.run_id.is_empty() && source.run_id == target.run_id) {
         return Err(Error::Incompatible(format!(
             "source {} and target {} are the same server",
             source.addr, target.addr

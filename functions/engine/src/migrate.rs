@@ -126,9 +126,7 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
 }
 
 async fn connect_info(ep: &Endpoint) -> Result<(Conn, ServerInfo)> {
-    let mut conn = Conn::connect(ep).await?;
-    let info = ServerInfo::read(&mut conn).await?;
-    Ok((conn, info))
+    ServerInfo::read_keyspace(ep).await
 }
 
 /// Reads a server's INFO afresh (e.g. the target's key counts after a copy).
@@ -146,15 +144,33 @@ pub fn source_dbs(source: &ServerInfo) -> Vec<u32> {
         .collect()
 }
 
-/// The shard plan for the source: per db with keys, cursor ranges sized to the db (design §2).
+/// The shard plan for the source: per node and db with keys, cursor ranges sized to the db
+/// (design §2).
 pub fn plan_shards(m: &Migration, source: &ServerInfo) -> Vec<Shard> {
-    let node = m.source.addr();
-    source
-        .dbs
-        .iter()
-        .filter(|(_, s)| s.keys > 0)
-        .flat_map(|(db, s)| plan::classic_shards(&node, *db, s.keys, m.shards_per_db))
-        .collect()
+    plan_server(source, m.shards_per_db, None)
+}
+
+/// Shards over every node and db of `server` that has keys (only `only_dbs` when given): the
+/// per-slot scheme on a cluster whose SCAN cursor carries the slot (Redis ≥ 7.4, Valkey ≥ 8),
+/// reversed-bit cursor ranges otherwise.
+fn plan_server(server: &ServerInfo, shards_per_db: u32, only_dbs: Option<&[u32]>) -> Vec<Shard> {
+    let per_slot =
+        server.mode == "cluster" && plan::scans_by_slot(&server.product, server.major_minor());
+    let mut shards = Vec::new();
+    for node in &server.nodes {
+        for (db, s) in &node.dbs {
+            if s.keys == 0 || only_dbs.is_some_and(|only| !only.contains(db)) {
+                continue;
+            }
+            if per_slot {
+                let owned: Vec<(u16, u16)> = node.slots.iter().map(|&(a, b)| (a, b + 1)).collect();
+                shards.extend(plan::slot_shards(&node.addr, *db, &owned, shards_per_db));
+            } else {
+                shards.extend(plan::classic_shards(&node.addr, *db, s.keys, shards_per_db));
+            }
+        }
+    }
+    shards
 }
 
 fn scan_config(
@@ -220,7 +236,7 @@ pub async fn copy_shards(
     scan::run_shards(shards, config, move || {
         let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
         async move {
-            let (s, t) = tokio::join!(Conn::connect(&source), Conn::connect(&target));
+            let (s, t) = tokio::join!(Conn::keyspace(&source), Conn::keyspace(&target));
             Ok(Copier::new(s?, t?, ctx))
         }
     })
@@ -270,7 +286,7 @@ pub async fn verify_shards(
     scan::run_shards(shards, config, move || {
         let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
         async move {
-            let (s, t) = tokio::join!(Conn::connect(&source), Conn::connect(&target));
+            let (s, t) = tokio::join!(Conn::keyspace(&source), Conn::keyspace(&target));
             Ok(VerifyWorker {
                 source: s?,
                 target: t?,
@@ -303,12 +319,8 @@ pub async fn verify_reverse(
             "reverse pass skipped: --key-pattern with a prefixing --db-map".into(),
         ));
     }
-    let node = m.target.addr();
-    let shards: Vec<Shard> = target_dbs
-        .iter()
-        .map(|db| (*db, target.dbs.get(db).map_or(0, |s| s.keys)))
-        .flat_map(|(db, keys)| plan::classic_shards(&node, db, keys, m.shards_per_db))
-        .collect();
+    let target_dbs: Vec<u32> = target_dbs.into_iter().collect();
+    let shards = plan_server(target, m.shards_per_db, Some(&target_dbs));
     let mut config = scan_config(m, &m.target, None, Arc::new(|_| {}));
     if let (Some(p), false) = (&m.scope.pattern, prefixed) {
         config.pattern = Some(p.clone());
@@ -318,7 +330,7 @@ pub async fn verify_reverse(
         let (source, ctx) = (source.clone(), ctx.clone());
         async move {
             Ok(ReverseWorker {
-                source: Conn::connect(&source).await?,
+                source: Conn::keyspace(&source).await?,
                 ctx,
             })
         }
@@ -360,8 +372,8 @@ pub async fn repair(
     diffs: &[crate::verify::Diff],
 ) -> Result<RepairReport> {
     let mut copier = Copier::new(
-        Conn::connect(&m.source).await?,
-        Conn::connect(&m.target).await?,
+        Conn::keyspace(&m.source).await?,
+        Conn::keyspace(&m.target).await?,
         copy,
     );
     let mut report = RepairReport::default();

@@ -46,7 +46,7 @@ const PIPELINE: u64 = 1000;
 
 /// Writes the dataset; calls `progress` with keys written so far. Returns the keys written.
 pub async fn seed(ep: &Endpoint, spec: &SeedSpec, progress: impl Fn(u64)) -> Result<u64> {
-    let mut conn = Conn::connect(ep).await?;
+    let mut conn = Conn::keyspace(ep).await?;
     conn.select(spec.db).await?;
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut written = 0u64;
@@ -202,7 +202,7 @@ pub async fn load(
     for c in 0..connections.max(1) {
         let (ep, limiter) = (ep.clone(), limiter.clone());
         tasks.spawn(async move {
-            let mut conn = Conn::connect(&ep).await?;
+            let mut conn = Conn::keyspace(&ep).await?;
             let mut rng = StdRng::seed_from_u64(c as u64);
             let mut writes = 0u64;
             const BATCH: u64 = 50;
@@ -228,7 +228,7 @@ pub async fn load(
         writes += r.map_err(|e| crate::error::Error::Cancelled(e.to_string()))??;
     }
     let secs = start.elapsed().as_secs_f64();
-    let mut conn = Conn::connect(ep).await?;
+    let mut conn = Conn::keyspace(ep).await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::cluster;
 use crate::conn::Conn;
 use crate::copy::{Copier, CopyContext};
 use crate::dirty::DirtySet;
@@ -181,28 +182,16 @@ impl Tail {
             fatal: fatal_tx,
         });
         let mut tasks = tokio::task::JoinSet::new();
-        let canary_seen = Arc::new(Notify::new());
         let (gap_tx, gap_rx) = mpsc::unbounded_channel::<String>();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        tasks.spawn(subscriber(
-            shared.clone(),
-            m.source.clone(),
-            ready_tx,
-            canary_seen.clone(),
-            gap_tx.clone(),
-        ));
-        ready_rx
-            .await
-            .map_err(|_| Error::Cancelled("subscriber stopped".into()))??;
-        prove_delivery(&shared, &canary_seen).await?;
+        let nodes = source_nodes(&m.source).await?;
+        let mut subscriptions = Subscriptions::default();
+        for node in nodes {
+            subscriptions.add(&shared, node, &gap_tx).await?;
+        }
         for _ in 0..shared.options.workers.max(1) {
             tasks.spawn(copy_worker(shared.clone()));
         }
-        tasks.spawn(gap_watcher(
-            shared.clone(),
-            m.source.clone(),
-            gap_tx.clone(),
-        ));
+        tasks.spawn(gap_watcher(shared.clone(), subscriptions, gap_tx.clone()));
         tasks.spawn(healer(shared.clone(), gap_rx, gap_tx));
         Ok(Tail {
             dirty,
@@ -378,11 +367,113 @@ async fn subscriber(
     Ok(())
 }
 
-/// Writes the canary and waits for its event: notifications are proven to flow.
-async fn prove_delivery(shared: &Shared, seen: &Notify) -> Result<()> {
-    let mut conn = Conn::connect(&shared.migration.source).await?;
-    conn.select(shared.dbs[0]).await?;
-    let key = [CANARY_PREFIX, shared.options.run_id.as_bytes()].concat();
+/// A source node the tail subscribes to: the server itself, or one cluster primary.
+#[derive(Debug, Clone)]
+struct SourceNode {
+    endpoint: Endpoint,
+    /// Slots it serves (empty for a standalone server).
+    slots: Vec<(u16, u16)>,
+}
+
+/// The nodes whose keyspace events the tail must hear: every primary of a cluster.
+async fn source_nodes(source: &Endpoint) -> Result<Vec<SourceNode>> {
+    Ok(match cluster::discover(source).await? {
+        None => vec![SourceNode {
+            endpoint: source.clone(),
+            slots: Vec::new(),
+        }],
+        Some(primaries) => primaries
+            .into_iter()
+            .map(|p| SourceNode {
+                endpoint: source.at(&p.host, p.port),
+                slots: p.slots,
+            })
+            .collect(),
+    })
+}
+
+/// The running subscriptions, one per source node, owned by the gap watcher.
+#[derive(Default)]
+struct Subscriptions {
+    nodes: Vec<(SourceNode, tokio::task::AbortHandle)>,
+    tasks: tokio::task::JoinSet<Result<()>>,
+}
+
+impl Subscriptions {
+    /// Subscribes on `node`, waits for the confirmation, and proves delivery with a canary.
+    async fn add(
+        &mut self,
+        shared: &Arc<Shared>,
+        node: SourceNode,
+        gaps: &mpsc::UnboundedSender<String>,
+    ) -> Result<()> {
+        let canary_seen = Arc::new(Notify::new());
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let handle = self.tasks.spawn(subscriber(
+            shared.clone(),
+            node.endpoint.clone(),
+            ready_tx,
+            canary_seen.clone(),
+            gaps.clone(),
+        ));
+        let confirmed = match ready_rx.await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Cancelled("subscriber stopped".into())),
+        };
+        let proven = match confirmed {
+            Ok(()) => prove_delivery(shared, &node, &canary_seen).await,
+            Err(e) => Err(e),
+        };
+        match proven {
+            Ok(()) => {
+                self.nodes.push((node, handle));
+                Ok(())
+            }
+            Err(e) => {
+                handle.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops following a node that is no longer a primary.
+    fn remove(&mut self, addr: &str) {
+        self.nodes.retain(|(n, handle)| {
+            let keep = n.endpoint.addr() != addr;
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|(n, _)| n.endpoint.addr()).collect()
+    }
+}
+
+/// The canary key for a node: `ferry:canary:<run>`, with a hash tag on a cluster so the key
+/// lives on that node.
+fn canary_key(run_id: &str, slots: &[(u16, u16)]) -> Vec<u8> {
+    let mut key = [CANARY_PREFIX, run_id.as_bytes()].concat();
+    if let Some(tag) = (0u32..).map(|i| i.to_string()).find(|t| {
+        let slot = cluster::key_slot(t.as_bytes());
+        slots.is_empty() || slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+    }) {
+        if !slots.is_empty() {
+            key.extend_from_slice(format!(":{{{tag}}}").as_bytes());
+        }
+    }
+    key
+}
+
+/// Writes the node's canary and waits for its event: notifications are proven to flow.
+async fn prove_delivery(shared: &Shared, node: &SourceNode, seen: &Notify) -> Result<()> {
+    let mut conn = Conn::connect(&node.endpoint).await?;
+    if node.slots.is_empty() {
+        conn.select(shared.dbs[0]).await?;
+    }
+    let key = canary_key(&shared.options.run_id, &node.slots);
     let waiting = seen.notified();
     tokio::pin!(waiting);
     waiting.as_mut().enable();
@@ -392,8 +483,9 @@ async fn prove_delivery(shared: &Shared, seen: &Notify) -> Result<()> {
         .await
         .map_err(|_| {
             Error::NotificationsDisabled(format!(
-                "no keyspace event for the canary key {} within {}s: enable notify-keyspace-events (K plus g$lshzxet; on ElastiCache, in a custom cache parameter group)",
+                "no keyspace event for the canary key {} on {} within {}s: enable notify-keyspace-events (K plus g$lshzxet; on ElastiCache, in a custom cache parameter group)",
                 String::from_utf8_lossy(&key),
+                node.endpoint.addr(),
                 shared.options.canary_timeout.as_secs()
             ))
         })
@@ -414,7 +506,7 @@ async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
         }
         let result = async {
             if copier.is_none() {
-                let (s, t) = tokio::join!(Conn::connect(&m.source), Conn::connect(&m.target));
+                let (s, t) = tokio::join!(Conn::keyspace(&m.source), Conn::keyspace(&m.target));
                 copier = Some(Copier::new(s?, t?, shared.copy.clone()));
             }
             let c = copier.as_mut().expect("connected");
@@ -464,54 +556,139 @@ fn flush_calls(commandstats: &str) -> u64 {
         .sum()
 }
 
-/// Watches a node's INFO for flushes (commandstats) and restarts (run id): each is a gap.
+/// What the gap watcher last saw of a node: its run id and flush count.
+type NodeMark = (String, u64);
+
+/// Watches the source for gaps (design §4.5): each node's INFO for flushes (commandstats) and
+/// restarts (run id), and a cluster's primaries for failovers and slot moves, which it follows
+/// by subscribing to new primaries before reporting the gap.
 async fn gap_watcher(
     shared: Arc<Shared>,
-    ep: Endpoint,
+    mut subscriptions: Subscriptions,
     gaps: mpsc::UnboundedSender<String>,
 ) -> Result<()> {
-    let mut last: Option<(String, u64)> = None;
-    let mut conn: Option<Conn> = None;
+    let mut marks: std::collections::HashMap<String, NodeMark> = Default::default();
+    let mut conns: std::collections::HashMap<String, Conn> = Default::default();
+    let clustered = subscriptions.nodes.iter().any(|(n, _)| !n.slots.is_empty());
     while !shared.stop.load(Ordering::Relaxed) {
         tokio::time::sleep(shared.options.gap_poll).await;
-        if conn.is_none() {
-            conn = Conn::connect(&ep).await.ok();
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        let info = async {
-            let server = c
-                .call(&["INFO", "server"])
-                .await?
-                .as_text()
-                .unwrap_or_default();
-            let stats = c
-                .call(&["INFO", "commandstats"])
-                .await?
-                .as_text()
-                .unwrap_or_default();
-            Ok::<_, Error>((server, stats))
-        }
-        .await;
-        let Ok((server, stats)) = info else {
-            conn = None;
-            continue;
-        };
-        let run_id = server
-            .lines()
-            .find_map(|l| l.strip_prefix("run_id:"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let now = (run_id, flush_calls(&stats));
-        if let Some(before) = &last {
-            if before.0 != now.0 {
-                let _ = gaps.send(format!("{} restarted", ep.addr()));
-            } else if before.1 != now.1 {
-                let _ = gaps.send(format!("FLUSHALL/FLUSHDB/SWAPDB on {}", ep.addr()));
+        if clustered {
+            if let Err(e) = follow_topology(&shared, &mut subscriptions, &gaps).await {
+                if !e.is_transient() {
+                    return fail(&shared, e);
+                }
+                tracing::warn!(error = %e, "cluster topology not readable yet; retrying");
             }
         }
-        last = Some(now);
+        for addr in subscriptions.addrs() {
+            let ep = subscriptions
+                .nodes
+                .iter()
+                .find(|(n, _)| n.endpoint.addr() == addr)
+                .map(|(n, _)| n.endpoint.clone())
+                .expect("subscribed node");
+            match node_mark(&mut conns, &ep).await {
+                Ok(now) => {
+                    if let Some(before) = marks.get(&addr) {
+                        if before.0 != now.0 {
+                            let _ = gaps.send(format!("{addr} restarted"));
+                        } else if before.1 != now.1 {
+                            let _ = gaps.send(format!("FLUSHALL/FLUSHDB/SWAPDB on {addr}"));
+                        }
+                    }
+                    marks.insert(addr, now);
+                }
+                Err(_) => {
+                    conns.remove(&addr);
+                }
+            }
+        }
+        while let Some(done) = subscriptions.tasks.try_join_next() {
+            if let Ok(Err(e)) = done {
+                return fail(&shared, e);
+            }
+        }
     }
+    Ok(())
+}
+
+/// A node's run id and flush count, through a connection kept per node.
+async fn node_mark(
+    conns: &mut std::collections::HashMap<String, Conn>,
+    ep: &Endpoint,
+) -> Result<NodeMark> {
+    let addr = ep.addr();
+    if !conns.contains_key(&addr) {
+        conns.insert(addr.clone(), Conn::connect(ep).await?);
+    }
+    let c = conns.get_mut(&addr).expect("connected");
+    let server = c
+        .call(&["INFO", "server"])
+        .await?
+        .as_text()
+        .unwrap_or_default();
+    let stats = c
+        .call(&["INFO", "commandstats"])
+        .await?
+        .as_text()
+        .unwrap_or_default();
+    let run_id = server
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Ok((run_id, flush_calls(&stats)))
+}
+
+/// Compares the cluster's primaries with the subscribed nodes; on a change (failover, slot
+/// move), subscribes to the new primaries first, then reports the gap so a heal pass runs.
+async fn follow_topology(
+    shared: &Arc<Shared>,
+    subscriptions: &mut Subscriptions,
+    gaps: &mpsc::UnboundedSender<String>,
+) -> Result<()> {
+    let mut last_error = None;
+    let mut current = None;
+    let known: Vec<Endpoint> = subscriptions
+        .nodes
+        .iter()
+        .map(|(n, _)| n.endpoint.clone())
+        .collect();
+    for ep in std::iter::once(&shared.migration.source).chain(known.iter()) {
+        match source_nodes(ep).await {
+            Ok(nodes) => {
+                current = Some(nodes);
+                break;
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let Some(current) = current else {
+        return Err(last_error.expect("at least one node was asked"));
+    };
+    let unchanged = current.len() == subscriptions.nodes.len()
+        && current.iter().all(|c| {
+            subscriptions
+                .nodes
+                .iter()
+                .any(|(n, _)| n.endpoint.addr() == c.endpoint.addr() && n.slots == c.slots)
+        });
+    if unchanged {
+        return Ok(());
+    }
+    let before = subscriptions.addrs();
+    for addr in &before {
+        subscriptions.remove(addr);
+    }
+    for node in current {
+        subscriptions.add(shared, node, gaps).await?;
+    }
+    let _ = gaps.send(format!(
+        "cluster topology changed: primaries {:?} -> {:?}",
+        before,
+        subscriptions.addrs()
+    ));
     Ok(())
 }
 
@@ -598,33 +775,41 @@ async fn heal_pass(shared: &Shared) -> Result<usize> {
     Ok(n)
 }
 
-/// Checks the source's `notify-keyspace-events` for live mode and, when asked and allowed,
-/// turns the needed flags on. Returns the original value to restore at the end, if changed.
+/// Checks the source's `notify-keyspace-events` for live mode (on every cluster primary) and,
+/// when asked and allowed, turns the needed flags on. Returns the original value to restore at
+/// the end, if changed.
 pub async fn ensure_notifications(source: &Endpoint, enable: bool) -> Result<Option<String>> {
-    let mut conn = Conn::connect(source).await?;
-    let Some(current) = config_get(&mut conn, "notify-keyspace-events").await? else {
-        // CONFIG is blocked (ElastiCache): the canary proves delivery or refuses.
-        return Ok(None);
-    };
-    if notifications_cover(&current) {
-        return Ok(None);
+    let mut original = None;
+    for node in cluster::primary_endpoints(source).await? {
+        let mut conn = Conn::connect(&node).await?;
+        let Some(current) = config_get(&mut conn, "notify-keyspace-events").await? else {
+            // CONFIG is blocked (ElastiCache): the canary proves delivery or refuses.
+            continue;
+        };
+        if notifications_cover(&current) {
+            continue;
+        }
+        if !enable {
+            return Err(Error::NotificationsDisabled(format!(
+                "the source {} has notify-keyspace-events '{current}'; live mode needs K plus g$lshzxet: run CONFIG SET notify-keyspace-events KA, pass --enable-notifications, or on ElastiCache set it in a custom cache parameter group",
+                node.addr()
+            )));
+        }
+        let wanted = merged_notify_flags(&current);
+        conn.call(&["CONFIG", "SET", "notify-keyspace-events", &wanted])
+            .await?;
+        original.get_or_insert(current);
     }
-    if !enable {
-        return Err(Error::NotificationsDisabled(format!(
-            "the source has notify-keyspace-events '{current}'; live mode needs K plus g$lshzxet: run CONFIG SET notify-keyspace-events KA, pass --enable-notifications, or on ElastiCache set it in a custom cache parameter group"
-        )));
-    }
-    let wanted = merged_notify_flags(&current);
-    conn.call(&["CONFIG", "SET", "notify-keyspace-events", &wanted])
-        .await?;
-    Ok(Some(current))
+    Ok(original)
 }
 
-/// Puts back the `notify-keyspace-events` value live mode found.
+/// Puts back the `notify-keyspace-events` value live mode found, on every primary.
 pub async fn restore_notifications(source: &Endpoint, original: &str) -> Result<()> {
-    let mut conn = Conn::connect(source).await?;
-    conn.call(&["CONFIG", "SET", "notify-keyspace-events", original])
-        .await?;
+    for node in cluster::primary_endpoints(source).await? {
+        let mut conn = Conn::connect(&node).await?;
+        conn.call(&["CONFIG", "SET", "notify-keyspace-events", original])
+            .await?;
+    }
     Ok(())
 }
 

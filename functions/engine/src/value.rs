@@ -179,7 +179,7 @@ fn entries(items: Vec<Reply>) -> Vec<(Bytes, Vec<Bytes>)> {
 /// Queues the write of one chunk to `key` (which must already be cleared for the first chunk).
 /// A zset chunk holds member/score pairs as read; ZADD wants score first.
 pub fn queue_write_chunk(conn: &mut Conn, kind: Kind, key: &[u8], chunk: &Chunk) {
-    let out = conn.wbuf();
+    let out = conn.wbuf_for(key);
     match chunk {
         Chunk::Bytes(b) => {
             resp::encode_array_header(out, 3);

@@ -1,0 +1,286 @@
+//! Redis Cluster: which slot a key hashes to, which argument of a command is its key, and the
+//! primaries that own the slots (CLUSTER SHARDS, or CLUSTER NODES on servers before 7.0).
+
+use serde::{Deserialize, Serialize};
+
+use crate::conn::Conn;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+use crate::resp::Reply;
+
+/// Slots in a Redis Cluster.
+pub const SLOTS: usize = 16384;
+
+/// The slot of `key`: CRC16 (XMODEM) of the key, or of its `{hash tag}` when it has a non-empty one.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    crc16(hashed) % SLOTS as u16
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The key of a command, for the commands ferry sends; `None` for commands without a key
+/// (a routed connection sends them to the node of the previous keyed command).
+pub fn command_key<A: AsRef<[u8]>>(args: &[A]) -> Option<&[u8]> {
+    let name = args.first()?.as_ref();
+    let with_subcommand = [&b"MEMORY"[..], b"XINFO", b"XGROUP", b"OBJECT"];
+    let keyless = [
+        &b"MULTI"[..],
+        b"EXEC",
+        b"DISCARD",
+        b"PING",
+        b"SELECT",
+        b"INFO",
+        b"SCAN",
+        b"CONFIG",
+        b"CLIENT",
+        b"CLUSTER",
+        b"DBSIZE",
+        b"ASKING",
+        b"READONLY",
+    ];
+    let index = if with_subcommand.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+        2
+    } else if keyless.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+        return None;
+    } else {
+        1
+    };
+    args.get(index).map(|a| a.as_ref())
+}
+
+/// A primary of a cluster and the slot ranges it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Primary {
+    /// `host:port` clients use (the TLS port on a TLS cluster).
+    pub addr: String,
+    /// Host part of `addr`.
+    pub host: String,
+    /// Port part of `addr`.
+    pub port: u16,
+    /// Inclusive slot ranges.
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl Primary {
+    /// Whether this primary serves `slot`.
+    pub fn owns(&self, slot: u16) -> bool {
+        self.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+    }
+}
+
+/// Reads the cluster's primaries through `conn` (any node); `None` when the server is not a
+/// cluster node. `tls` picks the TLS port where nodes announce one.
+pub async fn primaries(conn: &mut Conn, tls: bool) -> Result<Option<Vec<Primary>>> {
+    match conn.call(&["CLUSTER", "SHARDS"]).await {
+        Ok(reply) => return parse_shards(&reply, tls).map(Some),
+        Err(Error::Server { message, .. }) if message.contains("cluster support disabled") => {
+            return Ok(None)
+        }
+        // Servers before 7.0 have no CLUSTER SHARDS.
+        Err(Error::Server { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    match conn.call(&["CLUSTER", "NODES"]).await {
+        Ok(reply) => Ok(Some(parse_nodes(&reply.as_text().unwrap_or_default()))),
+        Err(Error::Server { message, .. }) if message.contains("cluster support disabled") => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The primaries behind `ep`, read through a fresh connection; `None` for a standalone server.
+pub async fn discover(ep: &Endpoint) -> Result<Option<Vec<Primary>>> {
+    let mut conn = Conn::connect(ep).await?;
+    primaries(&mut conn, ep.tls.is_some()).await
+}
+
+/// The endpoints of every primary behind `ep` (just `ep` for a standalone server).
+pub async fn primary_endpoints(ep: &Endpoint) -> Result<Vec<Endpoint>> {
+    Ok(match discover(ep).await? {
+        None => vec![ep.clone()],
+        Some(nodes) => nodes.iter().map(|p| ep.at(&p.host, p.port)).collect(),
+    })
+}
+
+/// A flat `[name, value, name, value…]` RESP2 map as pairs.
+fn pairs(reply: &Reply) -> Vec<(String, &Reply)> {
+    match reply {
+        Reply::Array(items) => items
+            .chunks(2)
+            .filter_map(|p| match p {
+                [k, v] => Some((k.as_text()?.to_string(), v)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn parse_shards(reply: &Reply, tls: bool) -> Result<Vec<Primary>> {
+    let bad = |what: &str| Error::Protocol {
+        addr: String::new(),
+        message: format!("CLUSTER SHARDS: {what}"),
+    };
+    let Reply::Array(shards) = reply else {
+        return Err(bad("not an array"));
+    };
+    let mut out = Vec::new();
+    for shard in shards {
+        let fields = pairs(shard);
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        let slots: Vec<u16> = match field("slots") {
+            Some(Reply::Array(s)) => s
+                .iter()
+                .filter_map(|v| v.as_int())
+                .map(|n| n as u16)
+                .collect(),
+            _ => return Err(bad("shard without slots")),
+        };
+        let slots: Vec<(u16, u16)> = slots
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0], c[1]))
+            .collect();
+        if slots.is_empty() {
+            continue;
+        }
+        let Some(Reply::Array(nodes)) = field("nodes") else {
+            return Err(bad("shard without nodes"));
+        };
+        let primary = nodes.iter().map(pairs).find(|n| {
+            let get = |name: &str| {
+                n.iter()
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| v.as_text())
+            };
+            get("role").as_deref() == Some("master") && get("health").as_deref() != Some("fail")
+        });
+        let Some(node) = primary else {
+            return Err(bad("a slot range has no healthy primary"));
+        };
+        let text = |name: &str| {
+            node.iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.as_text())
+        };
+        let int = |name: &str| {
+            node.iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.as_int())
+        };
+        let host = text("endpoint")
+            .filter(|h| !h.is_empty() && h != "?")
+            .or_else(|| text("ip"))
+            .ok_or_else(|| bad("node without an address"))?;
+        let port = match (tls, int("tls-port")) {
+            (true, Some(p)) => p,
+            _ => int("port").ok_or_else(|| bad("node without a port"))?,
+        } as u16;
+        out.push(primary_at(&host, port, slots));
+    }
+    Ok(out)
+}
+
+fn primary_at(host: &str, port: u16, slots: Vec<(u16, u16)>) -> Primary {
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Primary {
+        addr,
+        host: host.to_string(),
+        port,
+        slots,
+    }
+}
+
+/// Primaries from `CLUSTER NODES` text: `id ip:port@cport[,hostname] flags master … slots…`.
+fn parse_nodes(text: &str) -> Vec<Primary> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 || !fields[2].split(',').any(|f| f == "master") {
+            continue;
+        }
+        if fields[2].contains("fail") && !fields[2].contains("fail?") {
+            continue;
+        }
+        let address = fields[1].split(['@', ',']).next().unwrap_or_default();
+        let Some((host, port)) = address.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse() else { continue };
+        let slots: Vec<(u16, u16)> = fields[8..]
+            .iter()
+            .filter(|s| !s.starts_with('['))
+            .filter_map(|s| match s.split_once('-') {
+                Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                None => s.parse().ok().map(|n| (n, n)),
+            })
+            .collect();
+        if !slots.is_empty() {
+            out.push(primary_at(host, port, slots));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+        assert_eq!(key_slot(b""), 0);
+    }
+
+    #[test]
+    fn finds_keys_of_commands() {
+        assert_eq!(command_key(&["RESTORE", "k", "0", "p"]), Some(&b"k"[..]));
+        assert_eq!(command_key(&["xinfo", "GROUPS", "s"]), Some(&b"s"[..]));
+        assert_eq!(command_key(&["MULTI"]), None);
+        assert_eq!(command_key(&["GET"]), None);
+    }
+
+    #[test]
+    fn parses_cluster_nodes() {
+        let text = "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+                    b2 127.0.0.1:7001@17001,host1 master - 0 0 2 connected 5461-10922 [5461->-x]\n\
+                    c3 127.0.0.1:7003@17003 slave a1 0 0 1 connected\n\
+                    d4 127.0.0.1:7002@17002 master - 0 0 3 connected 10923-16000 16383\n";
+        let p = parse_nodes(text);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[1].addr, "127.0.0.1:7001");
+        assert_eq!(p[2].slots, vec![(10923, 16000), (16383, 16383)]);
+        assert!(p[2].owns(16383) && !p[2].owns(16001));
+    }
+}

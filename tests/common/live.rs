@@ -1,0 +1,246 @@
+//! Live-mode helpers shared by the live and cluster tests: a randomized writer that hammers a
+//! source (standalone or cluster) with many kinds of writes, and a `ferry replicate --mode live`
+//! child process whose output is watched.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use redis::aio::ConnectionLike;
+
+/// One random write of many kinds; errors (WRONGTYPE, no such key, server restarting) are
+/// part of the game and ignored. With `cluster` (a cluster on either side), the keys of one
+/// write share a hash tag (so RENAME, COPY and Lua stay in one slot) and MOVE (to db 1) and
+/// MULTI are left out.
+pub async fn random_write(c: &mut impl ConnectionLike, rng: &mut StdRng, cluster: bool) {
+    let tag = if cluster {
+        format!("{{t{}}}", rng.random_range(0..12))
+    } else {
+        String::new()
+    };
+    let k = |rng: &mut StdRng| format!("{tag}w:{}", rng.random_range(0..400));
+    let v = rng.random_range(0..1_000_000).to_string();
+    let cmd = |args: Vec<String>| {
+        let mut c = redis::cmd(&args[0]);
+        for a in &args[1..] {
+            c.arg(a);
+        }
+        c
+    };
+    let op = match rng.random_range(0..20) {
+        0 | 1 => cmd(vec!["SET".into(), k(rng), v]),
+        2 => cmd(vec![
+            "SET".into(),
+            k(rng),
+            v,
+            "PX".into(),
+            rng.random_range(50..600).to_string(),
+        ]),
+        3 => cmd(vec!["DEL".into(), k(rng)]),
+        4 => cmd(vec!["UNLINK".into(), k(rng)]),
+        5 => cmd(vec!["RENAME".into(), k(rng), k(rng)]),
+        6 if !cluster => cmd(vec!["MOVE".into(), k(rng), "1".into()]),
+        7 if !cluster => {
+            let key = k(rng);
+            let mut p = redis::pipe();
+            p.atomic()
+                .cmd("INCR")
+                .arg(&key)
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(300);
+            let _: redis::RedisResult<redis::Value> = p.query_async(c).await;
+            return;
+        }
+        6 | 7 => cmd(vec!["INCR".into(), format!("{tag}counter")]),
+        8 => cmd(vec![
+            "EVAL".into(),
+            "redis.call('SET', KEYS[1], ARGV[1]); redis.call('LPUSH', KEYS[2], ARGV[1]); return 1"
+                .into(),
+            "2".into(),
+            format!("{tag}lua:{}", rng.random_range(0..50)),
+            format!("{tag}lualist:{}", rng.random_range(0..20)),
+            v,
+        ]),
+        9 => cmd(vec![
+            "HSET".into(),
+            format!("{tag}bighash"),
+            format!("f{}", rng.random_range(0..6000)),
+            v,
+        ]),
+        10 => cmd(vec![
+            "HDEL".into(),
+            format!("{tag}bighash"),
+            format!("f{}", rng.random_range(0..6000)),
+        ]),
+        11 => cmd(vec![
+            "ZADD".into(),
+            format!("{tag}bigzset"),
+            v,
+            format!("m{}", rng.random_range(0..6000)),
+        ]),
+        12 => cmd(vec![
+            "ZREM".into(),
+            format!("{tag}bigzset"),
+            format!("m{}", rng.random_range(0..6000)),
+        ]),
+        13 => cmd(vec![
+            "XADD".into(),
+            format!("{tag}events"),
+            "*".into(),
+            "v".into(),
+            v,
+        ]),
+        14 => cmd(vec![
+            "XTRIM".into(),
+            format!("{tag}events"),
+            "MAXLEN".into(),
+            "200".into(),
+        ]),
+        15 => cmd(vec!["COPY".into(), k(rng), k(rng), "REPLACE".into()]),
+        16 => cmd(vec!["EXPIRE".into(), k(rng), "1".into()]),
+        17 => cmd(vec![
+            "SADD".into(),
+            format!("{tag}set:{}", rng.random_range(0..30)),
+            v,
+        ]),
+        18 => cmd(vec!["APPEND".into(), k(rng), "x".into()]),
+        _ => cmd(vec!["PERSIST".into(), k(rng)]),
+    };
+    let _: redis::RedisResult<redis::Value> = op.query_async(c).await;
+}
+
+/// Writes as fast as it can until stopped, counting its writes in `ops`; reconnects when the
+/// server goes away. A `cluster` source gets redis-rs's cluster client (it follows failovers);
+/// `db0_only` keeps the writes fit for a cluster on either side (see [`random_write`]).
+pub fn start_writer(
+    url: String,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+    (cluster, db0_only): (bool, bool),
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut rng = StdRng::seed_from_u64(seed);
+        while !stop.load(Ordering::Relaxed) {
+            if cluster {
+                let Ok(client) = redis::cluster::ClusterClient::new(vec![url.as_str()]) else {
+                    return;
+                };
+                match client.get_async_connection().await {
+                    Ok(mut c) => write_until_broken(&mut c, &mut rng, &stop, &ops, true).await,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            } else {
+                let Ok(client) = redis::Client::open(url.as_str()) else {
+                    return;
+                };
+                match client.get_multiplexed_async_connection().await {
+                    Ok(mut c) => write_until_broken(&mut c, &mut rng, &stop, &ops, db0_only).await,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+    })
+}
+
+async fn write_until_broken(
+    c: &mut impl ConnectionLike,
+    rng: &mut StdRng,
+    stop: &AtomicBool,
+    ops: &AtomicU64,
+    cluster: bool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        random_write(c, rng, cluster).await;
+        ops.fetch_add(1, Ordering::Relaxed);
+        if ops.load(Ordering::Relaxed).is_multiple_of(64)
+            && redis::cmd("PING").query_async::<String>(c).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A `ferry replicate --mode live` child process whose stderr and stdout are watched.
+pub struct LiveRun {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl LiveRun {
+    /// Starts ferry live from `source` to `target` (URLs), ending 1.5 s after writes stop,
+    /// with its JSON report written to `report`.
+    pub fn start(source: &str, target: &str, report: &std::path::Path) -> LiveRun {
+        let mut child = Command::new(rig::ferry_bin())
+            .args([
+                "replicate",
+                "--mode",
+                "live",
+                "--idle-timeout",
+                "1.5",
+                "--source",
+                source,
+                "--target",
+                target,
+            ])
+            .args(["--json", report.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ferry");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut o = out.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        LiveRun { child, output }
+    }
+
+    /// Everything ferry printed so far.
+    pub fn text(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits until ferry printed `needle`, failing the test after `within`.
+    pub async fn wait_for(&self, needle: &str, within: Duration) {
+        let start = Instant::now();
+        while !self.text().contains(needle) {
+            assert!(
+                start.elapsed() < within,
+                "'{needle}' not seen within {within:?}:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for ferry to exit (it ends when writes have been idle); its exit code and output.
+    pub async fn finish(mut self) -> (i32, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return (status.code().unwrap_or(-1), self.text());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                self.child.kill().ok();
+                panic!("ferry live did not finish:\n{}", self.text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
