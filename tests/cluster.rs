@@ -360,3 +360,60 @@ async fn the_routed_connection_follows_moved_and_ask() {
     assert_eq!(to.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot]), ":1");
     assert_eq!(from.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot]), ":0");
 }
+
+/// Calls of `command` in a node's `INFO commandstats`.
+fn calls(node: &Server, command: &str) -> u64 {
+    let stats = node.cmd(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_can_read_from_replicas() {
+    let cluster = Cluster::start(3, 1, &[]);
+    let source = Side::Cluster(cluster);
+    let target = Side::start(false);
+    seed(&source, "5000");
+    let Side::Cluster(cluster) = &source else {
+        unreachable!()
+    };
+    let out = common::replicate(
+        &source.url(),
+        &target.url(),
+        &[
+            "--mode",
+            "snapshot",
+            "--read-from-replicas",
+            "--verify",
+            "none",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+    for primary in cluster.primaries() {
+        assert_eq!(
+            calls(primary, "dump"),
+            0,
+            "no DUMP on primary {}",
+            primary.port
+        );
+        assert_eq!(
+            calls(primary, "scan"),
+            0,
+            "no SCAN on primary {}",
+            primary.port
+        );
+    }
+    for replica in cluster.replicas() {
+        assert!(
+            calls(replica, "dump") > 0,
+            "DUMPs on replica {}",
+            replica.port
+        );
+    }
+    compare(&source, &target);
+    assert_sides_same(&source, &target).await;
+}

@@ -151,6 +151,10 @@ pub struct ReplicateArgs {
     /// Write into a target that already holds keys (keys of the same name are replaced).
     #[arg(long)]
     pub allow_nonempty_target: bool,
+    /// Cluster source: scan and read each primary's slots on one of its replicas, sparing the
+    /// primaries (live mode first waits for the replicas to catch up). Verify reads primaries.
+    #[arg(long)]
+    pub read_from_replicas: bool,
     /// Write a JSON report to FILE ("-" for stdout; the summary then goes to stderr).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

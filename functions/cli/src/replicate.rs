@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use ferry_engine::cluster;
 use ferry_engine::copy::{CopyContext, CopyOptions, Method};
 use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
 use ferry_engine::scope::Scope;
@@ -177,6 +178,7 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
     m.parallel = a.parallel;
     m.workers = a.workers;
     m.allow_nonempty_target = a.allow_nonempty_target;
+    m.read_from_replicas = a.read_from_replicas;
 
     let purpose = if a.mode == Mode::Compare {
         Purpose::Compare
@@ -199,7 +201,16 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
     if a.mode == Mode::Live {
         original_flags = tail::ensure_notifications(&m.source, a.live.enable_notifications).await?;
         let dbs = migrate::source_dbs(&inv.source);
-        match Tail::start(&m, copy_ctx.clone(), dbs, tail_options(&a.live), true).await {
+        let started = async {
+            let t = Tail::start(&m, copy_ctx.clone(), dbs, tail_options(&a.live), true).await?;
+            if m.read_from_replicas {
+                // A replica must hold every write made before the subscription, or a key
+                // written just before it could be read stale, with no event left to correct it.
+                cluster::wait_for_replicas(&m.source, std::time::Duration::from_secs(60)).await?;
+            }
+            Ok::<_, Error>(t)
+        };
+        match started.await {
             Ok(t) => live = Some(t),
             Err(e) => {
                 restore_flags(&m, &original_flags).await;
@@ -285,7 +296,7 @@ async fn copy_and_verify(
     mut live: Option<Tail>,
 ) -> Result<i32, Error> {
     if a.mode != Mode::Compare {
-        let shards = migrate::plan_shards(m, &inv.source);
+        let shards = migrate::plan_copy_shards(m, &inv.source);
         let planned = shards.len();
         let start = Instant::now();
         let counter = copy_ctx.clone();

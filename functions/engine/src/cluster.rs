@@ -79,12 +79,42 @@ pub struct Primary {
     pub port: u16,
     /// Inclusive slot ranges.
     pub slots: Vec<(u16, u16)>,
+    /// Its online replicas, `(host, port)`.
+    pub replicas: Vec<(String, u16)>,
 }
 
 impl Primary {
+    /// Where reads of this primary's slots go: with `from_replicas`, its first replica that is
+    /// linked to it and not loading (asked directly: gossip reports replica health late), else
+    /// the primary itself.
+    pub async fn reader(&self, ep: &Endpoint, from_replicas: bool) -> Result<(String, u16)> {
+        if from_replicas {
+            for (host, port) in &self.replicas {
+                let Ok(mut replica) = Conn::connect(&ep.at(host, *port)).await else {
+                    continue;
+                };
+                let Ok(info) = replica.call(&["INFO", "replication"]).await else {
+                    continue;
+                };
+                let info = info.as_text().unwrap_or_default();
+                if info.contains("master_link_status:up")
+                    && info.contains("master_sync_in_progress:0")
+                {
+                    return Ok((host.clone(), *port));
+                }
+            }
+        }
+        Ok((self.host.clone(), self.port))
+    }
+
     /// Whether this primary serves `slot`.
     pub fn owns(&self, slot: u16) -> bool {
         self.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+    }
+
+    /// Whether `(host, port)` is this primary itself.
+    pub fn is_self(&self, (host, port): (&str, u16)) -> bool {
+        host == self.host && port == self.port
     }
 }
 
@@ -121,6 +151,54 @@ pub async fn primary_endpoints(ep: &Endpoint) -> Result<Vec<Endpoint>> {
         None => vec![ep.clone()],
         Some(nodes) => nodes.iter().map(|p| ep.at(&p.host, p.port)).collect(),
     })
+}
+
+/// Waits until every replica that serves reads (see [`Primary::reader`]) has applied what its
+/// primary had written when this was called: reads from it then see every write made before
+/// (live mode's subscription came first, so later writes raise events).
+pub async fn wait_for_replicas(ep: &Endpoint, within: std::time::Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    for p in discover(ep).await?.unwrap_or_default() {
+        let (host, port) = p.reader(ep, true).await?;
+        if p.is_self((&host, port)) {
+            continue;
+        }
+        let offset = |info: &str, field: &str| -> Option<u64> {
+            info.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let mut primary = Conn::connect(&ep.at(&p.host, p.port)).await?;
+        let info = primary
+            .call(&["INFO", "replication"])
+            .await?
+            .as_text()
+            .unwrap_or_default();
+        let wanted = offset(&info, "master_repl_offset:").unwrap_or(0);
+        let mut replica = Conn::connect(&ep.at(&host, port)).await?;
+        loop {
+            let info = replica
+                .call(&["INFO", "replication"])
+                .await?
+                .as_text()
+                .unwrap_or_default();
+            if offset(&info, "slave_repl_offset:").unwrap_or(0) >= wanted {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::ConnectionLost {
+                    addr: format!("{host}:{port}"),
+                    reason: format!(
+                        "this replica of {} has not caught up with its primary within {}s",
+                        p.addr,
+                        within.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
 }
 
 /// A flat `[name, value, name, value…]` RESP2 map as pairs.
@@ -168,36 +246,39 @@ fn parse_shards(reply: &Reply, tls: bool) -> Result<Vec<Primary>> {
         let Some(Reply::Array(nodes)) = field("nodes") else {
             return Err(bad("shard without nodes"));
         };
-        let primary = nodes.iter().map(pairs).find(|n| {
-            let get = |name: &str| {
-                n.iter()
+        let mut primary = None;
+        let mut replicas = Vec::new();
+        for node in nodes.iter().map(pairs) {
+            let text = |name: &str| {
+                node.iter()
                     .find(|(k, _)| k == name)
                     .and_then(|(_, v)| v.as_text())
             };
-            get("role").as_deref() == Some("master") && get("health").as_deref() != Some("fail")
-        });
-        let Some(node) = primary else {
+            let int = |name: &str| {
+                node.iter()
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| v.as_int())
+            };
+            let host = text("endpoint")
+                .filter(|h| !h.is_empty() && h != "?")
+                .or_else(|| text("ip"))
+                .ok_or_else(|| bad("node without an address"))?;
+            let port = match (tls, int("tls-port")) {
+                (true, Some(p)) => p,
+                _ => int("port").ok_or_else(|| bad("node without a port"))?,
+            } as u16;
+            match (text("role").as_deref(), text("health").as_deref()) {
+                (Some("master"), health) if health != Some("fail") => primary = Some((host, port)),
+                (Some("replica"), health) if health != Some("fail") => replicas.push((host, port)),
+                _ => {}
+            }
+        }
+        let Some((host, port)) = primary else {
             return Err(bad("a slot range has no healthy primary"));
         };
-        let text = |name: &str| {
-            node.iter()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| v.as_text())
-        };
-        let int = |name: &str| {
-            node.iter()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| v.as_int())
-        };
-        let host = text("endpoint")
-            .filter(|h| !h.is_empty() && h != "?")
-            .or_else(|| text("ip"))
-            .ok_or_else(|| bad("node without an address"))?;
-        let port = match (tls, int("tls-port")) {
-            (true, Some(p)) => p,
-            _ => int("port").ok_or_else(|| bad("node without a port"))?,
-        } as u16;
-        out.push(primary_at(&host, port, slots));
+        let mut p = primary_at(&host, port, slots);
+        p.replicas = replicas;
+        out.push(p);
     }
     Ok(out)
 }
@@ -213,6 +294,7 @@ fn primary_at(host: &str, port: u16, slots: Vec<(u16, u16)>) -> Primary {
         host: host.to_string(),
         port,
         slots,
+        replicas: Vec::new(),
     }
 }
 

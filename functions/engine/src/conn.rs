@@ -431,6 +431,12 @@ impl Conn {
     /// Connects to the keyspace behind `ep`: the server itself, or, when it is a cluster node,
     /// every primary of the cluster with commands routed by slot.
     pub async fn keyspace(ep: &Endpoint) -> Result<Conn> {
+        Self::keyspace_reading(ep, false).await
+    }
+
+    /// Like [`Conn::keyspace`]; with `from_replicas`, a cluster's slots are read from a replica
+    /// of each primary (in READONLY mode) where there is one. For reads only.
+    pub async fn keyspace_reading(ep: &Endpoint, from_replicas: bool) -> Result<Conn> {
         let mut seed = Conn::connect(ep).await?;
         let Some(primaries) = cluster::primaries(&mut seed, ep.tls.is_some()).await? else {
             return Ok(seed);
@@ -445,7 +451,11 @@ impl Conn {
         let mut wires = Vec::with_capacity(primaries.len());
         let mut slot_wire = vec![0u16; cluster::SLOTS];
         for (i, p) in primaries.iter().enumerate() {
-            let mut wire = Wire::connect(&ep.at(&p.host, p.port)).await?;
+            let (host, port) = p.reader(ep, from_replicas).await?;
+            let mut wire = Wire::connect(&ep.at(&host, port)).await?;
+            if !p.is_self((&host, port)) {
+                wire.call(&["READONLY"]).await?;
+            }
             wire.retain = true;
             wires.push(wire);
             for &(a, b) in &p.slots {

@@ -64,6 +64,8 @@ pub struct NodeShare {
     pub slots: Vec<(u16, u16)>,
     /// Keys per database on this node.
     pub dbs: BTreeMap<u32, DbStats>,
+    /// `host:port` of an online replica that can serve this node's reads, if any.
+    pub replica: Option<String>,
     /// The node's run id (a restart changes it).
     #[serde(skip)]
     pub run_id: String,
@@ -116,6 +118,7 @@ impl ServerInfo {
                 addr: conn.addr().to_string(),
                 slots: Vec::new(),
                 dbs: dbs_copy,
+                replica: None,
                 run_id: get("run_id"),
             }],
         })
@@ -147,7 +150,10 @@ impl ServerInfo {
             used += node.used_memory;
             max += node.maxmemory;
             unlimited |= node.maxmemory == 0;
+            let (host, port) = p.reader(ep, true).await?;
+            let replica = (!p.is_self((&host, port))).then(|| format!("{host}:{port}"));
             info.nodes.push(NodeShare {
+                replica,
                 addr: p.addr,
                 slots: p.slots,
                 dbs: node.dbs.clone(),

@@ -39,6 +39,8 @@ pub struct Migration {
     pub workers: usize,
     /// Write into a target that already holds keys.
     pub allow_nonempty_target: bool,
+    /// Snapshot reads (SCAN, DUMP) from a replica of each cluster primary, sparing the primaries.
+    pub read_from_replicas: bool,
 }
 
 impl Migration {
@@ -53,6 +55,7 @@ impl Migration {
             parallel: 4,
             workers: 8,
             allow_nonempty_target: false,
+            read_from_replicas: false,
         }
     }
 }
@@ -150,6 +153,20 @@ pub fn plan_shards(m: &Migration, source: &ServerInfo) -> Vec<Shard> {
     plan_server(source, m.shards_per_db, None)
 }
 
+/// The copy's plan: [`plan_shards`], scanned on replicas when the migration reads from them.
+pub fn plan_copy_shards(m: &Migration, source: &ServerInfo) -> Vec<Shard> {
+    let mut shards = plan_shards(m, source);
+    if m.read_from_replicas {
+        for shard in &mut shards {
+            let node = source.nodes.iter().find(|n| n.addr == shard.node);
+            if let Some(replica) = node.and_then(|n| n.replica.clone()) {
+                shard.node = replica;
+            }
+        }
+    }
+    shards
+}
+
 /// Shards over every node and db of `server` that has keys (only `only_dbs` when given): the
 /// per-slot scheme on a cluster whose SCAN cursor carries the slot (Redis ≥ 7.4, Valkey ≥ 8),
 /// reversed-bit cursor ranges otherwise.
@@ -233,10 +250,14 @@ pub async fn copy_shards(
         config.stop = flag;
     }
     let (source, target) = (m.source.clone(), m.target.clone());
+    let from_replicas = m.read_from_replicas;
     scan::run_shards(shards, config, move || {
         let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
         async move {
-            let (s, t) = tokio::join!(Conn::keyspace(&source), Conn::keyspace(&target));
+            let (s, t) = tokio::join!(
+                Conn::keyspace_reading(&source, from_replicas),
+                Conn::keyspace(&target)
+            );
             Ok(Copier::new(s?, t?, ctx))
         }
     })
