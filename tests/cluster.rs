@@ -7,11 +7,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::live::{start_writer, LiveRun};
+use common::live::{LiveRun, Writers};
 use common::KeyState;
 use ferry_engine::cluster::key_slot;
 use ferry_engine::conn::Conn;
@@ -82,19 +80,7 @@ impl Side {
 }
 
 fn seed(source: &Side, keys: &str) {
-    let out = common::ferry(
-        &[
-            "seed",
-            "--target",
-            &source.url(),
-            "--keys",
-            keys,
-            "--streams",
-            "5",
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", common::text(&out));
+    common::seed(&source.url(), keys);
 }
 
 async fn assert_sides_same(source: &Side, target: &Side) {
@@ -136,35 +122,25 @@ async fn pair(source_cluster: bool, target_cluster: bool) {
     assert_sides_same(&source, &target).await;
 
     target.flushall();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ops = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..2)
-        .map(|w| {
-            start_writer(
-                source.url(),
-                40 + w,
-                stop.clone(),
-                ops.clone(),
-                (
-                    source.is_cluster(),
-                    source.is_cluster() || target.is_cluster(),
-                ),
-            )
-        })
-        .collect();
+    let writers = Writers::start(
+        &source.url(),
+        2,
+        40,
+        (
+            source.is_cluster(),
+            source.is_cluster() || target.is_cluster(),
+        ),
+    );
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");
     let run = LiveRun::start(&source.url(), &target.url(), &report);
     run.wait_for("target caught up", Duration::from_secs(60))
         .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    let written = writers.stop().await;
     let (code, text) = run.finish().await;
     assert_eq!(code, 0, "live: {text}");
-    assert!(ops.load(Ordering::Relaxed) > 100, "the writers ran");
+    assert!(written > 100, "the writers ran");
     compare(&source, &target);
     assert_sides_same(&source, &target).await;
 }
@@ -198,19 +174,7 @@ async fn live_heals_a_primary_failover() {
     let Side::Cluster(cluster) = &source else {
         unreachable!()
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let ops = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..2)
-        .map(|w| {
-            start_writer(
-                source.url(),
-                50 + w,
-                stop.clone(),
-                ops.clone(),
-                (true, true),
-            )
-        })
-        .collect();
+    let writers = Writers::start(&source.url(), 2, 50, (true, true));
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");
     let run = LiveRun::start(&source.url(), &target.url(), &report);
@@ -230,10 +194,7 @@ async fn live_heals_a_primary_failover() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    writers.stop().await;
     let (code, text) = run.finish().await;
     assert_eq!(code, 0, "live: {text}");
     let r: serde_json::Value =

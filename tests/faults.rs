@@ -53,19 +53,7 @@ fn copy_through(
 
 fn seeded_source(keys: &str) -> Server {
     let source = Server::start();
-    let out = common::ferry(
-        &[
-            "seed",
-            "--target",
-            &source.url(),
-            "--keys",
-            keys,
-            "--streams",
-            "5",
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", common::text(&out));
+    common::seed(&source.url(), keys);
     source
 }
 

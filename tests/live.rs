@@ -7,11 +7,9 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::live::{start_writer, LiveRun};
+use common::live::{LiveRun, Writers};
 use rig::{Config, Server};
 
 fn source_with_notifications() -> Server {
@@ -60,26 +58,14 @@ async fn live_run(seed: u64, fault: Fault) {
             .ignore();
     }
     let _: () = p.query_async(&mut c).await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ops = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..3)
-        .map(|w| {
-            start_writer(
-                source.url(),
-                seed * 10 + w,
-                stop.clone(),
-                ops.clone(),
-                (false, false),
-            )
-        })
-        .collect();
+    let writers = Writers::start(&source.url(), 3, seed * 10, (false, false));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");
     let run = LiveRun::start(&source.url(), &target.url(), &report);
     run.wait_for("target caught up", Duration::from_secs(30))
         .await;
-    let during_snapshot = ops.load(Ordering::Relaxed);
+    let during_snapshot = writers.ops();
     tokio::time::sleep(Duration::from_millis(500)).await;
     match fault {
         Fault::None => {}
@@ -90,17 +76,14 @@ async fn live_run(seed: u64, fault: Fault) {
         Fault::RestartSource => source.restart(),
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    let written = writers.stop().await;
     let (code, text) = run.finish().await;
     assert_eq!(code, 0, "seed {seed}, {fault:?}:\n{text}");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(r["outcome"], "verified", "{r}");
     assert!(
-        during_snapshot > 0 && ops.load(Ordering::Relaxed) > during_snapshot,
+        during_snapshot > 0 && written > during_snapshot,
         "writes ran during and after the snapshot"
     );
     assert!(r["live"]["events"].as_u64().unwrap() > 100, "{r}");

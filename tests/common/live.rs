@@ -166,6 +166,39 @@ async fn write_until_broken(
     }
 }
 
+/// Several writers from [`start_writer`] sharing a stop flag and a write counter.
+pub struct Writers {
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// Starts `n` writers on `url` with seeds `seed`, `seed + 1`, …; `kind` as in [`start_writer`].
+    pub fn start(url: &str, n: u64, seed: u64, kind: (bool, bool)) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = Arc::new(AtomicU64::new(0));
+        let tasks = (0..n)
+            .map(|w| start_writer(url.to_string(), seed + w, stop.clone(), ops.clone(), kind))
+            .collect();
+        Writers { stop, ops, tasks }
+    }
+
+    /// Writes so far.
+    pub fn ops(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
+    }
+
+    /// Stops every writer and waits for them; returns the writes made.
+    pub async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        self.ops.load(Ordering::Relaxed)
+    }
+}
+
 /// A `ferry replicate --mode live` child process whose stderr and stdout are watched.
 pub struct LiveRun {
     child: Child,

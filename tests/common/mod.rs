@@ -234,6 +234,15 @@ pub fn ferry(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run ferry")
 }
 
+/// Loads `keys` keys of every type plus 5 streams into `url` with `ferry seed`.
+pub fn seed(url: &str, keys: &str) {
+    let out = ferry(
+        &["seed", "--target", url, "--keys", keys, "--streams", "5"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 /// Runs `ferry replicate --source SOURCE --target TARGET EXTRA…` with the given environment.
 pub fn replicate(source: &str, target: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let mut args = vec!["replicate", "--source", source, "--target", target];
