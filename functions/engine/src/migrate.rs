@@ -295,14 +295,20 @@ fn verify_dbs(inv: &Inventory) -> Vec<u32> {
     dbs
 }
 
-/// Verifies `shards` of the source against the target (forward pass only).
+/// Verifies `shards` of the source against the target (forward pass only); returns the shards
+/// with their checkpoints (all `done` unless stopped early).
 pub async fn verify_shards(
     m: &Migration,
     ctx: Arc<VerifyContext>,
     shards: Vec<Shard>,
     on_scanned: Arc<dyn Fn(u64) + Send + Sync>,
-) -> Result<()> {
-    let config = scan_config(m, &m.source, None, on_scanned);
+    stop: StopWhen,
+) -> Result<Vec<Shard>> {
+    let mut config = scan_config(m, &m.source, None, on_scanned);
+    config.deadline = stop.deadline;
+    if let Some(flag) = stop.flag {
+        config.stop = flag;
+    }
     let (source, target) = (m.source.clone(), m.target.clone());
     scan::run_shards(shards, config, move || {
         let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
@@ -315,36 +321,49 @@ pub async fn verify_shards(
             })
         }
     })
-    .await?;
-    Ok(())
+    .await
 }
 
-/// The reverse pass: every target key in scope must exist on the source.
-/// Returns a note when the pass had to be skipped.
-pub async fn verify_reverse(
+/// The reverse pass's shards: the target's keyspace in the dbs the scope maps to, or `None`
+/// (with why) when the pass cannot run.
+pub fn plan_reverse(
     m: &Migration,
-    ctx: Arc<VerifyContext>,
+    ctx: &VerifyContext,
     target: &ServerInfo,
-) -> Result<Option<String>> {
+) -> std::result::Result<Vec<Shard>, String> {
     let target_dbs: std::collections::BTreeSet<u32> = ctx
         .source_dbs
         .iter()
         .map(|db| m.scope.target_of(*db).db)
         .collect();
-    let prefixed = ctx
-        .source_dbs
-        .iter()
-        .any(|db| !m.scope.target_of(*db).prefix.is_empty());
-    if prefixed && m.scope.pattern.is_some() {
-        return Ok(Some(
-            "reverse pass skipped: --key-pattern with a prefixing --db-map".into(),
-        ));
+    if reverse_prefixed(m, ctx) && m.scope.pattern.is_some() {
+        return Err("reverse pass skipped: --key-pattern with a prefixing --db-map".into());
     }
     let target_dbs: Vec<u32> = target_dbs.into_iter().collect();
-    let shards = plan_server(target, m.shards_per_db, Some(&target_dbs));
+    Ok(plan_server(target, m.shards_per_db, Some(&target_dbs)))
+}
+
+fn reverse_prefixed(m: &Migration, ctx: &VerifyContext) -> bool {
+    ctx.source_dbs
+        .iter()
+        .any(|db| !m.scope.target_of(*db).prefix.is_empty())
+}
+
+/// Runs reverse-pass `shards` (planned by [`plan_reverse`]); returns their checkpoints.
+pub async fn verify_reverse_shards(
+    m: &Migration,
+    ctx: Arc<VerifyContext>,
+    shards: Vec<Shard>,
+    stop: StopWhen,
+) -> Result<Vec<Shard>> {
     let mut config = scan_config(m, &m.target, None, Arc::new(|_| {}));
-    if let (Some(p), false) = (&m.scope.pattern, prefixed) {
+    config.pattern = None;
+    if let (Some(p), false) = (&m.scope.pattern, reverse_prefixed(m, &ctx)) {
         config.pattern = Some(p.clone());
+    }
+    config.deadline = stop.deadline;
+    if let Some(flag) = stop.flag {
+        config.stop = flag;
     }
     let source = m.source.clone();
     scan::run_shards(shards, config, move || {
@@ -356,8 +375,23 @@ pub async fn verify_reverse(
             })
         }
     })
-    .await?;
-    Ok(None)
+    .await
+}
+
+/// The reverse pass: every target key in scope must exist on the source.
+/// Returns a note when the pass had to be skipped.
+pub async fn verify_reverse(
+    m: &Migration,
+    ctx: Arc<VerifyContext>,
+    target: &ServerInfo,
+) -> Result<Option<String>> {
+    match plan_reverse(m, &ctx, target) {
+        Err(note) => Ok(Some(note)),
+        Ok(shards) => {
+            verify_reverse_shards(m, ctx, shards, StopWhen::default()).await?;
+            Ok(None)
+        }
+    }
 }
 
 /// Forward and reverse passes over the whole scope; returns the report and, when the reverse
@@ -368,7 +402,8 @@ pub async fn verify_all(
     ctx: Arc<VerifyContext>,
     on_scanned: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<(VerifyReport, Option<String>)> {
-    verify_shards(m, ctx.clone(), plan_shards(m, &inv.source), on_scanned).await?;
+    let shards = plan_shards(m, &inv.source);
+    verify_shards(m, ctx.clone(), shards, on_scanned, StopWhen::default()).await?;
     let target_now = server_info(&m.target).await?;
     let note = verify_reverse(m, ctx.clone(), &target_now).await?;
     Ok((ctx.take_report(), note))

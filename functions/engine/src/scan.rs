@@ -280,13 +280,17 @@ async fn scan_shard(
     conn.select(shard.db).await?;
     let start_fraction = shard.range.fraction_done(shard.cursor);
     let mut scanned = 0u64;
+    let mut first = true;
     while !shard.done {
         if failed.load(Ordering::Relaxed) {
             return Err(Error::Cancelled("another worker failed".into()));
         }
-        if config.should_stop() {
+        // Every run advances by at least one SCAN call, so a caller out of time still makes
+        // progress (a Lambda invoked with little time left cannot loop forever).
+        if !first && config.should_stop() {
             return Ok(());
         }
+        first = false;
         if let Some(l) = &config.limiter {
             l.acquire(1).await;
         }

@@ -68,7 +68,8 @@ impl StatusCounts {
         self.missing + self.extra + self.type_ + self.ttl + self.value
     }
 
-    fn add(&mut self, o: &StatusCounts) {
+    /// Adds another count (a shard's, an invocation's).
+    pub fn add(&mut self, o: &StatusCounts) {
         self.ok += o.ok;
         self.missing += o.missing;
         self.extra += o.extra;

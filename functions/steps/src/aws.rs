@@ -1,0 +1,140 @@
+//! The AWS side of a step: SDK clients, built once per container, and credentials read from
+//! Secrets Manager, cached per container (a warm Lambda does not fetch them again).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ferry_engine::{Endpoint, Role, Secret};
+use serde::Deserialize;
+
+use crate::contracts::MigrationInput;
+use crate::error::StepError;
+
+/// The SDK clients a step may use.
+#[derive(Clone)]
+pub struct Aws {
+    /// Snapshots, parameter groups.
+    pub elasticache: aws_sdk_elasticache::Client,
+    /// Credentials.
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Aws {
+    /// Clients from the environment (the Lambda's role; `AWS_ENDPOINT_URL` for an emulator).
+    pub async fn from_env() -> Aws {
+        Aws::from_config(&aws_config::load_from_env().await)
+    }
+
+    /// Clients from an explicit configuration (tests point it at an emulator).
+    pub fn from_config(config: &aws_config::SdkConfig) -> Aws {
+        Aws {
+            elasticache: aws_sdk_elasticache::Client::new(config),
+            secrets: aws_sdk_secretsmanager::Client::new(config),
+        }
+    }
+}
+
+/// The JSON a credentials secret holds. Other fields (host, port…) are allowed and ignored.
+#[derive(Deserialize)]
+struct SecretJson {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    /// ElastiCache's name for a password.
+    #[serde(default)]
+    auth_token: Option<String>,
+    /// A CA bundle for `rediss://` endpoints with a private CA.
+    #[serde(default)]
+    ca_pem: Option<String>,
+}
+
+/// Credentials read from one secret.
+#[derive(Clone)]
+struct Credentials {
+    username: Option<String>,
+    password: Option<Secret>,
+    ca_pem: Option<String>,
+}
+
+fn cache() -> &'static Mutex<HashMap<String, Credentials>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Credentials>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+async fn credentials(aws: &Aws, arn: &str) -> Result<Credentials, StepError> {
+    if let Some(c) = cache().lock().expect("cache").get(arn) {
+        return Ok(c.clone());
+    }
+    let out = aws
+        .secrets
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("GetSecretValue", e))?;
+    let text = out
+        .secret_string()
+        .ok_or_else(|| StepError::invalid(format!("secret {arn} has no string value")))?;
+    let json: SecretJson = serde_json::from_str(text).map_err(|_| {
+        StepError::invalid(format!(
+            "secret {arn} is not JSON of the form {{\"username\", \"password\" or \"auth_token\", \"ca_pem\"}}"
+        ))
+    })?;
+    let creds = Credentials {
+        username: json.username.filter(|u| !u.is_empty()),
+        password: json.password.or(json.auth_token).map(Secret::new),
+        ca_pem: json.ca_pem,
+    };
+    cache()
+        .lock()
+        .expect("cache")
+        .insert(arn.to_string(), creds.clone());
+    Ok(creds)
+}
+
+/// The endpoint of one side, with its credentials from Secrets Manager.
+async fn endpoint(
+    aws: &Aws,
+    role: Role,
+    url: &str,
+    secret_arn: Option<&str>,
+) -> Result<Endpoint, StepError> {
+    let mut ep = Endpoint::parse(role, url)?;
+    if let Some(arn) = secret_arn {
+        let c = credentials(aws, arn).await?;
+        ep = ep.with_credentials(c.username, c.password);
+        if let (Some(tls), Some(pem)) = (ep.tls.as_mut(), c.ca_pem) {
+            tls.ca_pem = Some(pem);
+        }
+    }
+    Ok(ep)
+}
+
+/// Both endpoints of a migration.
+pub async fn endpoints(aws: &Aws, m: &MigrationInput) -> Result<(Endpoint, Endpoint), StepError> {
+    let source = endpoint(
+        aws,
+        Role::Source,
+        &m.source.endpoint,
+        m.source.secret_arn.as_deref(),
+    )
+    .await?;
+    let target = endpoint(
+        aws,
+        Role::Target,
+        &m.target.endpoint,
+        m.target.secret_arn.as_deref(),
+    )
+    .await?;
+    Ok((source, target))
+}
+
+/// What every step handler gets: the clients and the invocation's deadline.
+#[derive(Clone)]
+pub struct Ctx {
+    /// SDK clients.
+    pub aws: Arc<Aws>,
+    /// When the Lambda will be stopped (none outside Lambda).
+    pub deadline: Option<std::time::Instant>,
+}

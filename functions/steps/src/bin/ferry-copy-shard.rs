@@ -1,0 +1,6 @@
+//! The `copy-shard` step as a Lambda (see `ferry_steps::handlers::copy_shard`).
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    ferry_steps::lambda::run(ferry_steps::handlers::copy_shard).await
+}

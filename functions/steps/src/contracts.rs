@@ -1,0 +1,282 @@
+//! The step contracts (design §6): typed input and output of every step, shared by the
+//! Lambdas, the CLI and the tests. Inputs refuse unknown fields, so a typo or a smuggled
+//! field (a password) is an `InvalidInput`, never silently ignored. Credentials appear only as
+//! Secrets Manager ARNs.
+
+use ferry_engine::copy::Counts;
+use ferry_engine::plan::Shard;
+use ferry_engine::verify::{DiffSample, StatusCounts};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StepError;
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Copy every key once, then verify.
+    Snapshot,
+    /// Copy while the tail follows live writes, until the operator's cutover.
+    Live,
+    /// Verify only; nothing is written.
+    Compare,
+}
+
+/// The execution input: what the operator starts a migration with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationInput {
+    /// A name for this migration: names the backup snapshot and the canary key.
+    pub migration_id: String,
+    /// snapshot, live or compare.
+    pub mode: Mode,
+    /// Where keys come from.
+    pub source: SourceSpec,
+    /// Where keys go.
+    pub target: TargetSpec,
+    /// How to run.
+    #[serde(default)]
+    pub options: Options,
+}
+
+/// The source: an endpoint, and where it is an ElastiCache cache, which one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// `redis://host:port[/db]` or `rediss://…`, without credentials.
+    pub endpoint: String,
+    /// The ElastiCache replication group (node-based caches): backup and parameter group.
+    #[serde(default)]
+    pub replication_group_id: Option<String>,
+    /// The ElastiCache serverless cache name, instead of a replication group.
+    #[serde(default)]
+    pub serverless_cache_name: Option<String>,
+    /// Secrets Manager ARN of `{"username"?, "password"? | "auth_token"?, "ca_pem"?}`.
+    #[serde(default)]
+    pub secret_arn: Option<String>,
+}
+
+/// The target endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// `redis://host:port[/db]` or `rediss://…`, without credentials.
+    pub endpoint: String,
+    /// Secrets Manager ARN of the target's credentials (same shape as the source's).
+    #[serde(default)]
+    pub secret_arn: Option<String>,
+}
+
+/// Options of a run; every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Options {
+    /// Take an ElastiCache snapshot of the source first.
+    pub backup: bool,
+    /// Let EnableNotifications change the source's parameter group (live mode).
+    pub enable_notifications: bool,
+    /// Shards per source database (design §2).
+    pub shards_per_db: u32,
+    /// Copy method: auto, dump or struct.
+    pub copy_type: String,
+    /// Verify level: full, quick or none.
+    pub verify: String,
+    /// SCAN MATCH glob.
+    pub key_pattern: Option<String>,
+    /// SCAN TYPE filter.
+    pub key_type: Option<String>,
+    /// `SRC=DST[:PREFIX]` entries, as `--db-map`.
+    pub db_map: Vec<String>,
+    /// Cap on commands per second sent to the source, per CopyShard invocation (0: none).
+    pub max_ops_per_sec: u64,
+    /// Write into a target that already holds keys.
+    pub allow_nonempty_target: bool,
+    /// Read a cluster source's slots from replicas.
+    pub read_from_replicas: bool,
+    /// Pipelined workers per CopyShard invocation.
+    pub workers: usize,
+    /// Time kept back from the Lambda's deadline: a CopyShard stops scanning this long before it.
+    pub safety_margin_ms: u64,
+    /// Map concurrency for the state machine.
+    pub max_concurrency: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backup: true,
+            enable_notifications: true,
+            shards_per_db: 8,
+            copy_type: "auto".into(),
+            verify: "full".into(),
+            key_pattern: None,
+            key_type: None,
+            db_map: Vec::new(),
+            max_ops_per_sec: 0,
+            allow_nonempty_target: false,
+            read_from_replicas: false,
+            workers: 4,
+            safety_margin_ms: 30_000,
+            max_concurrency: 16,
+        }
+    }
+}
+
+impl MigrationInput {
+    /// Parses and checks an execution input: unknown fields, credentials written into an
+    /// endpoint URL and malformed values are `InvalidInput`, and the message never repeats
+    /// the offending value (it may be a secret).
+    pub fn from_json(value: serde_json::Value) -> Result<MigrationInput, StepError> {
+        let input: MigrationInput = serde_json::from_value(value).map_err(|e| {
+            StepError::invalid(format!("execution input: {}", redact_serde_error(&e)))
+        })?;
+        input.check()?;
+        Ok(input)
+    }
+
+    /// The checks `from_json` runs after parsing.
+    pub fn check(&self) -> Result<(), StepError> {
+        if self.migration_id.is_empty()
+            || !self
+                .migration_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(StepError::invalid(
+                "migration_id must be letters, digits and '-' (it names the snapshot)",
+            ));
+        }
+        for (role, url) in [
+            ("source", &self.source.endpoint),
+            ("target", &self.target.endpoint),
+        ] {
+            let (_, rest) = url.split_once("://").unwrap_or(("", url));
+            let authority = rest.split('/').next().unwrap_or_default();
+            if authority.contains('@') {
+                return Err(StepError::invalid(format!(
+                    "{role}.endpoint carries credentials; put them in Secrets Manager and give {role}.secret_arn (the value was not logged)"
+                )));
+            }
+        }
+        if self.source.replication_group_id.is_some() && self.source.serverless_cache_name.is_some()
+        {
+            return Err(StepError::invalid(
+                "source names both a replication group and a serverless cache; give one",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// serde's message without the value it quotes (an inline secret would be echoed otherwise).
+fn redact_serde_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find("unknown field `") {
+        Some(_) => text.split(", expected").next().unwrap_or(&text).to_string(),
+        None => text.split(':').next().unwrap_or("malformed").to_string(),
+    }
+}
+
+/// Inventory: what both servers are, and what the copy will do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InventoryOutput {
+    /// `redis 7.0.15 (cluster, 3 primaries, RDB 10)`.
+    pub source: String,
+    /// The same for the target.
+    pub target: String,
+    /// Keys over every db of the source.
+    pub source_keys: u64,
+    /// `dump` or `struct`.
+    pub copy_method: String,
+    /// Warnings for the operator.
+    pub notes: Vec<String>,
+}
+
+/// Plan: the shards the state machine maps over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanOutput {
+    /// Every shard, at its start.
+    pub shards: Vec<Shard>,
+    /// How many.
+    pub count: usize,
+}
+
+/// CopyShard: the shard's checkpoint and what this invocation copied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyShardOutput {
+    /// The shard with its new cursor; `done` once its range is scanned.
+    pub shard: Shard,
+    /// Whether the shard is finished (the state machine's loop condition).
+    pub done: bool,
+    /// This invocation's counts.
+    pub counts: Counts,
+}
+
+/// VerifyShard: the shard's counts per status and a sample of differing keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyShardOutput {
+    /// The shard verified.
+    pub shard_id: String,
+    /// The shard with its checkpoint.
+    pub shard: Shard,
+    /// Whether the shard is finished (the state machine's loop condition).
+    pub done: bool,
+    /// Counts per status.
+    pub counts: StatusCounts,
+    /// Some differing keys (names only).
+    pub sample: Vec<DiffSample>,
+    /// Whether every key so far was ok.
+    pub ok: bool,
+}
+
+/// Backup: the snapshot started, or why none was.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupOutput {
+    /// The snapshot's name, when one was requested.
+    #[serde(default)]
+    pub snapshot_name: Option<String>,
+    /// Whether it is a serverless cache snapshot.
+    #[serde(default)]
+    pub serverless: bool,
+    /// Why no snapshot was taken.
+    #[serde(default)]
+    pub skipped: Option<String>,
+    /// `creating`, `available`, … as ElastiCache reports it.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Whether the snapshot is finished (or skipped): the state machine's loop condition.
+    #[serde(default)]
+    pub ready: bool,
+}
+
+/// EnableNotifications: what was changed, so Cleanup can put it back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsOutput {
+    /// The parameter group the source now uses.
+    #[serde(default)]
+    pub parameter_group: Option<String>,
+    /// The group the source used before, when ferry attached its own copy of a default group.
+    #[serde(default)]
+    pub original_group: Option<String>,
+    /// `notify-keyspace-events` before ferry changed it.
+    #[serde(default)]
+    pub original_value: Option<String>,
+    /// Whether anything was changed (false: already enabled, or skipped).
+    #[serde(default)]
+    pub changed: bool,
+    /// Why nothing was done.
+    #[serde(default)]
+    pub skipped: Option<String>,
+    /// Whether every node applies the parameter: the state machine's loop condition.
+    #[serde(default)]
+    pub in_sync: bool,
+}
+
+/// Cleanup's report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CleanupOutput {
+    /// What was restored.
+    pub restored: Vec<String>,
+}

@@ -1,0 +1,309 @@
+//! The Redis steps: Inventory, Plan, CopyShard, PlanVerify, VerifyShard. Each turns its JSON
+//! input into engine calls (design §1) and its result into JSON; every one is safe to run again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_engine::copy::{CopyContext, CopyOptions, Method};
+use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
+use ferry_engine::plan::Shard;
+use ferry_engine::scope::Scope;
+use ferry_engine::verify::{DiffSample, Level, StatusCounts, VerifyOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{endpoints, Ctx};
+use crate::contracts::{
+    CopyShardOutput, InventoryOutput, MigrationInput, Mode, PlanOutput, VerifyShardOutput,
+};
+use crate::error::StepError;
+use crate::metrics;
+
+/// The engine's migration for an execution input, credentials from Secrets Manager.
+pub async fn migration(ctx: &Ctx, input: &MigrationInput) -> Result<Migration, StepError> {
+    input.check()?;
+    let (source, target) = endpoints(&ctx.aws, input).await?;
+    let o = &input.options;
+    let mut m = Migration::new(source, target);
+    m.scope.pattern = o.key_pattern.clone();
+    m.scope.key_type = o.key_type.clone();
+    m.scope.db_map = Scope::parse_db_map(&o.db_map)?;
+    m.copy = CopyOptions {
+        method: match o.copy_type.as_str() {
+            "auto" => Method::Auto,
+            "dump" => Method::Dump,
+            "struct" => Method::Struct,
+            other => {
+                return Err(StepError::invalid(format!(
+                    "options.copy_type '{other}' is not auto, dump or struct"
+                )))
+            }
+        },
+        max_source_ops: o.max_ops_per_sec,
+        ..CopyOptions::default()
+    };
+    m.shards_per_db = o.shards_per_db.max(1);
+    m.workers = o.workers.max(1);
+    m.parallel = 1;
+    m.allow_nonempty_target = o.allow_nonempty_target;
+    m.read_from_replicas = o.read_from_replicas;
+    Ok(m)
+}
+
+fn purpose(input: &MigrationInput) -> Purpose {
+    match input.mode {
+        Mode::Compare => Purpose::Compare,
+        _ => Purpose::Copy,
+    }
+}
+
+fn describe(s: &ferry_engine::inventory::ServerInfo) -> String {
+    format!(
+        "{} {} ({}, {} node(s), RDB {})",
+        s.product,
+        s.version,
+        s.mode,
+        s.nodes.len(),
+        s.rdb_version
+    )
+}
+
+/// Inventory: both servers looked at and the pairing checked before anything is written
+/// (a failed preflight is a specific error type: TargetNotEmpty, IncompatibleVersion, …).
+pub async fn inventory(ctx: Ctx, input: MigrationInput) -> Result<InventoryOutput, StepError> {
+    let m = migration(&ctx, &input).await?;
+    let inv = migrate::inventory(&m, purpose(&input)).await?;
+    Ok(InventoryOutput {
+        source: describe(&inv.source),
+        target: describe(&inv.target),
+        source_keys: inv.source.total_keys(),
+        copy_method: inv.copy_method,
+        notes: inv.notes,
+    })
+}
+
+/// Plan: the copy's shards, each at the start of its cursor range.
+pub async fn plan(ctx: Ctx, input: MigrationInput) -> Result<PlanOutput, StepError> {
+    let m = migration(&ctx, &input).await?;
+    let source = migrate::server_info(&m.source).await?;
+    let shards = migrate::plan_copy_shards(&m, &source);
+    Ok(PlanOutput {
+        count: shards.len(),
+        shards,
+    })
+}
+
+/// CopyShard's and VerifyShard's input: the migration and one shard, with the counts of the
+/// invocations before (the state machine passes each output back in).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardStep<C> {
+    /// The execution input.
+    pub migration: MigrationInput,
+    /// The shard and its checkpoint.
+    pub shard: Shard,
+    /// Counts so far; absent on the first invocation.
+    #[serde(default)]
+    pub counts: Option<C>,
+    /// VerifyShard only: `forward` (source shard) or `reverse` (target shard).
+    #[serde(default)]
+    pub pass: Option<String>,
+}
+
+/// When an invocation must stop scanning: the safety margin before the Lambda's deadline.
+fn stop_at(ctx: &Ctx, input: &MigrationInput) -> StopWhen {
+    let margin = Duration::from_millis(input.options.safety_margin_ms);
+    StopWhen {
+        deadline: ctx
+            .deadline
+            .map(|d| d.checked_sub(margin).unwrap_or_else(Instant::now)),
+        flag: None,
+    }
+}
+
+/// CopyShard: copies one shard from its cursor until its range is done or the time budget
+/// runs out, and returns the checkpoint. Running it again from any checkpoint is harmless:
+/// every write is an idempotent RESTORE REPLACE (design §2, §6).
+pub async fn copy_shard(
+    ctx: Ctx,
+    input: ShardStep<ferry_engine::copy::Counts>,
+) -> Result<CopyShardOutput, StepError> {
+    let m = migration(&ctx, &input.migration).await?;
+    let (source, target) = tokio::try_join!(
+        migrate::server_info(&m.source),
+        migrate::server_info(&m.target)
+    )?;
+    let copy = Arc::new(CopyContext::new(
+        m.copy.clone(),
+        m.scope.clone(),
+        &source,
+        &target,
+    ));
+    let stop = stop_at(&ctx, &input.migration);
+    let mut shards = migrate::copy_shards(&m, copy.clone(), vec![input.shard], stop).await?;
+    let shard = shards.pop().expect("one shard in, one out");
+    let now = copy.stats.counts();
+    let mut counts = input.counts.unwrap_or_default();
+    counts.scanned += now.scanned;
+    counts.copied += now.copied;
+    counts.struct_copied += now.struct_copied;
+    counts.big_keys += now.big_keys;
+    counts.gone += now.gone;
+    counts.bytes += now.bytes;
+    metrics::emit(
+        &input.migration.migration_id,
+        &[
+            ("KeysCopied", now.copied as f64, "Count"),
+            ("ShardsDone", if shard.done { 1.0 } else { 0.0 }, "Count"),
+        ],
+    );
+    tracing::info!(shard = %shard.id, done = shard.done, copied = now.copied, "copy shard invocation");
+    Ok(CopyShardOutput {
+        done: shard.done,
+        shard,
+        counts,
+    })
+}
+
+/// PlanVerify's output: forward shards over the source and reverse shards over the target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyPlanOutput {
+    /// `{shard, pass}` items for the Map.
+    pub items: Vec<VerifyItem>,
+    /// Why the reverse pass is skipped, if it is.
+    pub note: Option<String>,
+}
+
+/// One VerifyShard work item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyItem {
+    /// The shard.
+    pub shard: Shard,
+    /// `forward` or `reverse`.
+    pub pass: String,
+}
+
+fn verify_options(input: &MigrationInput) -> Result<VerifyOptions, StepError> {
+    let level = match input.options.verify.as_str() {
+        "full" | "none" => Level::Full,
+        "quick" => Level::Quick,
+        other => {
+            return Err(StepError::invalid(format!(
+                "options.verify '{other}' is not full, quick or none"
+            )))
+        }
+    };
+    Ok(VerifyOptions {
+        level,
+        keep_diffs: 0,
+        ..VerifyOptions::default()
+    })
+}
+
+/// The verify context of a run, from fresh INFO of both sides.
+async fn verify_setup(
+    m: &Migration,
+    input: &MigrationInput,
+) -> Result<
+    (
+        Arc<ferry_engine::verify::VerifyContext>,
+        ferry_engine::inventory::ServerInfo,
+    ),
+    StepError,
+> {
+    let (source, target) = tokio::try_join!(
+        migrate::server_info(&m.source),
+        migrate::server_info(&m.target)
+    )?;
+    let inv = ferry_engine::inventory::Inventory {
+        source,
+        target: target.clone(),
+        type_sample: Default::default(),
+        copy_method: String::new(),
+        notes: Vec::new(),
+    };
+    Ok((
+        migrate::verify_context(m, &inv, verify_options(input)?),
+        target,
+    ))
+}
+
+/// PlanVerify: the shards VerifyShard maps over, both directions (design §5).
+pub async fn plan_verify(ctx: Ctx, input: MigrationInput) -> Result<VerifyPlanOutput, StepError> {
+    let m = migration(&ctx, &input).await?;
+    let source = migrate::server_info(&m.source).await?;
+    let (vctx, target) = verify_setup(&m, &input).await?;
+    let mut items: Vec<VerifyItem> = migrate::plan_shards(&m, &source)
+        .into_iter()
+        .map(|shard| VerifyItem {
+            shard,
+            pass: "forward".into(),
+        })
+        .collect();
+    let note = match migrate::plan_reverse(&m, &vctx, &target) {
+        Ok(shards) => {
+            items.extend(shards.into_iter().map(|shard| VerifyItem {
+                shard,
+                pass: "reverse".into(),
+            }));
+            None
+        }
+        Err(note) => Some(note),
+    };
+    Ok(VerifyPlanOutput { items, note })
+}
+
+/// VerifyShard: compares one shard from its cursor until done or the time budget runs out;
+/// counts add up over invocations. Fails with `VerifyFailed` when the shard is done and any
+/// key differs.
+pub async fn verify_shard(
+    ctx: Ctx,
+    input: ShardStep<StatusCounts>,
+) -> Result<VerifyShardOutput, StepError> {
+    let m = migration(&ctx, &input.migration).await?;
+    let (vctx, _) = verify_setup(&m, &input.migration).await?;
+    let stop = stop_at(&ctx, &input.migration);
+    let id = input.shard.id.clone();
+    let mut shards = match input.pass.as_deref().unwrap_or("forward") {
+        "forward" => {
+            migrate::verify_shards(&m, vctx.clone(), vec![input.shard], Arc::new(|_| {}), stop)
+                .await?
+        }
+        "reverse" => {
+            migrate::verify_reverse_shards(&m, vctx.clone(), vec![input.shard], stop).await?
+        }
+        other => {
+            return Err(StepError::invalid(format!(
+                "pass '{other}' is not forward or reverse"
+            )))
+        }
+    };
+    let shard = shards.pop().expect("one shard in, one out");
+    let report = vctx.take_report();
+    let mut counts = input.counts.unwrap_or_default();
+    counts.add(&report.total);
+    let sample: Vec<DiffSample> = report.sample;
+    let ok = counts.differences() == 0;
+    if shard.done && !ok {
+        return Err(StepError::Named {
+            kind: "VerifyFailed",
+            message: format!(
+                "shard {id}: ok {}, missing {}, extra {}, type {}, ttl {}, value {}; e.g. {:?}",
+                counts.ok,
+                counts.missing,
+                counts.extra,
+                counts.type_,
+                counts.ttl,
+                counts.value,
+                sample.iter().map(|d| &d.key).collect::<Vec<_>>()
+            ),
+        });
+    }
+    Ok(VerifyShardOutput {
+        shard_id: id,
+        done: shard.done,
+        shard,
+        counts,
+        sample,
+        ok,
+    })
+}

@@ -1,0 +1,72 @@
+//! The Lambda wrapper every step binary uses: JSON logs, SDK clients built once, the input
+//! parsed into the step's type (a bad input is `InvalidInput`), the deadline passed on.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::aws::{Aws, Ctx};
+use crate::error::StepError;
+
+/// Parses a step's input; serde's message is kept only up to the point where it would quote
+/// a value (which may be a secret).
+pub fn parse<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, StepError> {
+    serde_json::from_value(value).map_err(|e| {
+        let text = e.to_string();
+        let safe = if text.starts_with("unknown field") || text.starts_with("missing field") {
+            text.split(", expected").next().unwrap_or(&text).to_string()
+        } else {
+            text.split(':').next().unwrap_or("malformed").to_string()
+        };
+        StepError::invalid(format!("step input: {safe}"))
+    })
+}
+
+/// The Lambda's deadline (milliseconds since the epoch) as an `Instant`.
+fn deadline_of(epoch_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Instant::now() + Duration::from_millis(epoch_ms.saturating_sub(now_ms))
+}
+
+/// Runs `handler` as this Lambda's function until the runtime stops it.
+pub async fn run<In, Out, F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    In: DeserializeOwned,
+    Out: Serialize,
+    F: Fn(Ctx, In) -> Fut,
+    Fut: Future<Output = Result<Out, StepError>>,
+{
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_current_span(false)
+        .without_time()
+        .init();
+    let aws = Arc::new(Aws::from_env().await);
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        let ctx = Ctx {
+            aws: aws.clone(),
+            deadline: Some(deadline_of(event.context.deadline)),
+        };
+        async move {
+            let input = parse::<In>(event.payload)?;
+            // Boxed: the engine's futures are deep, and the runtime's service nests them further.
+            let out = Box::pin(handler(ctx, input)).await;
+            if let Err(e) = &out {
+                tracing::error!(error_type = e.error_type(), error = %e, "step failed");
+            }
+            Ok::<_, StepError>(serde_json::to_value(out?).expect("outputs serialize"))
+        }
+    }))
+    .await
+}
