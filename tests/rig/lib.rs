@@ -13,7 +13,7 @@ mod cluster;
 mod moto;
 
 pub use cluster::Cluster;
-pub use moto::Moto;
+pub use moto::{LambdaWatch, Moto};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

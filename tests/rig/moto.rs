@@ -1,5 +1,7 @@
-//! moto's AWS API emulator (`moto_server`, PyPI `moto[server]`) on a free loopback port, for
-//! Secrets Manager, ElastiCache replication groups and snapshots, and Step Functions callbacks.
+//! AWS stand-ins for the tests: moto's API emulator (`moto_server`, PyPI `moto[server]`) on a free
+//! loopback port, for Secrets Manager, ElastiCache replication groups and snapshots, and Step
+//! Functions callbacks; and `cargo lambda watch`, the Lambda runtime API that runs the step
+//! binaries locally.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -67,6 +69,96 @@ impl Moto {
 impl Drop for Moto {
     fn drop(&mut self) {
         self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// `cargo lambda watch` (PyPI `cargo-lambda`) serving the workspace's Lambda binaries on a free
+/// loopback port, with `env` set for them; stopped with its functions when dropped.
+pub struct LambdaWatch {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl LambdaWatch {
+    /// Builds the step binaries (so no invocation waits for a compile), starts it from the
+    /// workspace root and waits until it accepts connections.
+    pub fn start(env: &[(&str, String)]) -> LambdaWatch {
+        use std::os::unix::process::CommandExt;
+        let built = Command::new("cargo")
+            .args(["build", "-q", "-p", "ferry-steps", "--bins"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(built.success(), "building the step binaries failed");
+        let port = free_port();
+        let mut command = Command::new("cargo");
+        command
+            .args([
+                "lambda",
+                "watch",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("cannot run cargo lambda watch: {e}; run scripts/setup.sh (pip install cargo-lambda)")
+        });
+        let mut watch = LambdaWatch { child, port };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = watch.child.try_wait() {
+                panic!("cargo lambda watch exited with {status}; is cargo-lambda installed? (scripts/setup.sh)");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cargo lambda watch did not listen within 300s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        watch
+    }
+
+    /// The base URL of its Lambda invoke API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for LambdaWatch {
+    fn drop(&mut self) {
+        // The functions it started run in their own sessions: find them by parent, then stop
+        // them and it (it waits for its functions on SIGTERM, so SIGKILL).
+        let watch = self.child.id().to_string();
+        let children: Vec<String> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let pid = e.file_name().to_string_lossy().into_owned();
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let ppid = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .to_string();
+                (ppid == watch).then_some(pid)
+            })
+            .collect();
+        for pid in children.iter().chain(std::iter::once(&watch)) {
+            Command::new("kill").args(["-KILL", pid]).status().ok();
+        }
         self.child.wait().ok();
     }
 }

@@ -70,3 +70,52 @@ where
     }))
     .await
 }
+
+/// One entry point per step, each a non-generic function: the generic runner is instantiated
+/// here, once, in the library, so each step binary compiles in a moment.
+pub mod steps {
+    use crate::{elasticache, handlers};
+
+    type Outcome = Result<(), lambda_runtime::Error>;
+
+    /// The Inventory Lambda.
+    pub async fn inventory() -> Outcome {
+        super::run(handlers::inventory).await
+    }
+    /// The Plan Lambda.
+    pub async fn plan() -> Outcome {
+        super::run(handlers::plan).await
+    }
+    /// The CopyShard Lambda.
+    pub async fn copy_shard() -> Outcome {
+        super::run(handlers::copy_shard).await
+    }
+    /// The PlanVerify Lambda.
+    pub async fn plan_verify() -> Outcome {
+        super::run(handlers::plan_verify).await
+    }
+    /// The VerifyShard Lambda.
+    pub async fn verify_shard() -> Outcome {
+        super::run(handlers::verify_shard).await
+    }
+    /// The Backup Lambda.
+    pub async fn backup() -> Outcome {
+        super::run(elasticache::backup).await
+    }
+    /// The BackupStatus Lambda.
+    pub async fn backup_status() -> Outcome {
+        super::run(elasticache::backup_status).await
+    }
+    /// The EnableNotifications Lambda.
+    pub async fn enable_notifications() -> Outcome {
+        super::run(elasticache::enable_notifications).await
+    }
+    /// The NotificationsStatus Lambda.
+    pub async fn notifications_status() -> Outcome {
+        super::run(elasticache::notifications_status).await
+    }
+    /// The Cleanup Lambda.
+    pub async fn cleanup() -> Outcome {
+        super::run(elasticache::cleanup).await
+    }
+}

@@ -1,6 +1,6 @@
-//! The `backup-status` step as a Lambda (see `ferry_steps::elasticache::backup_status`).
+//! The `backup-status` step as a Lambda (handler: `ferry_steps::lambda::steps::backup_status`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_steps::lambda::run(ferry_steps::elasticache::backup_status).await
+    ferry_steps::lambda::steps::backup_status().await
 }

@@ -1,6 +1,6 @@
-//! The `backup` step as a Lambda (see `ferry_steps::elasticache::backup`).
+//! The `backup` step as a Lambda (handler: `ferry_steps::lambda::steps::backup`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_steps::lambda::run(ferry_steps::elasticache::backup).await
+    ferry_steps::lambda::steps::backup().await
 }

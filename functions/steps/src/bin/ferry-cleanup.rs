@@ -1,6 +1,6 @@
-//! The `cleanup` step as a Lambda (see `ferry_steps::elasticache::cleanup`).
+//! The `cleanup` step as a Lambda (handler: `ferry_steps::lambda::steps::cleanup`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_steps::lambda::run(ferry_steps::elasticache::cleanup).await
+    ferry_steps::lambda::steps::cleanup().await
 }

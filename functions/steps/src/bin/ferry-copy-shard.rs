@@ -1,6 +1,6 @@
-//! The `copy-shard` step as a Lambda (see `ferry_steps::handlers::copy_shard`).
+//! The `copy-shard` step as a Lambda (handler: `ferry_steps::lambda::steps::copy_shard`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_steps::lambda::run(ferry_steps::handlers::copy_shard).await
+    ferry_steps::lambda::steps::copy_shard().await
 }

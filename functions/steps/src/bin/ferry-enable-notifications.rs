@@ -1,6 +1,6 @@
-//! The `enable-notifications` step as a Lambda (see `ferry_steps::elasticache::enable_notifications`).
+//! The `enable-notifications` step as a Lambda (handler: `ferry_steps::lambda::steps::enable_notifications`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_steps::lambda::run(ferry_steps::elasticache::enable_notifications).await
+    ferry_steps::lambda::steps::enable_notifications().await
 }

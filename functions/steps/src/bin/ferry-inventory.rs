@@ -1,6 +1,6 @@
-//! The `inventory` step as a Lambda (see `ferry_steps::handlers::inventory`).
+//! The `inventory` step as a Lambda (handler: `ferry_steps::lambda::steps::inventory`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_steps::lambda::run(ferry_steps::handlers::inventory).await
+    ferry_steps::lambda::steps::inventory().await
 }

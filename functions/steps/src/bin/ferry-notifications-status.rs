@@ -1,6 +1,6 @@
-//! The `notifications-status` step as a Lambda (see `ferry_steps::elasticache::notifications_status`).
+//! The `notifications-status` step as a Lambda (handler: `ferry_steps::lambda::steps::notifications_status`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_steps::lambda::run(ferry_steps::elasticache::notifications_status).await
+    ferry_steps::lambda::steps::notifications_status().await
 }

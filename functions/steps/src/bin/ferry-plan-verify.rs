@@ -1,6 +1,6 @@
-//! The `plan-verify` step as a Lambda (see `ferry_steps::handlers::plan_verify`).
+//! The `plan-verify` step as a Lambda (handler: `ferry_steps::lambda::steps::plan_verify`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_steps::lambda::run(ferry_steps::handlers::plan_verify).await
+    ferry_steps::lambda::steps::plan_verify().await
 }

@@ -1,6 +1,6 @@
-//! The `plan` step as a Lambda (see `ferry_steps::handlers::plan`).
+//! The `plan` step as a Lambda (handler: `ferry_steps::lambda::steps::plan`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_steps::lambda::run(ferry_steps::handlers::plan).await
+    ferry_steps::lambda::steps::plan().await
 }

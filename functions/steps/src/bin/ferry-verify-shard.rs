@@ -1,6 +1,6 @@
-//! The `verify-shard` step as a Lambda (see `ferry_steps::handlers::verify_shard`).
+//! The `verify-shard` step as a Lambda (handler: `ferry_steps::lambda::steps::verify_shard`).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_steps::lambda::run(ferry_steps::handlers::verify_shard).await
+    ferry_steps::lambda::steps::verify_shard().await
 }

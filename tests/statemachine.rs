@@ -1,0 +1,226 @@
+//! The real `statemachine/migration.asl.json`, run end to end by aws-local-stepfunctions
+//! (`tests/sfn/run.mjs`) with every Lambda task sent to `cargo lambda watch`, which runs
+//! ferry's real step binaries against real redis-servers, with credentials in moto's Secrets
+//! Manager. The waitForTaskToken tasks (the Fargate tail's ready/barrier/drain answers and the
+//! operator's cutover) are answered by stand-ins in the runner, which count the calls.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use rig::{Config, LambdaWatch, Moto, Server};
+use serde_json::{json, Value};
+
+const MARKER: &str = "MARKER-sfn-5e2b";
+
+/// Runs the state machine on `input`; returns the runner's `{status, output|error, cause, calls}`.
+fn run(watch: &LambdaWatch, input: &Value) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input.json");
+    std::fs::write(&file, input.to_string()).unwrap();
+    let sfn = format!("{}/tests/sfn", env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        std::path::Path::new(&format!("{sfn}/node_modules/aws-local-stepfunctions")).exists(),
+        "aws-local-stepfunctions is missing: run scripts/setup.sh (npm ci in tests/sfn)"
+    );
+    let out = Command::new("node")
+        .current_dir(&sfn)
+        .args(["run.mjs", file.to_str().unwrap(), &watch.url()])
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains(MARKER) && !stderr.contains(MARKER),
+        "a secret leaked: {stdout} {stderr}"
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("runner output: {stdout}\n{stderr}"))
+}
+
+fn calls(result: &Value, state: &str) -> u64 {
+    result["calls"][state].as_u64().unwrap_or(0)
+}
+
+fn input(mode: &str, source: &Server, target: &Server, secret: &str) -> Value {
+    json!({
+        "migration_id": "sfn-test",
+        "mode": mode,
+        "source": { "endpoint": format!("redis://127.0.0.1:{}", source.port), "secret_arn": secret },
+        "target": { "endpoint": format!("redis://127.0.0.1:{}", target.port) },
+        "options": { "shards_per_db": 4, "max_concurrency": 4, "workers": 2 },
+    })
+}
+
+/// Starts a Lua script that keeps the server busy (BUSY replies) for about `ms` milliseconds
+/// (the server's password is `MARKER`).
+fn keep_busy(server: &Server, ms: u64) -> std::thread::JoinHandle<()> {
+    let port = server.port;
+    let script = format!(
+        "local t=redis.call('TIME') local s=t[1]*1000000+t[2] while true do local n=redis.call('TIME') if n[1]*1000000+n[2]-s > {} then break end end return 1",
+        ms * 1000
+    );
+    let handle = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{MARKER}\r\n", MARKER.len());
+        let eval = format!(
+            "*3\r\n$4\r\nEVAL\r\n${}\r\n{script}\r\n$1\r\n0\r\n",
+            script.len()
+        );
+        s.write_all(auth.as_bytes()).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"+OK\r\n");
+        s.write_all(eval.as_bytes()).unwrap();
+        let _ = s.read(&mut buf);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    handle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
+    let moto = Moto::start();
+    let aws_env = vec![
+        ("AWS_ENDPOINT_URL", moto.url()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+    ];
+    let watch = LambdaWatch::start(&aws_env);
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.url())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "test", "test", None, None, "t",
+        ))
+        .load()
+        .await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let arn = secrets
+        .create_secret()
+        .name("ferry/sfn-source")
+        .secret_string(json!({ "password": MARKER }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let source = Server::with(Config {
+        password: Some(MARKER.into()),
+        args: ["--busy-reply-threshold", "10"].map(String::from).to_vec(),
+        ..Config::default()
+    });
+    common::seed(&source.url(), "5000");
+
+    // Snapshot: several CopyShard rounds per shard (each invocation keeps the default 30 s
+    // safety margin, so it stops after one SCAN), then both verify passes.
+    let target = Server::start();
+    let r = run(&watch, &input("snapshot", &source, &target, &arn));
+    assert_eq!(r["status"], "SUCCEEDED", "{r}");
+    assert!(
+        calls(&r, "Copy shard") > 4,
+        "CopyShard looped from its checkpoints: {r}"
+    );
+    assert!(calls(&r, "Verify shard") >= 4, "{r}");
+    assert_eq!(
+        calls(&r, "Start the tail") + calls(&r, "Await cutover"),
+        0,
+        "snapshot mode has no tail: {r}"
+    );
+    assert_eq!(r["output"]["backup_step"]["backup"]["ready"], true);
+    common::assert_servers_same(&source.url(), &target.url()).await;
+
+    // Compare: only the verify runs.
+    let r = run(&watch, &input("compare", &source, &target, &arn));
+    assert_eq!(r["status"], "SUCCEEDED", "{r}");
+    assert_eq!(
+        calls(&r, "Copy shard") + calls(&r, "Back up the source"),
+        0,
+        "{r}"
+    );
+    assert!(calls(&r, "Verify shard") >= 4, "{r}");
+
+    // A fatal error: the target is no longer empty → Cleanup → Fail with the step's error.
+    let r = run(&watch, &input("snapshot", &source, &target, &arn));
+    assert_eq!(r["status"], "FAILED", "{r}");
+    assert_eq!(r["error"], "TargetNotEmpty", "{r}");
+    assert!(
+        r["cause"].as_str().unwrap().contains("already holds"),
+        "a readable cause: {r}"
+    );
+    assert_eq!(calls(&r, "Clean up after failure"), 1, "{r}");
+    assert_eq!(calls(&r, "Copy shard"), 0);
+
+    // Retryable: the source answers BUSY for 2.5 s; Inventory is retried, then all goes on.
+    let fresh = Server::start();
+    let busy = keep_busy(&source, 2500);
+    let r = run(&watch, &input("snapshot", &source, &fresh, &arn));
+    busy.join().unwrap();
+    assert_eq!(r["status"], "SUCCEEDED", "{r}");
+    assert!(calls(&r, "Inventory") >= 2, "Inventory was retried: {r}");
+    common::assert_servers_same(&source.url(), &fresh.url()).await;
+
+    // Live: the tail's and the operator's tokens answered by the runner's stand-ins; the verify
+    // runs twice, before the cutover and after the drain.
+    let live_target = Server::start();
+    let r = run(&watch, &input("live", &source, &live_target, &arn));
+    assert_eq!(r["status"], "SUCCEEDED", "{r}");
+    for state in [
+        "Start the tail",
+        "Barrier",
+        "Await cutover",
+        "Drain the tail",
+    ] {
+        assert_eq!(calls(&r, state), 1, "{state}: {r}");
+    }
+    assert_eq!(calls(&r, "Plan verify"), 2, "{r}");
+    assert_eq!(r["output"]["cutover"], true, "{r}");
+}
+
+#[test]
+fn the_definition_is_valid_asl_with_only_substituted_placeholders() {
+    let sfn = format!("{}/tests/sfn", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(format!("{sfn}/node_modules/.bin/asl-validator"))
+        .args(["--json-path", "../../statemachine/migration.asl.json"])
+        .current_dir(&sfn)
+        .output()
+        .expect("asl-validator is missing: run scripts/setup.sh (npm ci in tests/sfn)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(format!(
+        "{}/statemachine/migration.asl.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let placeholders: std::collections::BTreeSet<&str> = text
+        .match_indices("${")
+        .map(|(i, _)| &text[i + 2..i + 2 + text[i + 2..].find('}').unwrap()])
+        .collect();
+    let expected = [
+        "BackupFunctionArn",
+        "BackupStatusFunctionArn",
+        "CleanupFunctionArn",
+        "ControlQueueUrl",
+        "CopyShardFunctionArn",
+        "CutoverTopicArn",
+        "EnableNotificationsFunctionArn",
+        "InventoryFunctionArn",
+        "NotificationsStatusFunctionArn",
+        "PlanFunctionArn",
+        "PlanVerifyFunctionArn",
+        "SecurityGroupIds",
+        "SubnetIds",
+        "TailClusterArn",
+        "TailTaskDefinitionArn",
+        "VerifyShardFunctionArn",
+    ];
+    assert_eq!(placeholders.into_iter().collect::<Vec<_>>(), expected);
+}
