@@ -35,6 +35,11 @@ if ! command -v moto_server >/dev/null 2>&1; then
   pip_install 'moto[server]'
 fi
 
+if ! command -v cfn-lint >/dev/null 2>&1; then
+  echo "setup: installing cfn-lint (PyPI; checks template.yaml)"
+  pip_install cfn-lint
+fi
+
 if ! command -v cargo-lambda >/dev/null 2>&1; then
   echo "setup: installing cargo-lambda and ziglang (PyPI)"
   pip_install cargo-lambda ziglang

@@ -1,0 +1,225 @@
+//! `template.yaml` (SAM): cfn-lint passes; its DefinitionSubstitutions fill exactly the state
+//! machine's placeholders; every function builds a step binary that exists; and each function's
+//! IAM actions are exactly the AWS calls its code makes (least privilege), found by reading the
+//! step sources from the handler down through the helpers it calls.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> &'static str {
+    env!("CARGO_MANIFEST_DIR")
+}
+
+/// The template as JSON, read by cfn-lint's own loader (it understands !Ref, !GetAtt, …).
+fn template() -> Value {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, cfnlint.decode.cfn_yaml as y; print(json.dumps(y.load('template.yaml'), default=str))",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("python3 with cfn-lint: run scripts/setup.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn cfn_lint_passes() {
+    let out = Command::new("cfn-lint")
+        .arg("template.yaml")
+        .current_dir(root())
+        .output()
+        .expect("cfn-lint: run scripts/setup.sh (pip install cfn-lint)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn substitutions_fill_exactly_the_definitions_placeholders() {
+    let t = template();
+    let subs: BTreeSet<String> = t["Resources"]["MigrationStateMachine"]["Properties"]
+        ["DefinitionSubstitutions"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let asl =
+        std::fs::read_to_string(format!("{}/statemachine/migration.asl.json", root())).unwrap();
+    let placeholders: BTreeSet<String> = asl
+        .match_indices("${")
+        .map(|(i, _)| asl[i + 2..i + 2 + asl[i + 2..].find('}').unwrap()].to_string())
+        .collect();
+    assert_eq!(subs, placeholders);
+}
+
+/// Each Lambda function of the template: logical id → (binary, IAM actions).
+fn functions(t: &Value) -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let mut out = BTreeMap::new();
+    for (id, r) in t["Resources"].as_object().unwrap() {
+        if r["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let binary = r["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut actions = BTreeSet::new();
+        for policy in r["Properties"]["Policies"].as_array().unwrap() {
+            for statement in policy["Statement"].as_array().into_iter().flatten() {
+                match &statement["Action"] {
+                    Value::String(a) => {
+                        actions.insert(a.clone());
+                    }
+                    Value::Array(list) => {
+                        actions.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out.insert(id.clone(), (binary, actions));
+    }
+    out
+}
+
+#[test]
+fn every_function_builds_an_existing_step_binary_and_every_binary_is_deployed() {
+    let t = template();
+    let deployed: BTreeSet<String> = functions(&t).into_values().map(|(b, _)| b).collect();
+    let built: BTreeSet<String> = std::fs::read_dir(format!("{}/functions/steps/src/bin", root()))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(deployed, built);
+}
+
+/// The body of `fn name` in `source` (from its first `{` to the matching `}`).
+fn body<'a>(source: &'a str, name: &str) -> Option<&'a str> {
+    let start = source.find(&format!("fn {name}("))?;
+    let open = start + source[start..].find('{')?;
+    let mut depth = 0;
+    for (i, c) in source[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&source[open..open + i + 1]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn pascal(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|w| w[..1].to_uppercase() + &w[1..])
+        .collect()
+}
+
+/// The IAM actions the code behind `handler` needs: SDK calls (`.describe_snapshots()` on the
+/// ElastiCache client, `.get_secret_value()` on Secrets Manager) found in its body and in the
+/// bodies of the step functions it calls, transitively.
+fn calls_of(sources: &str, handler: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![handler.to_string()];
+    let mut actions = BTreeSet::new();
+    while let Some(f) = todo.pop() {
+        if !seen.insert(f.clone()) {
+            continue;
+        }
+        let Some(b) = body(sources, &f) else { continue };
+        for (i, _) in b.match_indices('.') {
+            let rest = &b[i + 1..];
+            let ident: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let called = rest[ident.len()..].starts_with("()");
+            if called && ident == "get_secret_value" {
+                actions.insert("secretsmanager:GetSecretValue".to_string());
+            } else if called
+                && ["describe_", "create_", "modify_", "delete_"]
+                    .iter()
+                    .any(|p| ident.starts_with(p))
+            {
+                actions.insert(format!("elasticache:{}", pascal(&ident)));
+            }
+        }
+        // Step functions it calls: `name(` or `path::name(` not preceded by `.`.
+        for (i, _) in b.match_indices('(') {
+            let before = &b[..i];
+            let ident: String = before
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let prefix = before[..before.len() - ident.len()].chars().last();
+            if !ident.is_empty() && prefix != Some('.') {
+                todo.push(ident);
+            }
+        }
+    }
+    actions
+}
+
+#[test]
+fn each_function_may_do_exactly_what_its_code_does() {
+    let t = template();
+    let steps = format!("{}/functions/steps/src", root());
+    let read = |f: &str| std::fs::read_to_string(format!("{steps}/{f}")).unwrap();
+    // The handlers and the helpers they call; the entry points live apart in lambda.rs.
+    let sources = [read("handlers.rs"), read("elasticache.rs"), read("aws.rs")].join("\n");
+    let entries = read("lambda.rs");
+    for (id, (binary, granted)) in functions(&t) {
+        let source = read(&format!("bin/{binary}.rs"));
+        let main = body(&source, "main").unwrap();
+        let entry = main
+            .split("lambda::steps::")
+            .nth(1)
+            .and_then(|s| s.split('(').next())
+            .unwrap_or_else(|| panic!("{binary}: no lambda::steps:: entry point"));
+        let entry_body = body(&entries, entry).unwrap_or_else(|| panic!("no entry {entry}"));
+        // `super::run(module::handler)`: the handler is the last path segment inside run(…).
+        let handler = entry_body
+            .split("run(")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .and_then(|path| path.rsplit("::").next())
+            .unwrap();
+        let needed = calls_of(&sources, handler);
+        assert!(
+            !needed.is_empty(),
+            "{id}: found no AWS call behind {handler}"
+        );
+        assert_eq!(
+            granted, needed,
+            "{id} ({binary} → {handler}): granted vs called"
+        );
+    }
+}
