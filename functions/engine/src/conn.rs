@@ -559,23 +559,25 @@ impl Conn {
     /// Reads the next reply. Error replies are returned as [`Reply::Error`], not as `Err`,
     /// so a pipeline can look at each command's outcome.
     pub async fn recv(&mut self) -> Result<Reply> {
-        self.recv_up_to(None).await
+        match self.routes {
+            None => self.wires[0].recv().await,
+            Some(_) => self.recv_routed(None).await,
+        }
     }
 
     /// Like [`Conn::recv`], but a bulk string longer than `limit` bytes is read off the socket
     /// and dropped as it arrives, returning [`Reply::Skipped`]: memory stays bounded whatever
     /// the size of a DUMP payload, and the caller copies that key another way.
     pub async fn recv_limited(&mut self, limit: usize) -> Result<Reply> {
-        self.recv_up_to(Some(limit)).await
+        match self.routes {
+            None => self.wires[0].recv_limited(limit).await,
+            Some(_) => self.recv_routed(Some(limit)).await,
+        }
     }
 
-    async fn recv_up_to(&mut self, limit: Option<usize>) -> Result<Reply> {
-        let Some(routes) = self.routes.as_deref_mut() else {
-            return match limit {
-                None => self.wires[0].recv().await,
-                Some(limit) => self.wires[0].recv_limited(limit).await,
-            };
-        };
+    /// The next reply on a cluster: from the wire its command went to, following redirects.
+    async fn recv_routed(&mut self, limit: Option<usize>) -> Result<Reply> {
+        let routes = self.routes.as_deref_mut().expect("a cluster");
         routes.close_open(&self.wires);
         let Some(sent) = routes.pending.pop_front() else {
             return Err(Error::Protocol {

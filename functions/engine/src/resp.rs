@@ -83,6 +83,7 @@ pub fn encode_array_header(out: &mut BytesMut, len: usize) {
 
 /// Appends one bulk string.
 pub fn encode_bulk(out: &mut BytesMut, arg: &[u8]) {
+    out.reserve(arg.len() + 26);
     push_header(out, b'$', arg.len());
     out.extend_from_slice(arg);
     out.extend_from_slice(b"\r\n");
@@ -94,11 +95,16 @@ pub fn encode_bulk_int(out: &mut BytesMut, value: i64) {
     encode_bulk(out, buf.format(value).as_bytes());
 }
 
+/// `<kind><len>\r\n`, assembled on the stack and appended in one copy (it runs for every
+/// argument of every command).
 fn push_header(out: &mut BytesMut, kind: u8, len: usize) {
-    let mut buf = itoa::Buffer::new();
-    out.extend_from_slice(&[kind]);
-    out.extend_from_slice(buf.format(len).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(len).as_bytes();
+    let mut head = [0u8; 24];
+    head[0] = kind;
+    head[1..1 + digits.len()].copy_from_slice(digits);
+    head[1 + digits.len()..3 + digits.len()].copy_from_slice(b"\r\n");
+    out.extend_from_slice(&head[..3 + digits.len()]);
 }
 
 /// What the front of a buffer says about the next reply's size.
@@ -207,11 +213,27 @@ fn memchr_cr(hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b == b'\r')
 }
 
+/// A RESP integer (`-?[0-9]+`), parsed straight from the bytes: it runs for every reply header.
 fn parse_int(line: &[u8]) -> Result<i64, ProtocolError> {
-    std::str::from_utf8(line)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ProtocolError(format!("bad integer {:?}", String::from_utf8_lossy(line))))
+    let bad = || ProtocolError(format!("bad integer {:?}", String::from_utf8_lossy(line)));
+    let (negative, digits) = match line {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, line),
+    };
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let value = |ds: &[u8]| ds.iter().fold(0i64, |n, &d| n * 10 + (d - b'0') as i64);
+    // Up to 18 digits cannot overflow; only a 19-digit number needs the checked path.
+    let n = if digits.len() <= 18 {
+        value(digits)
+    } else {
+        value(&digits[..18])
+            .checked_mul(10)
+            .and_then(|n| n.checked_add((digits[18] - b'0') as i64))
+            .ok_or_else(bad)?
+    };
+    Ok(if negative { -n } else { n })
 }
 
 /// The length of the complete frame starting at `pos`, relative to the buffer start, if complete.
@@ -329,5 +351,23 @@ mod tests {
     fn rejects_garbage() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 400\r\n"[..]);
         assert!(take_reply(&mut buf).is_err());
+    }
+}
+
+#[cfg(test)]
+mod int_tests {
+    #[test]
+    fn parses_resp_integers_and_refuses_the_rest() {
+        for (text, n) in [
+            ("0", 0),
+            ("-1", -1),
+            ("1234567", 1234567),
+            ("9223372036854775807", i64::MAX),
+        ] {
+            assert_eq!(super::parse_int(text.as_bytes()).unwrap(), n);
+        }
+        for bad in ["", "-", "12a", "+1", "99999999999999999999", " 1"] {
+            assert!(super::parse_int(bad.as_bytes()).is_err(), "{bad:?}");
+        }
     }
 }
