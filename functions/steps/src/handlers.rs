@@ -143,12 +143,7 @@ pub async fn copy_shard(
     let shard = shards.pop().expect("one shard in, one out");
     let now = copy.stats.counts();
     let mut counts = input.counts.unwrap_or_default();
-    counts.scanned += now.scanned;
-    counts.copied += now.copied;
-    counts.struct_copied += now.struct_copied;
-    counts.big_keys += now.big_keys;
-    counts.gone += now.gone;
-    counts.bytes += now.bytes;
+    counts.add(&now);
     metrics::emit(
         &input.migration.migration_id,
         &[
