@@ -263,7 +263,7 @@ async fn ctx_with(rules: &[Rule]) -> Ctx {
     Ctx {
         aws: Arc::new(Aws {
             elasticache,
-            secrets: aws_sdk_secretsmanager::Client::new(&unused),
+            ..Aws::from_config(&unused)
         }),
         deadline: None,
     }

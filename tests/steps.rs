@@ -13,7 +13,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::config::Credentials;
 use ferry_engine::copy::Counts;
 use ferry_engine::verify::StatusCounts;
-use ferry_steps::contracts::{MigrationInput, Mode};
+use ferry_steps::contracts::{ControlAction, ControlRequest, MigrationInput, Mode};
 use ferry_steps::elasticache::{self, BackupStep, NotificationsStep};
 use ferry_steps::handlers::{self, ShardStep};
 use ferry_steps::{Aws, Ctx, StepError};
@@ -91,6 +91,8 @@ fn fixtures_parse_and_bad_input_is_refused_without_echoing_it() {
     let _: BackupStep = ferry_steps::lambda::parse(read("backup-status-input.json")).unwrap();
     let _: NotificationsStep =
         ferry_steps::lambda::parse(read("notifications-step-input.json")).unwrap();
+    let control: ControlRequest = ferry_steps::lambda::parse(read("control-barrier.json")).unwrap();
+    assert_eq!(control.action, ControlAction::Barrier);
 
     let mut unknown = read("execution-input.json");
     unknown["source"]["password"] = json!(MARKER);

@@ -75,23 +75,52 @@ fn functions(t: &Value) -> BTreeMap<String, (String, BTreeSet<String>)> {
             .as_str()
             .unwrap()
             .to_string();
-        let mut actions = BTreeSet::new();
-        for policy in r["Properties"]["Policies"].as_array().unwrap() {
-            for statement in policy["Statement"].as_array().into_iter().flatten() {
-                match &statement["Action"] {
-                    Value::String(a) => {
-                        actions.insert(a.clone());
-                    }
-                    Value::Array(list) => {
-                        actions.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let actions = actions_of(&r["Properties"]["Policies"]);
         out.insert(id.clone(), (binary, actions));
     }
     out
+}
+
+/// The IAM actions of a list of policies (`Statement` inline or under `PolicyDocument`).
+fn actions_of(policies: &Value) -> BTreeSet<String> {
+    let mut actions = BTreeSet::new();
+    for policy in policies.as_array().unwrap() {
+        let statements = policy["Statement"]
+            .as_array()
+            .or(policy["PolicyDocument"]["Statement"].as_array());
+        for statement in statements.into_iter().flatten() {
+            match &statement["Action"] {
+                Value::String(a) => {
+                    actions.insert(a.clone());
+                }
+                Value::Array(list) => {
+                    actions.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
+                }
+                _ => {}
+            }
+        }
+    }
+    actions
+}
+
+/// The SDK calls made on the `client` field of `Aws` in `source` (`.sqs` then
+/// `.receive_message()`), as IAM actions of `service`.
+fn client_calls(source: &str, client: &str, service: &str) -> BTreeSet<String> {
+    let field = format!(".{client}");
+    source
+        .match_indices(&field)
+        .filter_map(|(i, _)| {
+            let rest = source[i + field.len()..].trim_start();
+            let call = rest.strip_prefix('.')?;
+            let ident: String = call
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            call[ident.len()..]
+                .starts_with("()")
+                .then(|| format!("{service}:{}", pascal(&ident)))
+        })
+        .collect()
 }
 
 #[test]
@@ -222,4 +251,24 @@ fn each_function_may_do_exactly_what_its_code_does() {
             "{id} ({binary} → {handler}): granted vs called"
         );
     }
+}
+
+#[test]
+fn the_tail_task_may_do_exactly_what_its_code_does() {
+    let t = template();
+    let granted = actions_of(&t["Resources"]["TailTaskRole"]["Properties"]["Policies"]);
+    let steps = format!("{}/functions/steps/src", root());
+    let read = |f: &str| std::fs::read_to_string(format!("{steps}/{f}")).unwrap();
+    let control = read("control.rs");
+    let mut needed = client_calls(&control, "sqs", "sqs");
+    needed.extend(client_calls(&control, "sfn", "states"));
+    // Credentials: the task's run → start → handlers::migration → … → Secrets Manager.
+    let sources = [read("tail_task.rs"), read("handlers.rs"), read("aws.rs")].join("\n");
+    needed.extend(calls_of(&sources, "run"));
+    assert!(needed.contains("states:SendTaskHeartbeat"), "{needed:?}");
+    assert!(
+        needed.contains("secretsmanager:GetSecretValue"),
+        "{needed:?}"
+    );
+    assert_eq!(granted, needed, "TailTaskRole: granted vs called");
 }

@@ -60,6 +60,24 @@ impl Moto {
                 .is_ok_and(|n| n > 0 && head.starts_with(b"HTTP/"))
     }
 
+    /// Makes moto run state machine executions (its Step Functions parser: SQS and task-token
+    /// integrations, Choice, Pass, Fail), instead of only recording them.
+    pub fn run_state_machines(&self) {
+        let body = r#"{"stepfunctions": {"execute_state_machine": true}}"#;
+        let request = format!(
+            "POST /moto-api/config HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("moto answers");
+        s.write_all(request.as_bytes()).expect("send config");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).ok();
+        assert!(
+            reply.starts_with("HTTP/1.") && reply.contains(" 20"),
+            "moto config: {reply}"
+        );
+    }
+
     /// The endpoint URL for AWS SDK clients.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

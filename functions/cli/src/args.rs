@@ -179,8 +179,14 @@ pub struct LiveArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TailArgs {
+    /// Run as the state machine's Fargate task: the migration, task token and control queue
+    /// come from FERRY_MIGRATION, FERRY_TASK_TOKEN, FERRY_EXECUTION and FERRY_CONTROL_QUEUE_URL
+    /// (credentials from Secrets Manager); answers ready, barrier and drain requests.
+    #[arg(long, conflicts_with_all = ["source", "target"])]
+    pub from_state_machine: bool,
+    /// Source and target (required unless --from-state-machine).
     #[command(flatten)]
-    pub connect: ConnectArgs,
+    pub connect: Option<ConnectArgs>,
     #[command(flatten)]
     pub live: LiveArgs,
     /// Write a JSON report to FILE ("-" for stdout).

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::cluster;
@@ -106,7 +106,7 @@ pub struct TailStats {
 }
 
 /// The tail's figures, for progress lines, JSON and logs.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TailReport {
     pub events: u64,
     pub keys_copied: u64,

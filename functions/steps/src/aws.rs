@@ -17,6 +17,12 @@ pub struct Aws {
     pub elasticache: aws_sdk_elasticache::Client,
     /// Credentials.
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// Task tokens (the tail's answers) and executions (the control CLI).
+    pub sfn: aws_sdk_sfn::Client,
+    /// The tail's control queue.
+    pub sqs: aws_sdk_sqs::Client,
+    /// The deployed stack's outputs (the control CLI).
+    pub cloudformation: aws_sdk_cloudformation::Client,
 }
 
 impl Aws {
@@ -30,6 +36,9 @@ impl Aws {
         Aws {
             elasticache: aws_sdk_elasticache::Client::new(config),
             secrets: aws_sdk_secretsmanager::Client::new(config),
+            sfn: aws_sdk_sfn::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+            cloudformation: aws_sdk_cloudformation::Client::new(config),
         }
     }
 }

@@ -280,3 +280,40 @@ pub struct CleanupOutput {
     /// What was restored.
     pub restored: Vec<String>,
 }
+
+/// What the state machine asks of the running tail (design §6): one SQS message on the control
+/// queue, sent by a `sqs:sendMessage.waitForTaskToken` state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    /// What to do.
+    pub action: ControlAction,
+    /// The token the tail answers with SendTaskSuccess / SendTaskFailure when done.
+    #[serde(default)]
+    pub task_token: Option<String>,
+    /// The migration the request is for: a tail leaves other migrations' requests alone.
+    pub migration_id: String,
+}
+
+/// The tail's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlAction {
+    /// The snapshot is done: replay every key touched since subscription (design §4.4).
+    Barrier,
+    /// The writers are switched: copy what is dirty, wait until quiet, answer and exit.
+    Drain,
+    /// Stop now (the execution failed or was aborted); no answer.
+    Stop,
+}
+
+/// The tail's answer to a task token: the state machine keeps it under `$.tail`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TailAnswer {
+    /// `ready`, `barrier` or `drained`.
+    pub phase: String,
+    /// Keys re-copied by this barrier (0 for other phases).
+    pub replayed: u64,
+    /// Events, copies, lag, gaps so far.
+    pub report: ferry_engine::tail::TailReport,
+}

@@ -5,11 +5,13 @@
 
 pub mod aws;
 pub mod contracts;
+pub mod control;
 pub mod elasticache;
 pub mod error;
 pub mod handlers;
 pub mod lambda;
 pub mod metrics;
+pub mod tail_task;
 
 pub use aws::{Aws, Ctx};
 pub use error::StepError;
