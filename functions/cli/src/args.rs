@@ -39,6 +39,60 @@ pub enum Command {
     /// Follow the source's keyspace notifications and keep the target equal to it, until
     /// SIGINT/SIGTERM or --idle-timeout; then drain (what the Fargate task runs).
     Tail(TailArgs),
+    /// Start a migration on the deployed stack (AWS): the execution input from a JSON file.
+    Start(StartArgs),
+    /// Show a migration on AWS: state, shards done, the tail's lag, whether it awaits cutover.
+    Status(ExecutionArgs),
+    /// Tell a migration on AWS that the writers are switched: the tail drains, the final
+    /// verify runs.
+    Cutover(ExecutionArgs),
+    /// Stop a migration on AWS.
+    Abort(ExecutionArgs),
+}
+
+/// Which deployed state machine: AWS credentials and region come from the environment
+/// (AWS_PROFILE, AWS_REGION, …) as for the AWS CLI.
+#[derive(Debug, Clone, Args)]
+pub struct DeployedArgs {
+    /// The SAM or CDK stack (its StateMachineArn output).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "FERRY_STACK",
+        conflicts_with = "state_machine"
+    )]
+    pub stack: Option<String>,
+    /// The state machine's ARN, instead of --stack.
+    #[arg(long, value_name = "ARN")]
+    pub state_machine: Option<String>,
+    /// Print JSON on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub deployed: DeployedArgs,
+    /// The execution input (see tests/fixtures/execution-input.json): credentials by Secrets
+    /// Manager ARN only.
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// The execution's name (default: generated).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecutionArgs {
+    /// The execution's ARN (default: the newest execution of the stack's state machine).
+    #[arg(value_name = "EXECUTION")]
+    pub execution: Option<String>,
+    #[command(flatten)]
+    pub deployed: DeployedArgs,
+    /// status: refresh every SECS until the execution ends.
+    #[arg(long, value_name = "SECS")]
+    pub watch: Option<f64>,
 }
 
 /// What to do.

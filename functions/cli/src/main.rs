@@ -4,6 +4,7 @@
 //! written); 3 verify found differences; 130 interrupted.
 
 mod args;
+mod control;
 mod progress;
 mod replicate;
 mod report;
@@ -45,6 +46,10 @@ fn main() {
             Command::Seed(a) => replicate::seed(a).await,
             Command::Tail(a) => replicate::tail(a).await,
             Command::Load(a) => replicate::load(a).await,
+            Command::Start(a) => control::start(a).await,
+            Command::Status(a) => control::status(a).await,
+            Command::Cutover(a) => control::cutover(a).await,
+            Command::Abort(a) => control::abort(a).await,
         }
     });
     std::process::exit(code);

@@ -72,7 +72,13 @@ impl StepError {
                     "ServiceUnavailable" | "InternalFailure" | "InternalServiceError" => {
                         "Retryable"
                     }
-                    c if c.contains("NotFound") => "InvalidInput",
+                    c if c.contains("NotFound") || c.contains("DoesNotExist") => "InvalidInput",
+                    // CloudFormation's answer for a stack that is not there.
+                    "ValidationError"
+                        if e.message().is_some_and(|m| m.contains("does not exist")) =>
+                    {
+                        "InvalidInput"
+                    }
                     c if c.contains("AccessDenied") || c.contains("Unauthorized") => "AccessDenied",
                     _ => "AwsError",
                 };

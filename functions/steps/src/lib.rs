@@ -8,6 +8,7 @@ pub mod contracts;
 pub mod control;
 pub mod elasticache;
 pub mod error;
+pub mod executions;
 pub mod handlers;
 pub mod lambda;
 pub mod metrics;

@@ -1,0 +1,190 @@
+//! `ferry start|status|cutover|abort`: the operator's commands for migrations running on AWS
+//! (the deployed state machine). The AWS calls live in `ferry_steps::executions`.
+
+use std::time::Duration;
+
+use ferry_steps::executions::{self, Status};
+use ferry_steps::{Aws, StepError};
+
+use crate::args::{DeployedArgs, ExecutionArgs, StartArgs};
+use crate::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
+
+/// Exit code of a command that failed: 2 for bad input or a missing resource, 1 otherwise.
+fn exit_code(e: &StepError) -> i32 {
+    eprintln!("error [{}]: {e}", e.error_type());
+    match e.error_type() {
+        "InvalidInput" => EXIT_BAD_INPUT,
+        _ => EXIT_FAILED,
+    }
+}
+
+async fn state_machine(aws: &Aws, d: &DeployedArgs) -> Result<String, StepError> {
+    match (&d.state_machine, &d.stack) {
+        (Some(arn), _) => Ok(arn.clone()),
+        (None, Some(stack)) => executions::state_machine_of_stack(aws, stack).await,
+        (None, None) => Err(StepError::invalid(
+            "name the deployment with --stack NAME (or FERRY_STACK) or --state-machine ARN",
+        )),
+    }
+}
+
+async fn execution(aws: &Aws, a: &ExecutionArgs) -> Result<String, StepError> {
+    match &a.execution {
+        Some(arn) => Ok(arn.clone()),
+        None => executions::latest(aws, &state_machine(aws, &a.deployed).await?).await,
+    }
+}
+
+/// Prints `value` as JSON, or `text` for people.
+fn print(json: bool, value: &impl serde::Serialize, text: impl FnOnce() -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("serializes")
+        );
+    } else {
+        println!("{}", text());
+    }
+}
+
+/// `ferry start`.
+pub async fn start(a: StartArgs) -> i32 {
+    let aws = Aws::from_env().await;
+    let result = async {
+        let text = std::fs::read_to_string(&a.input)
+            .map_err(|e| StepError::invalid(format!("cannot read {}: {e}", a.input.display())))?;
+        let input = serde_json::from_str(&text).map_err(|e| {
+            StepError::invalid(format!(
+                "{} is not JSON (line {})",
+                a.input.display(),
+                e.line()
+            ))
+        })?;
+        let machine = state_machine(&aws, &a.deployed).await?;
+        executions::start(&aws, &machine, input, a.name.as_deref()).await
+    }
+    .await;
+    match result {
+        Ok(arn) => {
+            print(
+                a.deployed.json,
+                &serde_json::json!({ "execution_arn": arn }),
+                || format!("started {arn}\nwatch it: ferry status {arn} --watch 10"),
+            );
+            EXIT_OK
+        }
+        Err(e) => exit_code(&e),
+    }
+}
+
+fn describe(s: &Status) -> String {
+    let mut lines = vec![
+        format!("execution   {}", s.execution_arn),
+        format!("status      {}", s.status),
+    ];
+    if let Some(state) = &s.current_state {
+        lines.push(format!("state       {state}"));
+    }
+    if let Some(keys) = s.source_keys {
+        lines.push(format!("source keys {keys}"));
+    }
+    match (&s.shards, s.shards_planned) {
+        (Some(p), _) => lines.push(format!("shards      {} of {} done", p.done, p.total)),
+        (None, Some(n)) => lines.push(format!("shards      {n} planned")),
+        _ => {}
+    }
+    if let Some(t) = &s.tail {
+        let r = &t.report;
+        lines.push(format!(
+            "tail        {}: lag p99 {:.0} ms, {} copied, {} deleted, {} replayed, {} gaps",
+            t.phase, r.lag_p99_ms, r.keys_copied, r.keys_deleted, r.replayed, r.gaps
+        ));
+    }
+    if s.awaiting_cutover {
+        lines.push(format!(
+            "cutover     the target is verified and following the source: switch your writers, then run\n            ferry cutover {}",
+            s.execution_arn
+        ));
+    }
+    if let Some(error) = &s.error {
+        lines.push(format!(
+            "error       {error}: {}",
+            s.cause.as_deref().unwrap_or("")
+        ));
+    }
+    lines.join("\n")
+}
+
+/// `ferry status`: 0 while running or succeeded, 1 once failed, timed out or aborted.
+pub async fn status(a: ExecutionArgs) -> i32 {
+    let aws = Aws::from_env().await;
+    let arn = match execution(&aws, &a).await {
+        Ok(arn) => arn,
+        Err(e) => return exit_code(&e),
+    };
+    loop {
+        let s = match executions::status(&aws, &arn).await {
+            Ok(s) => s,
+            Err(e) => return exit_code(&e),
+        };
+        print(a.deployed.json, &s, || describe(&s));
+        match (s.status.as_str(), a.watch) {
+            ("RUNNING", Some(secs)) => {
+                tokio::time::sleep(Duration::from_secs_f64(secs.max(1.0))).await;
+                if !a.deployed.json {
+                    println!();
+                }
+            }
+            ("RUNNING" | "SUCCEEDED", _) => return EXIT_OK,
+            _ => return EXIT_FAILED,
+        }
+    }
+}
+
+/// `ferry cutover`.
+pub async fn cutover(a: ExecutionArgs) -> i32 {
+    let aws = Aws::from_env().await;
+    let result = async {
+        let arn = execution(&aws, &a).await?;
+        executions::cutover(&aws, &arn).await?;
+        Ok::<_, StepError>(arn)
+    }
+    .await;
+    match result {
+        Ok(arn) => {
+            print(
+                a.deployed.json,
+                &serde_json::json!({ "cutover": arn }),
+                || {
+                    format!("cutover sent: the tail drains, then the final verify runs\nferry status {arn} --watch 10")
+                },
+            );
+            EXIT_OK
+        }
+        Err(e) => exit_code(&e),
+    }
+}
+
+/// `ferry abort`.
+pub async fn abort(a: ExecutionArgs) -> i32 {
+    let aws = Aws::from_env().await;
+    let result = async {
+        let arn = execution(&aws, &a).await?;
+        executions::abort(&aws, &arn, "aborted by the operator (ferry abort)").await?;
+        Ok::<_, StepError>(arn)
+    }
+    .await;
+    match result {
+        Ok(arn) => {
+            print(
+                a.deployed.json,
+                &serde_json::json!({ "aborted": arn }),
+                || {
+                    format!("aborted {arn}\nthe tail stops by itself. Cleanup does not run on an abort: if EnableNotifications changed the source's parameter group, its output in the execution's history names the original group and value to put back")
+                },
+            );
+            EXIT_OK
+        }
+        Err(e) => exit_code(&e),
+    }
+}

@@ -1,0 +1,255 @@
+//! The operator's side of a deployed ferry (`ferry start|status|cutover|abort`): executions of
+//! the stack's state machine, found through the stack's outputs. A thin adapter over Step
+//! Functions and CloudFormation; what it shows is read from the execution's own history.
+
+use aws_sdk_sfn::types::{HistoryEvent, HistoryEventType};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::aws::Aws;
+use crate::contracts::{MigrationInput, TailAnswer};
+use crate::error::StepError;
+
+/// The state machine ARN from a stack's `StateMachineArn` output (SAM and CDK stacks both
+/// export it).
+pub async fn state_machine_of_stack(aws: &Aws, stack: &str) -> Result<String, StepError> {
+    let out = aws
+        .cloudformation
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("DescribeStacks", e))?;
+    out.stacks()
+        .iter()
+        .flat_map(|s| s.outputs())
+        .find(|o| o.output_key() == Some("StateMachineArn"))
+        .and_then(|o| o.output_value().map(str::to_string))
+        .ok_or_else(|| StepError::invalid(format!("stack {stack} has no StateMachineArn output")))
+}
+
+/// Starts a migration after checking its input the way the Inventory step will (unknown
+/// fields and inline credentials are refused here, before anything is sent). Returns the
+/// execution ARN.
+pub async fn start(
+    aws: &Aws,
+    state_machine: &str,
+    input: Value,
+    name: Option<&str>,
+) -> Result<String, StepError> {
+    let input = MigrationInput::from_json(input)?;
+    let body = serde_json::json!({ "migration": input }).to_string();
+    let out = aws
+        .sfn
+        .start_execution()
+        .state_machine_arn(state_machine)
+        .input(body)
+        .set_name(name.map(str::to_string))
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("StartExecution", e))?;
+    Ok(out.execution_arn)
+}
+
+/// The newest execution of a state machine.
+pub async fn latest(aws: &Aws, state_machine: &str) -> Result<String, StepError> {
+    let out = aws
+        .sfn
+        .list_executions()
+        .state_machine_arn(state_machine)
+        .max_results(100)
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("ListExecutions", e))?;
+    out.executions
+        .iter()
+        .max_by_key(|e| e.start_date.as_nanos())
+        .map(|e| e.execution_arn.clone())
+        .ok_or_else(|| StepError::invalid(format!("{state_machine} has no executions")))
+}
+
+/// Shards of the running Map: done of total.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ShardProgress {
+    /// Finished (succeeded or failed) shard loops.
+    pub done: i64,
+    /// All shard loops.
+    pub total: i64,
+}
+
+/// What `ferry status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The execution.
+    pub execution_arn: String,
+    /// RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED.
+    pub status: String,
+    /// The state entered last.
+    pub current_state: Option<String>,
+    /// Keys on the source at inventory.
+    pub source_keys: Option<u64>,
+    /// Shards planned.
+    pub shards_planned: Option<u64>,
+    /// Progress of the Map running now (Distributed Map runs).
+    pub shards: Option<ShardProgress>,
+    /// The tail's last answer (ready, barrier, drained): its lag and counts.
+    pub tail: Option<TailAnswer>,
+    /// Whether the execution waits for `ferry cutover`.
+    pub awaiting_cutover: bool,
+    /// The failure's error type and cause.
+    pub error: Option<String>,
+    /// Why it failed.
+    pub cause: Option<String>,
+}
+
+/// The execution's status, read from DescribeExecution and its history.
+pub async fn status(aws: &Aws, execution: &str) -> Result<Status, StepError> {
+    let out = aws
+        .sfn
+        .describe_execution()
+        .execution_arn(execution)
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("DescribeExecution", e))?;
+    let events = history(aws, execution).await?;
+    let mut s = Status {
+        execution_arn: execution.to_string(),
+        status: out.status.as_str().to_string(),
+        current_state: None,
+        source_keys: None,
+        shards_planned: None,
+        shards: None,
+        tail: None,
+        awaiting_cutover: cutover_token(&events).is_some(),
+        error: out.error.clone(),
+        cause: out.cause.clone(),
+    };
+    for e in &events {
+        if let Some(d) = e.state_entered_event_details() {
+            s.current_state = Some(d.name.clone());
+        }
+        if let Some(output) = e.state_exited_event_details().and_then(|d| d.output()) {
+            let v: Value = serde_json::from_str(output).unwrap_or(Value::Null);
+            s.source_keys = v["inventory"]["source_keys"].as_u64().or(s.source_keys);
+            s.shards_planned = v["plan"]["count"].as_u64().or(s.shards_planned);
+        }
+        if let Some(output) = e.task_succeeded_event_details().and_then(|d| d.output()) {
+            if let Ok(answer) = serde_json::from_str::<TailAnswer>(output) {
+                s.tail = Some(answer);
+            }
+        }
+    }
+    if let Some(map_run) = events
+        .iter()
+        .rev()
+        .find_map(|e| e.map_run_started_event_details())
+        .and_then(|d| d.map_run_arn())
+    {
+        let run = aws
+            .sfn
+            .describe_map_run()
+            .map_run_arn(map_run)
+            .send()
+            .await
+            .map_err(|e| StepError::from_aws("DescribeMapRun", e))?;
+        if let Some(c) = run.item_counts() {
+            s.shards = Some(ShardProgress {
+                done: c.succeeded + c.failed + c.aborted + c.timed_out,
+                total: c.total,
+            });
+        }
+    }
+    Ok(s)
+}
+
+/// Every event of an execution, oldest first.
+async fn history(aws: &Aws, execution: &str) -> Result<Vec<HistoryEvent>, StepError> {
+    let mut events = Vec::new();
+    let mut token = None;
+    loop {
+        let out = aws
+            .sfn
+            .get_execution_history()
+            .execution_arn(execution)
+            .max_results(1000)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| StepError::from_aws("GetExecutionHistory", e))?;
+        events.extend(out.events);
+        token = out.next_token;
+        if token.is_none() {
+            return Ok(events);
+        }
+    }
+}
+
+/// The task token of a cutover notice still waiting for its answer: the last SNS
+/// `publish.waitForTaskToken` task scheduled with a `task_token` in its message and not
+/// finished since.
+fn cutover_token(events: &[HistoryEvent]) -> Option<String> {
+    let mut pending = None;
+    for e in events {
+        if let Some(d) = e.task_scheduled_event_details() {
+            if d.resource_type == "sns" && d.resource == "publish.waitForTaskToken" {
+                let p: Value = serde_json::from_str(&d.parameters).unwrap_or(Value::Null);
+                pending = p["Message"]["task_token"].as_str().map(str::to_string);
+            }
+        }
+        let finished = matches!(
+            e.r#type,
+            HistoryEventType::TaskSucceeded
+                | HistoryEventType::TaskFailed
+                | HistoryEventType::TaskTimedOut
+                | HistoryEventType::TaskSubmitFailed
+        );
+        let sns = [
+            e.task_succeeded_event_details().map(|d| d.resource_type()),
+            e.task_failed_event_details().map(|d| d.resource_type()),
+            e.task_timed_out_event_details().map(|d| d.resource_type()),
+            e.task_submit_failed_event_details()
+                .map(|d| d.resource_type()),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|t| t == "sns");
+        if finished && sns {
+            pending = None;
+        }
+    }
+    pending
+}
+
+/// Answers the waiting cutover: the operator has switched the writers; the tail drains and the
+/// final verify runs. Fails if the execution is not waiting for a cutover.
+pub async fn cutover(aws: &Aws, execution: &str) -> Result<(), StepError> {
+    let events = history(aws, execution).await?;
+    let token = cutover_token(&events).ok_or_else(|| {
+        StepError::invalid(format!(
+            "{execution} is not waiting for a cutover (see ferry status)"
+        ))
+    })?;
+    aws.sfn
+        .send_task_success()
+        .task_token(token)
+        .output(r#"{"cutover":"ferry cutover"}"#)
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("SendTaskSuccess", e))?;
+    Ok(())
+}
+
+/// Stops an execution. Step Functions runs no Catch on an abort, so Cleanup does not run: the
+/// notification settings EnableNotifications changed stay (the CLI tells the operator). The
+/// tail stops by itself when it sees the execution ended.
+pub async fn abort(aws: &Aws, execution: &str, cause: &str) -> Result<(), StepError> {
+    aws.sfn
+        .stop_execution()
+        .execution_arn(execution)
+        .error("Aborted")
+        .cause(cause)
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("StopExecution", e))?;
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! `ferry start|status|cutover|abort` against Step Functions, SQS, SNS and CloudFormation as
+//! moto serves them, with moto running the executions. The state machine holds the real
+//! Barrier and Await cutover states of `statemachine/migration.asl.json`; the Lambda steps
+//! before them (moto cannot run Lambda code) are Pass states with outputs shaped like theirs,
+//! and the test answers the Barrier token as the tail would.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_secretsmanager::config::Credentials;
+use ferry_steps::Aws;
+use rig::Moto;
+use serde_json::{json, Value};
+
+const STACK: &str = "ferry-test";
+
+fn real_state(name: &str, fill: &[(&str, &str)], next: &str) -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/statemachine/migration.asl.json"
+    );
+    let mut text = std::fs::read_to_string(path).unwrap();
+    for (placeholder, value) in fill {
+        text = text.replace(&format!("${{{placeholder}}}"), value);
+    }
+    let definition: Value = serde_json::from_str(&text).unwrap();
+    let mut state = definition["States"][name].clone();
+    let o = state.as_object_mut().unwrap();
+    o.remove("Retry");
+    o.remove("Catch");
+    o.insert("Next".into(), json!(next));
+    state
+}
+
+struct Deployed {
+    moto: Moto,
+    aws: Aws,
+    queue: String,
+}
+
+/// moto with a stack whose `StateMachineArn` output names the test state machine.
+async fn deployed() -> Deployed {
+    let moto = Moto::start();
+    moto.run_state_machines();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto.url())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await;
+    let aws = Aws::from_config(&config);
+    let queue = aws
+        .sqs
+        .create_queue()
+        .queue_name("ferry-control")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    // The stack: the cutover topic, and the output the CLI reads (the state machine's ARN,
+    // which moto derives from its name, is created right after).
+    let machine_name = "ferry-test-migration";
+    let machine_arn = format!("arn:aws:states:us-east-1:123456789012:stateMachine:{machine_name}");
+    let template = json!({
+        "Resources": { "Topic": { "Type": "AWS::SNS::Topic", "Properties": { "TopicName": "ferry-cutover" } } },
+        "Outputs": { "StateMachineArn": { "Value": machine_arn } }
+    });
+    aws.cloudformation
+        .create_stack()
+        .stack_name(STACK)
+        .template_body(template.to_string())
+        .send()
+        .await
+        .unwrap();
+    let topic = "arn:aws:sns:us-east-1:123456789012:ferry-cutover";
+    let fill = [
+        ("ControlQueueUrl", queue.as_str()),
+        ("CutoverTopicArn", topic),
+    ];
+    let definition = json!({
+        "StartAt": "Inventory",
+        "States": {
+            "Inventory": { "Type": "Pass", "Result": { "source_keys": 1000 }, "ResultPath": "$.inventory", "Next": "Plan" },
+            "Plan": { "Type": "Pass", "Result": { "count": 4 }, "ResultPath": "$.plan", "Next": "Barrier" },
+            "Barrier": real_state("Barrier", &fill, "Await cutover"),
+            "Await cutover": real_state("Await cutover", &fill, "Migrated"),
+            "Migrated": { "Type": "Succeed" }
+        }
+    });
+    let created = aws
+        .sfn
+        .create_state_machine()
+        .name(machine_name)
+        .definition(definition.to_string())
+        .role_arn("arn:aws:iam::123456789012:role/ferry")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn;
+    assert_eq!(created, machine_arn);
+    Deployed { moto, aws, queue }
+}
+
+fn ferry(d: &Deployed, args: &[&str]) -> (i32, String, String) {
+    let url = d.moto.url();
+    let out = common::ferry(
+        args,
+        &[
+            ("AWS_ENDPOINT_URL", url.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn status(d: &Deployed) -> Value {
+    let (code, stdout, stderr) = ferry(d, &["status", "--stack", STACK, "--json"]);
+    assert!(code == 0 || code == 1, "{stdout}{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stdout}{stderr}"))
+}
+
+/// Answers the Barrier's control message as the tail does.
+async fn answer_barrier(d: &Deployed) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let out = d
+            .aws
+            .sqs
+            .receive_message()
+            .queue_url(&d.queue)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(m) = out.messages.unwrap_or_default().into_iter().next() {
+            let body: Value = serde_json::from_str(m.body.as_deref().unwrap()).unwrap();
+            assert_eq!(body["action"], "barrier");
+            let answer = json!({ "phase": "barrier", "replayed": 17, "report": {
+                "events": 500, "keys_copied": 480, "keys_deleted": 3, "events_per_sec": 50.0,
+                "copies_per_sec": 48.0, "queue_depth": 0, "lag_p50_ms": 2.0, "lag_p99_ms": 9.5,
+                "replayed": 17, "remembered_peak": 40, "remembered_bytes_now": 0, "gaps": 0,
+                "heals": 0, "seconds": 10.0 } });
+            d.aws
+                .sfn
+                .send_task_success()
+                .task_token(body["task_token"].as_str().unwrap())
+                .output(answer.to_string())
+                .send()
+                .await
+                .unwrap();
+            return;
+        }
+    }
+    panic!("no barrier request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_status_cutover_and_abort_drive_a_deployed_migration() {
+    let d = deployed().await;
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/execution-input.json"
+    );
+
+    let (code, stdout, stderr) = ferry(
+        &d,
+        &["start", "--stack", STACK, "--input", fixture, "--json"],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let arn = serde_json::from_str::<Value>(&stdout).unwrap()["execution_arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    answer_barrier(&d).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut s = status(&d);
+    while s["awaiting_cutover"] != true && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s = status(&d);
+    }
+    assert_eq!(s["execution_arn"], arn.as_str());
+    assert_eq!(s["status"], "RUNNING", "{s}");
+    assert_eq!(s["current_state"], "Await cutover", "{s}");
+    assert_eq!(s["awaiting_cutover"], true, "{s}");
+    assert_eq!(s["source_keys"], 1000, "{s}");
+    assert_eq!(s["shards_planned"], 4, "{s}");
+    assert_eq!(s["tail"]["phase"], "barrier", "{s}");
+    assert_eq!(s["tail"]["report"]["lag_p99_ms"], 9.5, "{s}");
+    let (code, text, _) = ferry(&d, &["status", &arn]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("ferry cutover"),
+        "the operator is told what to run: {text}"
+    );
+    assert!(text.contains("lag p99 10 ms"), "{text}");
+
+    let (code, stdout, stderr) = ferry(&d, &["cutover", "--stack", STACK]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&d)["status"] != "SUCCEEDED" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(status(&d)["status"], "SUCCEEDED");
+    let (code, _, stderr) = ferry(&d, &["cutover", &arn]);
+    assert_eq!(code, 2, "a second cutover is refused: {stderr}");
+    assert!(stderr.contains("not waiting for a cutover"), "{stderr}");
+
+    // Bad input is refused before anything is started.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("input.json");
+    let mut input: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    input["source"]["password"] = json!("MARKER-cli-9c1");
+    std::fs::write(&bad, input.to_string()).unwrap();
+    let (code, stdout, stderr) = ferry(
+        &d,
+        &["start", "--stack", STACK, "--input", bad.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("unknown field `password`"), "{stderr}");
+    assert!(!format!("{stdout}{stderr}").contains("MARKER-cli-9c1"));
+    let (code, _, stderr) = ferry(&d, &["status", "--stack", "no-such-stack"]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// `ferry abort` stops the newest execution. (Its own moto: moto fails any second execution.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_stops_the_newest_execution() {
+    let d = deployed().await;
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/execution-input.json"
+    );
+    let waiting = d
+        .aws
+        .sfn
+        .create_state_machine()
+        .name("ferry-waiting")
+        .definition(json!({ "StartAt": "Wait", "States": { "Wait": { "Type": "Wait", "Seconds": 30, "End": true } } }).to_string())
+        .role_arn("arn:aws:iam::123456789012:role/ferry")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn;
+    let (code, stdout, stderr) = ferry(
+        &d,
+        &[
+            "start",
+            "--state-machine",
+            &waiting,
+            "--input",
+            fixture,
+            "--name",
+            "second",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = ferry(&d, &["abort", "--state-machine", &waiting, "--json"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let arn = serde_json::from_str::<Value>(&stdout).unwrap()["aborted"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(arn.ends_with(":ferry-waiting:second"), "{arn}");
+    let s = ferry_steps::executions::status(&d.aws, &arn).await.unwrap();
+    assert_eq!(s.status, "ABORTED");
+}
