@@ -219,3 +219,54 @@ async fn ferry_tail_drains_and_exits_0_on_sigterm() {
     );
     assert_eq!(target.cmd(&["EXISTS", "k7"]), ":0");
 }
+
+/// Source protection (design §6): ferry only reads the source, except its canary key. The live
+/// run connects to the source as an ACL user that may read every key but write only
+/// `ferry:canary:*`, with no write, admin or scripting command but SET (and CONFIG GET): any
+/// other write would be refused and logged, so the run must verify and leave the ACL log empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mode_writes_nothing_to_the_source_but_its_canary() {
+    let source = source_with_notifications();
+    let target = Server::start();
+    common::seed(&source.url(), "5000");
+    let rules = [
+        "ACL",
+        "SETUSER",
+        "reader",
+        "on",
+        ">reader-pw",
+        "resetkeys",
+        "%R~*",
+        "%W~ferry:canary:*",
+        "resetchannels",
+        "&*",
+        "+@all",
+        "-@write",
+        "-@admin",
+        "-@scripting",
+        "+config|get",
+        "+set",
+    ];
+    assert_eq!(source.cmd(&rules), "+OK");
+    source.cmd(&["ACL", "LOG", "RESET"]);
+    let reader = format!("redis://reader:reader-pw@127.0.0.1:{}/0", source.port);
+    let writers = Writers::start(&source.url(), 2, 77, (false, false));
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("live.json");
+    let run = LiveRun::start(&reader, &target.url(), &report);
+    run.wait_for("target caught up", Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writers.stop().await;
+    let (code, text) = run.finish().await;
+    assert_eq!(code, 0, "{text}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["outcome"], "verified", "{r}");
+    assert_eq!(
+        source.cmd(&["ACL", "LOG"]),
+        "",
+        "ferry tried something the read-only user may not do"
+    );
+    common::assert_servers_same(&source.url(), &target.url()).await;
+}
