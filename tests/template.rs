@@ -45,6 +45,37 @@ fn cfn_lint_passes() {
     );
 }
 
+/// The SAM CLI that scripts/setup.sh installs in its own virtualenv (or `FERRY_SAM`).
+fn sam_cli() -> String {
+    std::env::var("FERRY_SAM").unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap()));
+        format!("{cache}/ferry/sam/bin/sam")
+    })
+}
+
+#[test]
+fn sam_validate_lint_passes() {
+    let out = Command::new(sam_cli())
+        .args(["validate", "--lint"])
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("SAM_CLI_TELEMETRY", "0")
+        .current_dir(root())
+        .output()
+        .expect("the SAM CLI: run scripts/setup.sh (aws-sam-cli in its own virtualenv)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("is a valid SAM Template"),
+        "{text}"
+    );
+}
+
 #[test]
 fn substitutions_fill_exactly_the_definitions_placeholders() {
     let t = template();

@@ -1,0 +1,17 @@
+//! Endpoint URLs: never panic, and a parsed URL's redacted form never shows its password.
+#![no_main]
+
+use ferry_engine::{Endpoint, Role};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|url: &str| {
+    if let Ok(ep) = Endpoint::parse(Role::Source, url) {
+        let redacted = ep.redacted_url();
+        let _ = ep.addr();
+        if let Some(pw) = ep.password.as_ref().map(|p| p.expose()) {
+            if !pw.is_empty() {
+                assert!(!redacted.contains(&format!(":{pw}@")), "{redacted}");
+            }
+        }
+    }
+});
