@@ -82,10 +82,12 @@ fn tls_and_acl_users_on_both_sides_with_verification_on() {
     let out = common::replicate(
         &url(&source),
         &url(&target),
-        &["--source-ca", sca, "--target-ca", tca, "--json", "-"],
+        // Debug logs too: nothing at any log level may show the password.
+        &["--source-ca", sca, "--target-ca", tca, "--json", "-", "-vv"],
         &env,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("DEBUG"), "debug logs were captured");
     assert!(
         !text(&out).contains(MARKER),
         "password leaked: {}",
