@@ -76,6 +76,37 @@ fn sam_validate_lint_passes() {
     );
 }
 
+/// `sam build` of one step function (all ten build the same way: one crate, SAM's
+/// rust-cargolambda builder running `cargo lambda` for arm64 with zig), in debug mode to keep the
+/// suite short; the result must be an arm64 `bootstrap`.
+#[test]
+fn sam_build_builds_a_step_function_for_arm64() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(sam_cli())
+        .args(["build", "InventoryFunction", "--build-dir"])
+        .arg(dir.path())
+        .env("SAM_BUILD_MODE", "debug")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("SAM_CLI_TELEMETRY", "0")
+        .current_dir(root())
+        .output()
+        .expect("the SAM CLI: run scripts/setup.sh");
+    assert!(
+        out.status.success(),
+        "sam build:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let binary = std::fs::read(dir.path().join("InventoryFunction/bootstrap")).unwrap();
+    assert_eq!(&binary[..4], b"\x7fELF");
+    // e_machine at offset 18: 0xB7 is AArch64.
+    assert_eq!(
+        u16::from_le_bytes([binary[18], binary[19]]),
+        0xB7,
+        "not arm64"
+    );
+}
+
 #[test]
 fn substitutions_fill_exactly_the_definitions_placeholders() {
     let t = template();
