@@ -8,31 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_secretsmanager::config::Credentials;
 use ferry_steps::Aws;
 use rig::Moto;
 use serde_json::{json, Value};
 
 const STACK: &str = "ferry-test";
-
-fn real_state(name: &str, fill: &[(&str, &str)], next: &str) -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/statemachine/migration.asl.json"
-    );
-    let mut text = std::fs::read_to_string(path).unwrap();
-    for (placeholder, value) in fill {
-        text = text.replace(&format!("${{{placeholder}}}"), value);
-    }
-    let definition: Value = serde_json::from_str(&text).unwrap();
-    let mut state = definition["States"][name].clone();
-    let o = state.as_object_mut().unwrap();
-    o.remove("Retry");
-    o.remove("Catch");
-    o.insert("Next".into(), json!(next));
-    state
-}
 
 struct Deployed {
     moto: Moto,
@@ -44,13 +24,7 @@ struct Deployed {
 async fn deployed() -> Deployed {
     let moto = Moto::start();
     moto.run_state_machines();
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.url())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
-    let aws = Aws::from_config(&config);
+    let aws = common::aws::moto_aws(&moto).await;
     let queue = aws
         .sqs
         .create_queue()
@@ -85,8 +59,8 @@ async fn deployed() -> Deployed {
         "States": {
             "Inventory": { "Type": "Pass", "Result": { "source_keys": 1000 }, "ResultPath": "$.inventory", "Next": "Plan" },
             "Plan": { "Type": "Pass", "Result": { "count": 4 }, "ResultPath": "$.plan", "Next": "Barrier" },
-            "Barrier": real_state("Barrier", &fill, "Await cutover"),
-            "Await cutover": real_state("Await cutover", &fill, "Migrated"),
+            "Barrier": common::aws::asl_state("Barrier", &fill, "Await cutover"),
+            "Await cutover": common::aws::asl_state("Await cutover", &fill, "Migrated"),
             "Migrated": { "Type": "Succeed" }
         }
     });
@@ -130,37 +104,21 @@ fn status(d: &Deployed) -> Value {
 
 /// Answers the Barrier's control message as the tail does.
 async fn answer_barrier(d: &Deployed) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let out = d
-            .aws
-            .sqs
-            .receive_message()
-            .queue_url(&d.queue)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        if let Some(m) = out.messages.unwrap_or_default().into_iter().next() {
-            let body: Value = serde_json::from_str(m.body.as_deref().unwrap()).unwrap();
-            assert_eq!(body["action"], "barrier");
-            let answer = json!({ "phase": "barrier", "replayed": 17, "report": {
-                "events": 500, "keys_copied": 480, "keys_deleted": 3, "events_per_sec": 50.0,
-                "copies_per_sec": 48.0, "queue_depth": 0, "lag_p50_ms": 2.0, "lag_p99_ms": 9.5,
-                "replayed": 17, "remembered_peak": 40, "remembered_bytes_now": 0, "gaps": 0,
-                "heals": 0, "seconds": 10.0 } });
-            d.aws
-                .sfn
-                .send_task_success()
-                .task_token(body["task_token"].as_str().unwrap())
-                .output(answer.to_string())
-                .send()
-                .await
-                .unwrap();
-            return;
-        }
-    }
-    panic!("no barrier request");
+    let body = common::aws::next_message(&d.aws, &d.queue, Duration::from_secs(30)).await;
+    assert_eq!(body["action"], "barrier");
+    let answer = json!({ "phase": "barrier", "replayed": 17, "report": {
+        "events": 500, "keys_copied": 480, "keys_deleted": 3, "events_per_sec": 50.0,
+        "copies_per_sec": 48.0, "queue_depth": 0, "lag_p50_ms": 2.0, "lag_p99_ms": 9.5,
+        "replayed": 17, "remembered_peak": 40, "remembered_bytes_now": 0, "gaps": 0,
+        "heals": 0, "seconds": 10.0 } });
+    d.aws
+        .sfn
+        .send_task_success()
+        .task_token(body["task_token"].as_str().unwrap())
+        .output(answer.to_string())
+        .send()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,6 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_secretsmanager::config::Credentials;
 use ferry_engine::copy::Counts;
 use ferry_engine::verify::StatusCounts;
 use ferry_steps::contracts::{ControlAction, ControlRequest, MigrationInput, Mode};
@@ -24,13 +22,7 @@ use serde_json::json;
 const MARKER: &str = "MARKER-s3cret-7f1d";
 
 async fn moto_aws(moto: &Moto) -> Arc<Aws> {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.url())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
-    Arc::new(Aws::from_config(&config))
+    Arc::new(common::aws::moto_aws(moto).await)
 }
 
 fn ctx(aws: &Arc<Aws>, budget: Option<Duration>) -> Ctx {

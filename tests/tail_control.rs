@@ -10,8 +10,6 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_secretsmanager::config::Credentials;
 use aws_sdk_sfn::types::ExecutionStatus;
 use common::live::Writers;
 use ferry_steps::Aws;
@@ -20,16 +18,6 @@ use serde_json::{json, Value};
 
 /// The source's password: it must never appear in the tail's output.
 const MARKER: &str = "MARKER-tail-5e2b";
-
-async fn moto_aws(moto: &Moto) -> Aws {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.url())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
-    Aws::from_config(&config)
-}
 
 async fn queue(aws: &Aws, name: &str) -> String {
     let out = aws
@@ -57,26 +45,16 @@ fn stand_in(queue: &str, extra: Value, next: &str) -> Value {
     })
 }
 
-/// A state of the real definition with the control queue filled in, its Retry dropped (a
-/// missed heartbeat must fail here, not be retried away) and its Catch sent to `Failed`.
+/// A state of the real definition with the control queue filled in, a missed heartbeat failing
+/// it (no Retry) into `Failed`.
 fn real_state(name: &str, control_queue: &str, next: &str, heartbeat: u64) -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/statemachine/migration.asl.json"
-    );
-    let text = std::fs::read_to_string(path)
-        .unwrap()
-        .replace("${ControlQueueUrl}", control_queue);
-    let definition: Value = serde_json::from_str(&text).unwrap();
-    let mut state = definition["States"][name].clone();
+    let mut state = common::aws::asl_state(name, &[("ControlQueueUrl", control_queue)], next);
     assert_eq!(
         state["Resource"], "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
         "{name}"
     );
     let o = state.as_object_mut().unwrap();
-    o.remove("Retry");
     o.insert("HeartbeatSeconds".into(), json!(heartbeat));
-    o.insert("Next".into(), json!(next));
     o.insert(
         "Catch".into(),
         json!([{ "ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Failed" }]),
@@ -124,7 +102,7 @@ struct Rig {
 async fn rig() -> Rig {
     let moto = Moto::start();
     moto.run_state_machines();
-    let aws = moto_aws(&moto).await;
+    let aws = common::aws::moto_aws(&moto).await;
     let control = queue(&aws, "ferry-control").await;
     let test = queue(&aws, "test-steps").await;
     let machine = aws
@@ -165,32 +143,9 @@ impl Rig {
 
     /// The next stand-in message, which must be `step`.
     async fn next_step(&self, step: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            let out = self
-                .aws
-                .sqs
-                .receive_message()
-                .queue_url(&self.test)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .unwrap();
-            if let Some(m) = out.messages.unwrap_or_default().into_iter().next() {
-                self.aws
-                    .sqs
-                    .delete_message()
-                    .queue_url(&self.test)
-                    .receipt_handle(m.receipt_handle.unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-                let body: Value = serde_json::from_str(m.body.as_deref().unwrap()).unwrap();
-                assert_eq!(body["step"], step, "{body}");
-                return body;
-            }
-        }
-        panic!("no {step} step within 60 s");
+        let body = common::aws::next_message(&self.aws, &self.test, Duration::from_secs(60)).await;
+        assert_eq!(body["step"], step, "{body}");
+        body
     }
 
     async fn answer(&self, message: &Value) {

@@ -2,6 +2,7 @@
 //! redis-rs (not ferry's own client), to check what ferry wrote; and running the `ferry` binary.
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod live;
 
 use std::collections::BTreeMap;

@@ -141,50 +141,58 @@ pub async fn status(a: ExecutionArgs) -> i32 {
     }
 }
 
-/// `ferry cutover`.
-pub async fn cutover(a: ExecutionArgs) -> i32 {
+/// Acts on one execution (the named one, or the stack's newest) and reports it as
+/// `{key: arn}` in JSON or `text(arn)` for people.
+async fn act_on_execution<F, Fut>(
+    a: ExecutionArgs,
+    key: &str,
+    action: F,
+    text: impl FnOnce(&str) -> String,
+) -> i32
+where
+    F: FnOnce(Aws, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StepError>>,
+{
     let aws = Aws::from_env().await;
-    let result = async {
-        let arn = execution(&aws, &a).await?;
-        executions::cutover(&aws, &arn).await?;
-        Ok::<_, StepError>(arn)
-    }
-    .await;
-    match result {
-        Ok(arn) => {
-            print(
-                a.deployed.json,
-                &serde_json::json!({ "cutover": arn }),
-                || {
-                    format!("cutover sent: the tail drains, then the final verify runs\nferry status {arn} --watch 10")
-                },
-            );
+    let arn = match execution(&aws, &a).await {
+        Ok(arn) => arn,
+        Err(e) => return exit_code(&e),
+    };
+    match action(aws, arn.clone()).await {
+        Ok(()) => {
+            print(a.deployed.json, &serde_json::json!({ key: arn }), || {
+                text(&arn)
+            });
             EXIT_OK
         }
         Err(e) => exit_code(&e),
     }
 }
 
+/// `ferry cutover`.
+pub async fn cutover(a: ExecutionArgs) -> i32 {
+    act_on_execution(
+        a,
+        "cutover",
+        |aws, arn| async move { executions::cutover(&aws, &arn).await },
+        |arn| {
+            format!("cutover sent: the tail drains, then the final verify runs\nferry status {arn} --watch 10")
+        },
+    )
+    .await
+}
+
 /// `ferry abort`.
 pub async fn abort(a: ExecutionArgs) -> i32 {
-    let aws = Aws::from_env().await;
-    let result = async {
-        let arn = execution(&aws, &a).await?;
-        executions::abort(&aws, &arn, "aborted by the operator (ferry abort)").await?;
-        Ok::<_, StepError>(arn)
-    }
-    .await;
-    match result {
-        Ok(arn) => {
-            print(
-                a.deployed.json,
-                &serde_json::json!({ "aborted": arn }),
-                || {
-                    format!("aborted {arn}\nthe tail stops by itself. Cleanup does not run on an abort: if EnableNotifications changed the source's parameter group, its output in the execution's history names the original group and value to put back")
-                },
-            );
-            EXIT_OK
-        }
-        Err(e) => exit_code(&e),
-    }
+    act_on_execution(
+        a,
+        "aborted",
+        |aws, arn| async move {
+            executions::abort(&aws, &arn, "aborted by the operator (ferry abort)").await
+        },
+        |arn| {
+            format!("aborted {arn}\nthe tail stops by itself. Cleanup does not run on an abort: if EnableNotifications changed the source's parameter group, its output in the execution's history names the original group and value to put back")
+        },
+    )
+    .await
 }

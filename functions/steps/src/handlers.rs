@@ -109,6 +109,19 @@ pub struct ShardStep<C> {
     pub pass: Option<String>,
 }
 
+/// How keys are copied between the two servers as they are now (versions decide DUMP or
+/// struct), and the source's description.
+pub async fn copy_context(
+    m: &Migration,
+) -> Result<(Arc<CopyContext>, ferry_engine::inventory::ServerInfo), StepError> {
+    let (source, target) = tokio::try_join!(
+        migrate::server_info(&m.source),
+        migrate::server_info(&m.target)
+    )?;
+    let copy = CopyContext::new(m.copy.clone(), m.scope.clone(), &source, &target);
+    Ok((Arc::new(copy), source))
+}
+
 /// When an invocation must stop scanning: the safety margin before the Lambda's deadline.
 fn stop_at(ctx: &Ctx, input: &MigrationInput) -> StopWhen {
     let margin = Duration::from_millis(input.options.safety_margin_ms);
@@ -128,16 +141,7 @@ pub async fn copy_shard(
     input: ShardStep<ferry_engine::copy::Counts>,
 ) -> Result<CopyShardOutput, StepError> {
     let m = migration(&ctx, &input.migration).await?;
-    let (source, target) = tokio::try_join!(
-        migrate::server_info(&m.source),
-        migrate::server_info(&m.target)
-    )?;
-    let copy = Arc::new(CopyContext::new(
-        m.copy.clone(),
-        m.scope.clone(),
-        &source,
-        &target,
-    ));
+    let (copy, _) = copy_context(&m).await?;
     let stop = stop_at(&ctx, &input.migration);
     let mut shards = migrate::copy_shards(&m, copy.clone(), vec![input.shard], stop).await?;
     let shard = shards.pop().expect("one shard in, one out");

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_engine::copy::CopyContext;
 use ferry_engine::migrate;
 use ferry_engine::tail::{Tail, TailOptions, TailReport};
 
@@ -214,16 +213,7 @@ async fn handle(
 /// the barrier. Notifications are the EnableNotifications step's business: this only checks.
 async fn start(ctx: &Ctx, input: &MigrationInput) -> Result<Tail, StepError> {
     let m = handlers::migration(ctx, input).await?;
-    let (source, target) = tokio::try_join!(
-        migrate::server_info(&m.source),
-        migrate::server_info(&m.target)
-    )?;
-    let copy = Arc::new(CopyContext::new(
-        m.copy.clone(),
-        m.scope.clone(),
-        &source,
-        &target,
-    ));
+    let (copy, source) = handlers::copy_context(&m).await?;
     let options = TailOptions {
         workers: input.options.workers.max(1),
         run_id: input.migration_id.clone(),
