@@ -4,7 +4,7 @@
 # and prints the report. DEMO_KEYS sets the dataset size (default 100000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh demo
 cargo build --release -p ferry-cli
 ferry=target/release/ferry
 . scripts/lib.sh

