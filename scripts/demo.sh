@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh demo
-cargo build --release -p ferry-cli
+cargo build --release -p ferry-cli --no-default-features  # the local engine only: no AWS SDKs to compile
 ferry=target/release/ferry
 . scripts/lib.sh
 

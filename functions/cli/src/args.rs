@@ -39,17 +39,22 @@ pub enum Command {
     /// Follow the source's keyspace notifications and keep the target equal to it, until
     /// SIGINT/SIGTERM or --idle-timeout; then drain (what the Fargate task runs).
     Tail(TailArgs),
+    #[cfg(feature = "aws")]
     /// Start a migration on the deployed stack (AWS): the execution input from a JSON file.
     Start(StartArgs),
+    #[cfg(feature = "aws")]
     /// Show a migration on AWS: state, shards done, the tail's lag, whether it awaits cutover.
     Status(ExecutionArgs),
+    #[cfg(feature = "aws")]
     /// Tell a migration on AWS that the writers are switched: the tail drains, the final
     /// verify runs.
     Cutover(ExecutionArgs),
+    #[cfg(feature = "aws")]
     /// Stop a migration on AWS.
     Abort(ExecutionArgs),
 }
 
+#[cfg(feature = "aws")]
 /// Which deployed state machine: AWS credentials and region come from the environment
 /// (AWS_PROFILE, AWS_REGION, …) as for the AWS CLI.
 #[derive(Debug, Clone, Args)]
@@ -70,6 +75,7 @@ pub struct DeployedArgs {
     pub json: bool,
 }
 
+#[cfg(feature = "aws")]
 #[derive(Debug, Clone, Args)]
 pub struct StartArgs {
     #[command(flatten)]
@@ -83,6 +89,7 @@ pub struct StartArgs {
     pub name: Option<String>,
 }
 
+#[cfg(feature = "aws")]
 #[derive(Debug, Clone, Args)]
 pub struct ExecutionArgs {
     /// The execution's ARN (default: the newest execution of the stack's state machine).

@@ -1,9 +1,11 @@
-//! `ferry start|status|cutover|abort`: the operator's commands for migrations running on AWS
-//! (the deployed state machine). The AWS calls live in `ferry_steps::executions`.
+//! The CLI's AWS side (feature `aws`): `ferry start|status|cutover|abort`, the operator's
+//! commands for migrations running on AWS, and `ferry tail --from-state-machine`, the Fargate
+//! task. The AWS calls live in `ferry_steps`.
 
 use std::time::Duration;
 
 use ferry_steps::executions::{self, Status};
+use ferry_steps::tail_task::{self, TailTaskSettings};
 use ferry_steps::{Aws, StepError};
 
 use crate::args::{DeployedArgs, ExecutionArgs, StartArgs};
@@ -195,4 +197,34 @@ pub async fn abort(a: ExecutionArgs) -> i32 {
         },
     )
     .await
+}
+
+/// `ferry tail --from-state-machine`: the Fargate task. Logs are JSON lines for CloudWatch;
+/// the exit code says how it ended (0 drained or stopped, 2 bad settings, 1 failed).
+pub async fn tail_for_state_machine(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> i32 {
+    let settings = match TailTaskSettings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error_type = e.error_type(), error = %e, "bad task settings");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let aws = Aws::from_env().await;
+    match tail_task::run(aws, settings, stop).await {
+        Ok((ending, report)) => {
+            tracing::info!(
+                ?ending,
+                events = report.events,
+                keys_copied = report.keys_copied,
+                replayed = report.replayed,
+                gaps = report.gaps,
+                "tail finished"
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            tracing::error!(error_type = e.error_type(), error = %e, "tail failed");
+            EXIT_FAILED
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! written); 3 verify found differences; 130 interrupted.
 
 mod args;
+#[cfg(feature = "aws")]
 mod control;
 mod progress;
 mod replicate;
@@ -46,9 +47,13 @@ fn main() {
             Command::Seed(a) => replicate::seed(a).await,
             Command::Tail(a) => replicate::tail(a).await,
             Command::Load(a) => replicate::load(a).await,
+            #[cfg(feature = "aws")]
             Command::Start(a) => control::start(a).await,
+            #[cfg(feature = "aws")]
             Command::Status(a) => control::status(a).await,
+            #[cfg(feature = "aws")]
             Command::Cutover(a) => control::cutover(a).await,
+            #[cfg(feature = "aws")]
             Command::Abort(a) => control::abort(a).await,
         }
     });

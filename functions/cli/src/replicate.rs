@@ -90,7 +90,7 @@ fn exit_code_of(e: &Error) -> i32 {
 }
 
 /// Stops scanning on SIGINT / SIGTERM; in-flight batches finish and checkpoints are reported.
-fn stop_on_signal() -> Arc<AtomicBool> {
+pub fn stop_on_signal() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
     tokio::spawn(async move {
@@ -420,7 +420,13 @@ async fn copy_and_verify(
 /// `ferry tail`: follow the source alone (no snapshot), drain on SIGINT/SIGTERM or idle.
 pub async fn tail(a: TailArgs) -> i32 {
     if a.from_state_machine {
-        return tail_for_state_machine().await;
+        #[cfg(feature = "aws")]
+        return crate::control::tail_for_state_machine(stop_on_signal()).await;
+        #[cfg(not(feature = "aws"))]
+        {
+            eprintln!("error: this ferry was built without AWS support (cargo build -p ferry-cli --features aws)");
+            return EXIT_BAD_INPUT;
+        }
     }
     let Some(connect) = &a.connect else {
         eprintln!("error: ferry tail needs --source and --target (or --from-state-machine)");
@@ -475,37 +481,6 @@ pub async fn tail(a: TailArgs) -> i32 {
         }
     };
     emit(&report, a.json.as_deref())
-}
-
-/// `ferry tail --from-state-machine`: the Fargate task. Logs are JSON lines for CloudWatch;
-/// the exit code says how it ended (0 drained or stopped, 2 bad settings, 1 failed).
-async fn tail_for_state_machine() -> i32 {
-    use ferry_steps::tail_task::{self, TailTaskSettings};
-    let settings = match TailTaskSettings::from_env() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error_type = e.error_type(), error = %e, "bad task settings");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let aws = ferry_steps::Aws::from_env().await;
-    match tail_task::run(aws, settings, stop_on_signal()).await {
-        Ok((ending, report)) => {
-            tracing::info!(
-                ?ending,
-                events = report.events,
-                keys_copied = report.keys_copied,
-                replayed = report.replayed,
-                gaps = report.gaps,
-                "tail finished"
-            );
-            EXIT_OK
-        }
-        Err(e) => {
-            tracing::error!(error_type = e.error_type(), error = %e, "tail failed");
-            EXIT_FAILED
-        }
-    }
 }
 
 /// Ends a small command: `on_ok` prints its result; an error is one line on stderr. Returns the
