@@ -15,7 +15,7 @@ KEYS=${KEYS:-1000000}
 scripts/setup.sh >/dev/null
 python3 -c "import redis" 2>/dev/null || python3 -m pip install -q redis
 [ -x /usr/bin/time ] || { apt-get install -y -qq time >/dev/null 2>&1 || sudo apt-get install -y -qq time; }
-cargo build --release -p ferry-cli 2>&1 | tail -1
+cargo build --release -p ferry-cli --no-default-features 2>&1 | tail -1
 ferry=$PWD/target/release/ferry
 cli=/usr/bin/redis-cli
 . scripts/lib.sh
