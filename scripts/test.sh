@@ -3,6 +3,8 @@
 # `ferry` binary the end-to-end tests run, then runs every test against real redis-servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# pip may install tools per user (moto_server, cfn-lint, cargo-lambda, hadolint): find them there too.
+export PATH="$HOME/.local/bin:$PATH"
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
