@@ -16,13 +16,24 @@ import { Construct } from 'constructs';
 
 const ROOT = path.join(__dirname, '..', '..');
 
-/** Builds one step binary with cargo lambda on this machine (no Docker needed). */
+/** Where `cargo lambda build` put every step binary, once built in this synth. */
+let lambdaDir: string | undefined;
+
+/**
+ * Bundles one step binary with cargo lambda on this machine (no Docker needed): the first
+ * function builds all ten in one `cargo lambda build` (shared dependencies compile once), the
+ * others copy theirs.
+ */
 class CargoLambda implements ILocalBundling {
   constructor(private readonly binary: string) {}
   tryBundle(outputDir: string): boolean {
-    const lambdaDir = fs.mkdtempSync(path.join(ROOT, 'target', 'cdk-'));
-    execFileSync('cargo', ['lambda', 'build', '--release', '--arm64', '-p', 'ferry-steps',
-      '--bin', this.binary, '--lambda-dir', lambdaDir], { cwd: ROOT, stdio: 'inherit' });
+    if (lambdaDir === undefined) {
+      fs.mkdirSync(path.join(ROOT, 'target'), { recursive: true });
+      const dir = fs.mkdtempSync(path.join(ROOT, 'target', 'cdk-'));
+      execFileSync('cargo', ['lambda', 'build', '--release', '--arm64', '-p', 'ferry-steps',
+        '--lambda-dir', dir], { cwd: ROOT, stdio: 'inherit' });
+      lambdaDir = dir;
+    }
     fs.copyFileSync(path.join(lambdaDir, this.binary, 'bootstrap'), path.join(outputDir, 'bootstrap'));
     return true;
   }
