@@ -9,7 +9,8 @@ fuzz_target!(|url: &str| {
         let redacted = ep.redacted_url();
         let _ = ep.addr();
         if let Some(pw) = ep.password.as_ref().map(|p| p.expose()) {
-            if !pw.is_empty() {
+            // A password of asterisks looks like the mask itself: nothing to learn there.
+            if pw.chars().any(|c| c != '*') {
                 assert!(!redacted.contains(&format!(":{pw}@")), "{redacted}");
             }
         }
