@@ -11,6 +11,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace "$@" 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 # One closing line for the whole suite.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "suite: %d passed, %d failed\n", p, f; exit (f > 0) }' "$log"
