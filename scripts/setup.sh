@@ -17,6 +17,8 @@ set -euo pipefail
 sudo_if_needed() { if [ "$(id -u)" -ne 0 ]; then sudo "$@"; else "$@"; fi; }
 
 missing=()
+# libFuzzer (cargo fuzz) is C++: the fuzz targets need a C++ compiler.
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 [ -x /usr/bin/redis-cli ] || missing+=(redis-tools)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -84,6 +86,7 @@ if [ ! -x "$sam_venv/bin/sam" ]; then
   echo "setup: installing aws-sam-cli (PyPI) into $sam_venv"
   if ! python3 -m venv "$sam_venv" >/dev/null 2>&1; then
     # Debian's python3 needs its venv package for this.
+    sudo_if_needed apt-get update -qq
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
     rm -rf "$sam_venv"
     python3 -m venv "$sam_venv"
