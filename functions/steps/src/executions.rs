@@ -37,8 +37,8 @@ pub async fn start(
     input: Value,
     name: Option<&str>,
 ) -> Result<String, StepError> {
-    let input = MigrationInput::from_json(input)?;
-    let body = serde_json::json!({ "migration": input }).to_string();
+    // The execution input is the migration itself (the Start state files it under $.migration).
+    let body = serde_json::to_string(&MigrationInput::from_json(input)?).expect("serializes");
     let out = aws
         .sfn
         .start_execution()
