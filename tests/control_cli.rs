@@ -58,9 +58,10 @@ async fn deployed() -> Deployed {
         "StartAt": "Start",
         "States": {
             "Start": common::aws::asl_state("Start", &fill, "Inventory"),
-            // `$.migration.migration_id` must exist, as the real Inventory step needs it: an
-            // input wrapped the wrong way fails the execution here.
-            "Inventory": { "Type": "Pass", "Parameters": { "source_keys": 1000, "migration_id.$": "$.migration.migration_id" }, "ResultPath": "$.inventory", "Next": "Plan" },
+            // Shaped like the real Inventory's result (`$.inventory.summary`), and
+            // `$.migration.migration_id` must exist, as the real step needs it: an input
+            // wrapped the wrong way fails the execution here.
+            "Inventory": { "Type": "Pass", "Parameters": { "summary": { "source_keys": 1000, "migration_id.$": "$.migration.migration_id" } }, "ResultPath": "$.inventory", "Next": "Plan" },
             "Plan": { "Type": "Pass", "Result": { "count": 4 }, "ResultPath": "$.plan", "Next": "Barrier" },
             "Barrier": common::aws::asl_state("Barrier", &fill, "Await cutover"),
             "Await cutover": common::aws::asl_state("Await cutover", &fill, "Migrated"),

@@ -130,7 +130,9 @@ pub async fn status(aws: &Aws, execution: &str) -> Result<Status, StepError> {
         }
         if let Some(output) = e.state_exited_event_details().and_then(|d| d.output()) {
             let v: Value = serde_json::from_str(output).unwrap_or(Value::Null);
-            s.source_keys = v["inventory"]["source_keys"].as_u64().or(s.source_keys);
+            s.source_keys = v["inventory"]["summary"]["source_keys"]
+                .as_u64()
+                .or(s.source_keys);
             s.shards_planned = v["plan"]["count"].as_u64().or(s.shards_planned);
         }
         if let Some(output) = e.task_succeeded_event_details().and_then(|d| d.output()) {
