@@ -249,7 +249,7 @@ async fn live_mode_writes_nothing_to_the_source_but_its_canary() {
     ];
     assert_eq!(source.cmd(&rules), "+OK");
     source.cmd(&["ACL", "LOG", "RESET"]);
-    let reader = format!("redis://reader:reader-pw@127.0.0.1:{}/0", source.port);
+    let reader = format!("redis://reader:reader-pw@127.0.0.1:{}", source.port);
     let writers = Writers::start(&source.url(), 2, 77, (false, false));
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");

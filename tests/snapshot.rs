@@ -41,8 +41,9 @@ async fn copy_and_verify(m: &Migration) -> Result<(Inventory, Counts, VerifyRepo
     )
     .await?;
     assert!(shards.iter().all(|s| s.done), "every shard finishes");
-    let vctx = migrate::verify_context(m, &inv, VerifyOptions::default());
-    let (report, _) = migrate::verify_all(m, &inv, vctx, Arc::new(|_| {})).await?;
+    let vctx = migrate::verify_context(m, &inv, &[], None, VerifyOptions::default());
+    let (report, _) =
+        migrate::verify_all(m, &inv, vctx, Arc::new(|_| {}), StopWhen::default()).await?;
     Ok((inv, ctx.stats.counts(), report))
 }
 
@@ -340,14 +341,17 @@ async fn quick_verify_finds_missing_type_and_ttl_and_full_finds_values() {
         let vctx = migrate::verify_context(
             &m,
             &inv,
+            &[],
+            None,
             VerifyOptions {
                 level,
                 ..Default::default()
             },
         );
-        let (report, _) = migrate::verify_all(&m, &inv, vctx, Arc::new(|_| {}))
-            .await
-            .unwrap();
+        let (report, _) =
+            migrate::verify_all(&m, &inv, vctx, Arc::new(|_| {}), StopWhen::default())
+                .await
+                .unwrap();
         // SCAN may return a key twice, so count distinct keys per status.
         let distinct: std::collections::BTreeSet<_> = report
             .diffs
@@ -369,10 +373,16 @@ async fn quick_verify_finds_missing_type_and_ttl_and_full_finds_values() {
         assert!(report.sample.iter().any(|d| d.key == "only:target"));
     }
     // Repair re-copies exactly those keys and deletes the extra one.
-    let vctx = migrate::verify_context(&m, &inv, VerifyOptions::default());
-    let (report, _) = migrate::verify_all(&m, &inv, vctx.clone(), Arc::new(|_| {}))
-        .await
-        .unwrap();
+    let vctx = migrate::verify_context(&m, &inv, &[], None, VerifyOptions::default());
+    let (report, _) = migrate::verify_all(
+        &m,
+        &inv,
+        vctx.clone(),
+        Arc::new(|_| {}),
+        StopWhen::default(),
+    )
+    .await
+    .unwrap();
     let ctx = Arc::new(CopyContext::new(
         m.copy.clone(),
         m.scope.clone(),

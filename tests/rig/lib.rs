@@ -246,20 +246,24 @@ impl Server {
         Err("not ready within 10s".into())
     }
 
-    /// The URL ferry should use, credentials included.
+    /// The URL ferry should use, credentials included, naming no db (every db is migrated).
     pub fn url(&self) -> String {
-        self.url_db(0)
+        self.url_path("")
     }
 
-    /// The URL of database `db`.
+    /// The URL of database `db` (to ferry: that db only).
     pub fn url_db(&self, db: u32) -> String {
+        self.url_path(&format!("/{db}"))
+    }
+
+    fn url_path(&self, path: &str) -> String {
         let scheme = if self.config.tls { "rediss" } else { "redis" };
         let auth = match (&self.config.acl_user, &self.config.password) {
             (Some((u, p)), _) => format!("{u}:{p}@"),
             (None, Some(p)) => format!(":{p}@"),
             _ => String::new(),
         };
-        format!("{scheme}://{auth}127.0.0.1:{}/{db}", self.port)
+        format!("{scheme}://{auth}127.0.0.1:{}{path}", self.port)
     }
 
     /// The URL of the plain port, for the test's own client.

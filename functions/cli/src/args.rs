@@ -157,11 +157,50 @@ pub struct ConnectArgs {
     /// Do not verify the target's TLS certificate (unsafe; a warning is printed).
     #[arg(long)]
     pub target_insecure: bool,
+    /// Client certificate (PEM) for a source that requires mutual TLS (with --source-key).
+    #[arg(long, value_name = "FILE", requires = "source_key")]
+    pub source_cert: Option<PathBuf>,
+    /// Private key (PEM) of --source-cert.
+    #[arg(long, value_name = "FILE", requires = "source_cert")]
+    pub source_key: Option<PathBuf>,
+    /// Client certificate (PEM) for a target that requires mutual TLS (with --target-key).
+    #[arg(long, value_name = "FILE", requires = "target_key")]
+    pub target_cert: Option<PathBuf>,
+    /// Private key (PEM) of --target-cert.
+    #[arg(long, value_name = "FILE", requires = "target_cert")]
+    pub target_key: Option<PathBuf>,
     /// Map a source db to a target db, with an optional key prefix: SRC=DST[:PREFIX]
-    /// (repeatable), e.g. 1=0:db1: for a target with only db 0.
+    /// (repeatable), e.g. 1=0:db1: for a target with only db 0. A db in the source URL
+    /// (redis://host/3) limits the migration to that db; one in the target URL is where it lands.
     #[arg(long = "db-map", value_name = "SRC=DST[:PREFIX]")]
     pub db_map: Vec<String>,
+    /// How long a server may take to answer before its connection counts as lost (a reply
+    /// over 1 MiB gets a second more per MiB).
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = positive_seconds)]
+    pub reply_timeout: f64,
 }
+
+/// A number of seconds: finite and above zero.
+pub fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(s),
+        _ => Err(format!("'{text}' is not a number of seconds above 0")),
+    }
+}
+
+/// Key types `--key-type` takes: the core types and the module types ferry knows by name.
+pub const KEY_TYPES: [&str; 10] = [
+    "string",
+    "hash",
+    "list",
+    "set",
+    "zset",
+    "stream",
+    "ReJSON-RL",
+    "MBbloom--",
+    "MBbloomCF",
+    "vectorset",
+];
 
 #[derive(Debug, Clone, Args)]
 pub struct ReplicateArgs {
@@ -176,8 +215,8 @@ pub struct ReplicateArgs {
     /// Only keys matching this glob (SCAN MATCH).
     #[arg(long, value_name = "GLOB")]
     pub key_pattern: Option<String>,
-    /// Only keys of this type (string, hash, list, set, zset, stream).
-    #[arg(long, value_name = "TYPE")]
+    /// Only keys of this type (as TYPE names it).
+    #[arg(long, value_name = "TYPE", value_parser = clap::builder::PossibleValuesParser::new(KEY_TYPES))]
     pub key_type: Option<String>,
     /// Shards per source database (SCAN cursor ranges; rounded down to a power of two).
     #[arg(long, default_value_t = 8)]
@@ -227,8 +266,12 @@ pub struct ReplicateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LiveArgs {
     /// Live mode: stop following after this many seconds without a keyspace event.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     pub idle_timeout: Option<f64>,
+    /// Live mode: at the stop, how long to wait for the tail to copy what is dirty and go
+    /// quiet; past it ferry reports the keys still dirty and exits 4 (writers still running?).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_seconds)]
+    pub drain_timeout: f64,
     /// Live mode: if the source's notify-keyspace-events lacks flags, set them (CONFIG SET) and
     /// restore the original value at the end.
     #[arg(long)]

@@ -1,7 +1,8 @@
 //! `ferry`: move a live Redis keyspace to another Redis, locally between two URLs.
 //!
 //! Exit codes: 0 copied and verified; 1 any other failure; 2 bad usage or input (nothing was
-//! written); 3 verify found differences; 130 interrupted.
+//! written); 3 verify found differences; 4 a live stop gave up draining (writers still
+//! running); 130 interrupted.
 
 mod args;
 #[cfg(feature = "aws")]
@@ -22,6 +23,8 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
 /// Exit code for a verify that found differences.
 pub const EXIT_DIFFERENT: i32 = 3;
+/// Exit code when a live stop could not drain within --drain-timeout: the target is behind.
+pub const EXIT_NOT_DRAINED: i32 = 4;
 /// Exit code after SIGINT / SIGTERM.
 pub const EXIT_INTERRUPTED: i32 = 130;
 

@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use ferry_engine::cluster;
 use ferry_engine::copy::{CopyContext, CopyOptions, Method};
+use ferry_engine::lease::Lease;
 use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
 use ferry_engine::scope::Scope;
+use ferry_engine::scope::LEASE_KEY;
 use ferry_engine::seed::{self, SeedSpec};
 use ferry_engine::tail::{self, Tail, TailOptions};
 use ferry_engine::verify::{Level, VerifyOptions};
@@ -20,14 +22,21 @@ use crate::args::{
 };
 use crate::progress::Progress;
 use crate::report::{live_line, CopySummary, ErrorSummary, Report, VerifySummary};
-use crate::{EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK};
+use crate::{
+    EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_DRAINED, EXIT_OK,
+};
 
-/// Builds an endpoint from a URL, the environment's credentials and TLS options.
+/// How long without an event counts as quiet when a live run or `ferry tail` stops.
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Builds an endpoint from a URL, the environment's credentials and TLS options (a CA file,
+/// `insecure`, a client certificate and key for mutual TLS).
 fn endpoint(
     role: Role,
     url: &str,
     ca: Option<&std::path::Path>,
     insecure: bool,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
 ) -> Result<Endpoint, Error> {
     let prefix = match role {
         Role::Source => "FERRY_SOURCE",
@@ -41,13 +50,25 @@ fn endpoint(
         .filter(|s| !s.is_empty())
         .map(Secret::new);
     let mut ep = Endpoint::parse(role, url)?.with_credentials(user, password);
-    if ca.is_some() || insecure {
+    if ca.is_some() || insecure || identity.is_some() {
         let tls = ep.tls.get_or_insert_with(TlsSettings::default);
         tls.ca_file = ca.map(|p| p.to_path_buf());
         tls.insecure = insecure;
+        if let Some((cert, key)) = identity {
+            let read = |path: &std::path::Path, what: &str| {
+                std::fs::read_to_string(path).map_err(|e| {
+                    Error::InvalidInput(format!(
+                        "cannot read --{role}-{what} {}: {e}",
+                        path.display()
+                    ))
+                })
+            };
+            tls.client_cert_pem = Some(read(cert, "cert")?);
+            tls.client_key_pem = Some(Secret::new(read(key, "key")?));
+        }
         if url.trim_start().starts_with("redis://") {
             return Err(Error::InvalidInput(format!(
-                "a CA file or --{role}-insecure was given but the {role} URL is redis:// (plain); use rediss://"
+                "a CA file, client certificate or --{role}-insecure was given but the {role} URL is redis:// (plain); use rediss://"
             )));
         }
     }
@@ -68,16 +89,46 @@ fn migration(c: &ConnectArgs) -> Result<Migration, Error> {
         &c.source,
         c.source_ca.as_deref(),
         c.source_insecure,
+        c.source_cert.as_deref().zip(c.source_key.as_deref()),
     )?;
     let target = endpoint(
         Role::Target,
         &c.target,
         c.target_ca.as_deref(),
         c.target_insecure,
+        c.target_cert.as_deref().zip(c.target_key.as_deref()),
     )?;
+    ferry_engine::conn::set_reply_timeout(std::time::Duration::from_secs_f64(c.reply_timeout));
     let mut m = Migration::new(source, target);
     m.scope.db_map = Scope::parse_db_map(&c.db_map)?;
+    m.scope
+        .apply_url_dbs(m.source.db_in_url, m.target.db_in_url)?;
     Ok(m)
+}
+
+/// Takes the target's lease for a run that writes (see `ferry_engine::lease`), runs `work`,
+/// and gives the lease back, whatever the outcome. A lease lost meanwhile fails the run: another
+/// run may have written to the target.
+async fn holding_lease<T>(
+    m: &mut Migration,
+    what: &str,
+    work: impl AsyncFnOnce(&Migration) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let lease = Lease::acquire(&m.target, what).await?;
+    m.holds_lease = true;
+    let result = work(m).await;
+    let lost = lease.lost();
+    if let Err(e) = lease.release().await {
+        eprintln!(
+            "warning: could not delete the target lease {LEASE_KEY} (it expires by itself): {e}"
+        );
+    }
+    match result {
+        Ok(_) if lost => Err(Error::TargetInUse(format!(
+            "the target lease {LEASE_KEY} was taken over during the run: another run may have written to the target; compare again"
+        ))),
+        other => other,
+    }
 }
 
 /// Exit code for an engine error.
@@ -89,7 +140,13 @@ fn exit_code_of(e: &Error) -> i32 {
     }
 }
 
+/// What a forced exit must still put back on the source: the notification flags live mode
+/// changed (set while they are changed).
+static RESTORE_ON_EXIT: std::sync::Mutex<Option<(Endpoint, String)>> = std::sync::Mutex::new(None);
+
 /// Stops scanning on SIGINT / SIGTERM; in-flight batches finish and checkpoints are reported.
+/// A second signal of either kind forces the exit, after putting back what ferry changed on
+/// the source.
 pub fn stop_on_signal() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
@@ -102,7 +159,19 @@ pub fn stop_on_signal() -> Arc<AtomicBool> {
         }
         eprintln!("stopping: finishing batches in flight (send again to force)");
         set.store(true, Ordering::Relaxed);
-        tokio::signal::ctrl_c().await.ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("stopping now (forced)");
+        let restore = RESTORE_ON_EXIT.lock().expect("restore").take();
+        if let Some((source, flags)) = restore {
+            let put_back = tail::restore_notifications(&source, &flags);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), put_back).await {
+                Ok(Ok(())) => eprintln!("restored notify-keyspace-events to '{flags}'"),
+                _ => eprintln!("warning: could not restore notify-keyspace-events to '{flags}'"),
+            }
+        }
         std::process::exit(EXIT_INTERRUPTED);
     });
     flag
@@ -149,6 +218,27 @@ fn emit(report: &Report, json: Option<&std::path::Path>) -> i32 {
 
 async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error> {
     let mut m = migration(&a.connect)?;
+    if a.mode == Mode::Live {
+        m.tail_workers = a.live.tail_workers.max(1);
+    }
+    check_replicate_args(a, &mut m, report)?;
+    // Only runs that write hold the target's lease; a compare that repairs writes too.
+    if a.mode == Mode::Compare && !a.repair {
+        return replicate_leased(a, report, &m).await;
+    }
+    let what = format!("ferry replicate --mode {}", report.mode);
+    holding_lease(&mut m, &what, async |m| {
+        replicate_leased(a, report, m).await
+    })
+    .await
+}
+
+/// Checks the options and puts them into the migration.
+fn check_replicate_args(
+    a: &ReplicateArgs,
+    m: &mut Migration,
+    report: &mut Report,
+) -> Result<(), Error> {
     if a.shards == 0 || a.workers == 0 || a.parallel == 0 || a.batch_keys == 0 {
         return Err(Error::InvalidInput(
             "--shards, --parallel, --workers and --batch-keys must be at least 1".into(),
@@ -179,13 +269,21 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
     m.workers = a.workers;
     m.allow_nonempty_target = a.allow_nonempty_target;
     m.read_from_replicas = a.read_from_replicas;
+    Ok(())
+}
 
+/// `ferry replicate` from inventory on, the lease held when the run writes.
+async fn replicate_leased(
+    a: &ReplicateArgs,
+    report: &mut Report,
+    m: &Migration,
+) -> Result<i32, Error> {
     let purpose = if a.mode == Mode::Compare {
         Purpose::Compare
     } else {
         Purpose::Copy
     };
-    let inv = migrate::inventory(&m, purpose).await?;
+    let inv = migrate::inventory(m, purpose).await?;
     report.inventory = Some(inv.clone());
     let copy_ctx = Arc::new(CopyContext::new(
         m.copy.clone(),
@@ -200,9 +298,10 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
     let mut original_flags = None;
     if a.mode == Mode::Live {
         original_flags = tail::ensure_notifications(&m.source, a.live.enable_notifications).await?;
-        let dbs = migrate::source_dbs(&inv.source);
+        remember_restore(m, &original_flags);
+        let dbs = migrate::source_dbs(&m.scope, &inv.source);
         let started = async {
-            let t = Tail::start(&m, copy_ctx.clone(), dbs, tail_options(&a.live), true).await?;
+            let t = Tail::start(m, copy_ctx.clone(), dbs, tail_options(&a.live), true).await?;
             if m.read_from_replicas {
                 // A replica must hold every write made before the subscription, or a key
                 // written just before it could be read stale, with no event left to correct it.
@@ -213,15 +312,21 @@ async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error>
         match started.await {
             Ok(t) => live = Some(t),
             Err(e) => {
-                restore_flags(&m, &original_flags).await;
+                restore_flags(m, &original_flags).await;
                 return Err(e);
             }
         }
         eprintln!("live: subscribed to keyspace events; the canary key arrived");
     }
-    let result = copy_and_verify(a, report, &m, &inv, copy_ctx, stop, live).await;
-    restore_flags(&m, &original_flags).await;
+    let result = copy_and_verify(a, report, m, &inv, copy_ctx, stop, live).await;
+    restore_flags(m, &original_flags).await;
     result
+}
+
+/// Records the notification flags to put back if ferry is forced to exit.
+fn remember_restore(m: &Migration, original: &Option<String>) {
+    *RESTORE_ON_EXIT.lock().expect("restore") =
+        original.as_ref().map(|f| (m.source.clone(), f.clone()));
 }
 
 fn tail_options(l: &LiveArgs) -> TailOptions {
@@ -233,6 +338,7 @@ fn tail_options(l: &LiveArgs) -> TailOptions {
 
 /// Puts back the notification flags live mode changed; a failure is reported, not fatal.
 async fn restore_flags(m: &Migration, original: &Option<String>) {
+    RESTORE_ON_EXIT.lock().expect("restore").take();
     if let Some(flags) = original {
         if let Err(e) = tail::restore_notifications(&m.source, flags).await {
             eprintln!("warning: could not restore notify-keyspace-events to '{flags}': {e}");
@@ -344,15 +450,29 @@ async fn copy_and_verify(
 
     if let Some(mut t) = live.take() {
         let replayed = t.barrier();
-        t.drain(std::time::Duration::ZERO).await?;
+        let drain_timeout = std::time::Duration::from_secs_f64(a.live.drain_timeout);
+        if !t.drain(std::time::Duration::ZERO, drain_timeout).await? {
+            eprintln!("live: the barrier replay is still being copied (writers are busy)");
+        }
         eprintln!(
             "live: target caught up ({replayed} keys touched during the snapshot replayed); following changes until Ctrl-C{}",
             a.live.idle_timeout.map(|s| format!(" or {s}s without events")).unwrap_or_default()
         );
         follow(&mut t, &stop, a.live.idle_timeout).await?;
         eprintln!("live: stopping: draining the tail");
-        t.drain(std::time::Duration::from_millis(300)).await?;
+        if !t.drain(DRAIN_QUIET, drain_timeout).await? {
+            report.still_dirty = t.dirty_sample(20);
+            report.live = Some(t.stop().await?);
+            report.outcome = "not drained".into();
+            eprintln!(
+                "live: the source is still being written to: gave up draining after {}s (--drain-timeout); the target is behind",
+                a.live.drain_timeout
+            );
+            return Ok(EXIT_NOT_DRAINED);
+        }
         report.live = Some(t.stop().await?);
+        // The first signal ended the follow; verify runs whole (a second signal forces the exit).
+        stop.store(false, Ordering::Relaxed);
     }
 
     let level = match a.verify {
@@ -367,12 +487,14 @@ async fn copy_and_verify(
         ..VerifyOptions::default()
     };
     // Fresh counts: keys and dbs may have come and gone since inventory (live mode).
+    let start_inv = inv;
     let inv = ferry_engine::inventory::Inventory {
         source: migrate::server_info(&m.source).await?,
         target: migrate::server_info(&m.target).await?,
         ..inv.clone()
     };
-    let vctx = migrate::verify_context(m, &inv, options);
+    let known_dbs = migrate::source_dbs(&m.scope, &start_inv.source);
+    let vctx = migrate::verify_context(m, &inv, &known_dbs, copy_ctx.limiter.clone(), options);
     let start = Instant::now();
     let checked = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let count = checked.clone();
@@ -384,10 +506,24 @@ async fn copy_and_verify(
     let on_scanned: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| {
         checked.fetch_add(n, Ordering::Relaxed);
     });
-    let (verify_report, reverse_note) =
-        migrate::verify_all(m, &inv, vctx.clone(), on_scanned).await?;
+    let stopper = StopWhen {
+        deadline: None,
+        flag: Some(stop.clone()),
+    };
+    let (verify_report, complete) =
+        migrate::verify_all(m, &inv, vctx.clone(), on_scanned, stopper).await?;
     progress.finish(verify_report.total.ok + verify_report.total.differences());
     let differences = verify_report.total.differences();
+    if !complete {
+        report.verify = Some(VerifySummary {
+            level: format!("{level:?}").to_lowercase(),
+            seconds: start.elapsed().as_secs_f64(),
+            report: verify_report,
+            complete,
+        });
+        report.outcome = "interrupted".into();
+        return Ok(EXIT_INTERRUPTED);
+    }
     if a.repair && differences > 0 {
         let repaired =
             migrate::repair(m, copy_ctx.clone(), vctx.clone(), &verify_report.diffs).await?;
@@ -397,7 +533,7 @@ async fn copy_and_verify(
             level: format!("{level:?}").to_lowercase(),
             seconds: start.elapsed().as_secs_f64(),
             report: verify_report,
-            reverse_pass: reverse_note,
+            complete,
         });
         report.outcome = if fixed { "repaired" } else { "different" }.into();
         return Ok(if fixed { EXIT_OK } else { EXIT_DIFFERENT });
@@ -406,7 +542,7 @@ async fn copy_and_verify(
         level: format!("{level:?}").to_lowercase(),
         seconds: start.elapsed().as_secs_f64(),
         report: verify_report,
-        reverse_pass: reverse_note,
+        complete,
     });
     if differences > 0 {
         report.outcome = "different".into();
@@ -437,43 +573,18 @@ pub async fn tail(a: TailArgs) -> i32 {
         ..Report::default()
     };
     let result = async {
-        let m = migration(connect)?;
+        let mut m = migration(connect)?;
+        m.tail_workers = a.live.tail_workers.max(1);
         report.source = m.source.redacted_url();
         report.target = m.target.redacted_url();
-        let inv = migrate::inventory(&m, Purpose::Compare).await?;
-        let ctx = Arc::new(CopyContext::new(
-            m.copy.clone(),
-            m.scope.clone(),
-            &inv.source,
-            &inv.target,
-        ));
-        let original = tail::ensure_notifications(&m.source, a.live.enable_notifications).await?;
-        let stop = stop_on_signal();
-        let outcome = async {
-            let mut t = Tail::start(
-                &m,
-                ctx,
-                migrate::source_dbs(&inv.source),
-                tail_options(&a.live),
-                false,
-            )
-            .await?;
-            eprintln!("tail: subscribed to keyspace events; the canary key arrived; following");
-            follow(&mut t, &stop, a.live.idle_timeout).await?;
-            t.drain(std::time::Duration::from_millis(300)).await?;
-            t.stop().await
-        }
-        .await;
-        restore_flags(&m, &original).await;
-        report.live = Some(outcome?);
-        Ok::<(), Error>(())
+        holding_lease(&mut m, "ferry tail", async |m| {
+            tail_leased(&a, m, &mut report).await
+        })
+        .await
     }
     .await;
     report.exit_code = match result {
-        Ok(()) => {
-            report.outcome = "drained".into();
-            EXIT_OK
-        }
+        Ok(code) => code,
         Err(e) => {
             report.error = Some(ErrorSummary::from(&e));
             report.outcome = "failed".into();
@@ -481,6 +592,44 @@ pub async fn tail(a: TailArgs) -> i32 {
         }
     };
     emit(&report, a.json.as_deref())
+}
+
+/// `ferry tail` with the target's lease held: follow until a signal or idle, then drain within
+/// the drain timeout.
+async fn tail_leased(a: &TailArgs, m: &Migration, report: &mut Report) -> Result<i32, Error> {
+    let inv = migrate::inventory(m, Purpose::Compare).await?;
+    let ctx = Arc::new(CopyContext::new(
+        m.copy.clone(),
+        m.scope.clone(),
+        &inv.source,
+        &inv.target,
+    ));
+    let stop = stop_on_signal();
+    let original = tail::ensure_notifications(&m.source, a.live.enable_notifications).await?;
+    remember_restore(m, &original);
+    let outcome = async {
+        let dbs = migrate::source_dbs(&m.scope, &inv.source);
+        let mut t = Tail::start(m, ctx, dbs, tail_options(&a.live), false).await?;
+        eprintln!("tail: subscribed to keyspace events; the canary key arrived; following");
+        follow(&mut t, &stop, a.live.idle_timeout).await?;
+        let timeout = std::time::Duration::from_secs_f64(a.live.drain_timeout);
+        let drained = t.drain(DRAIN_QUIET, timeout).await?;
+        if !drained {
+            report.still_dirty = t.dirty_sample(20);
+        }
+        Ok::<_, Error>((drained, t.stop().await?))
+    }
+    .await;
+    restore_flags(m, &original).await;
+    let (drained, live) = outcome?;
+    report.live = Some(live);
+    Ok(if drained {
+        report.outcome = "drained".into();
+        EXIT_OK
+    } else {
+        report.outcome = "not drained".into();
+        EXIT_NOT_DRAINED
+    })
 }
 
 /// Ends a small command: `on_ok` prints its result; an error is one line on stderr. Returns the
@@ -516,7 +665,7 @@ pub async fn inventory(c: ConnectArgs) -> i32 {
 /// `ferry load`: a steady write load, reported as JSON.
 pub async fn load(a: LoadArgs) -> i32 {
     let result = async {
-        let target = endpoint(Role::Target, &a.target, None, false)?;
+        let target = endpoint(Role::Target, &a.target, None, false, None)?;
         seed::load(&target, a.rate, a.seconds, a.keys, a.connections).await
     }
     .await;
@@ -528,7 +677,7 @@ pub async fn load(a: LoadArgs) -> i32 {
 /// `ferry seed`: write the sample dataset.
 pub async fn seed(a: SeedArgs) -> i32 {
     let result = async {
-        let target = endpoint(Role::Target, &a.target, a.target_ca.as_deref(), false)?;
+        let target = endpoint(Role::Target, &a.target, a.target_ca.as_deref(), false, None)?;
         let spec = SeedSpec {
             keys: a.keys,
             ttl_percent: a.ttl_percent,

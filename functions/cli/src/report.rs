@@ -37,6 +37,9 @@ pub struct Report {
     /// What --repair did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairReport>,
+    /// Keys still dirty when a live stop gave up draining (a sample: db and key).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub still_dirty: Vec<(u32, String)>,
     /// Why the run failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorSummary>,
@@ -72,9 +75,8 @@ pub struct VerifySummary {
     /// Counts and sample.
     #[serde(flatten)]
     pub report: VerifyReport,
-    /// Why the reverse pass was skipped, if it was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reverse_pass: Option<String>,
+    /// Whether every shard of both passes was compared (false: stopped early, counts partial).
+    pub complete: bool,
 }
 
 /// A failure, by stable kind name.
@@ -160,14 +162,28 @@ impl Report {
             for d in &v.report.sample {
                 line(format!("    {:?} db{} {}", d.status, d.db, d.key));
             }
-            if let Some(note) = &v.reverse_pass {
-                line(format!("  note: {note}"));
+            if !v.complete {
+                line(
+                    "  note: verify was stopped early: these counts cover part of the keys".into(),
+                );
             }
         }
         if let Some(r) = &self.repair {
             line(format!(
                 "  repair: re-copied {}, deleted {} extra, {} still different",
                 r.recopied, r.deleted, r.still_different
+            ));
+        }
+        if !self.still_dirty.is_empty() {
+            let shown: Vec<String> = self
+                .still_dirty
+                .iter()
+                .take(10)
+                .map(|(db, k)| format!("db{db} {k}"))
+                .collect();
+            line(format!(
+                "  still dirty (not on the target yet): {}",
+                shown.join(", ")
             ));
         }
         if let Some(e) = &self.error {

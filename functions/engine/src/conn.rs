@@ -21,8 +21,48 @@ use crate::resp::{self, Reply};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a TLS handshake may take; a plain-text server never answers one.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one reply may take before the connection is declared lost.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a reply may take to start arriving, by default (see [`set_reply_timeout`]).
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// The slowest a reply may trickle in once started: each MiB received buys one more second past
+/// the reply timeout, so a big reply on a slow link completes and a server that sends one byte
+/// now and then (broken, or hostile) does not hold ferry forever.
+const MIN_REPLY_RATE: u64 = 1 << 20;
+
+static REPLY_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_REPLY_TIMEOUT.as_millis() as u64);
+
+/// Sets how long any reply may take to arrive (whole, for replies under 1 MiB) before the
+/// connection is declared lost, for every connection of the process.
+pub fn set_reply_timeout(timeout: Duration) {
+    REPLY_TIMEOUT_MS.store(
+        timeout.as_millis().max(1) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+fn reply_timeout() -> Duration {
+    Duration::from_millis(REPLY_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The deadline of one reply: the reply timeout from when ferry starts waiting, plus a second
+/// per MiB that has arrived.
+struct ReplyClock {
+    started: tokio::time::Instant,
+    received: u64,
+}
+
+impl ReplyClock {
+    fn start() -> ReplyClock {
+        ReplyClock {
+            started: tokio::time::Instant::now(),
+            received: 0,
+        }
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        self.started + reply_timeout() + Duration::from_secs(self.received / MIN_REPLY_RATE)
+    }
+}
 
 enum Stream {
     Plain(TcpStream),
@@ -181,7 +221,15 @@ impl Wire {
             .map_err(|e| self.unreachable_if_tls_mismatch(e))?;
         match reply {
             Reply::Error(e) => {
-                let message = String::from_utf8_lossy(&e).into_owned();
+                let message = crate::error::server_text(&String::from_utf8_lossy(&e));
+                if message.contains("max number of clients") {
+                    // Not a credential problem: the server is full.
+                    return Err(Error::Unreachable {
+                        role: self.role,
+                        addr: self.addr.clone(),
+                        reason: format!("{message} (the server's maxclients is reached)"),
+                    });
+                }
                 if crate::error::is_transient_server_error(&message) {
                     // LOADING, BUSY…: the server is up but not ready; retrying is right.
                     return Err(self.server_error(b"AUTH", &message));
@@ -272,6 +320,10 @@ impl Wire {
     }
 
     async fn recv(&mut self) -> Result<Reply> {
+        self.recv_by(&mut ReplyClock::start()).await
+    }
+
+    async fn recv_by(&mut self, clock: &mut ReplyClock) -> Result<Reply> {
         loop {
             if self.rbuf.len() >= self.parse_when {
                 match resp::take_reply(&mut self.rbuf) {
@@ -283,14 +335,21 @@ impl Wire {
                     Err(e) => return Err(self.protocol(e)),
                 }
             }
-            self.fill().await?;
+            let most = resp::limits().max_reply_bytes();
+            if self.rbuf.len() > most {
+                return Err(self.protocol(resp::ProtocolError(format!(
+                    "one reply is over {most} bytes"
+                ))));
+            }
+            self.fill(clock).await?;
         }
     }
 
     async fn recv_limited(&mut self, limit: usize) -> Result<Reply> {
+        let clock = &mut ReplyClock::start();
         loop {
             match resp::peek_head(&self.rbuf).map_err(|e| self.protocol(e))? {
-                resp::Head::Incomplete => self.fill().await?,
+                resp::Head::Incomplete => self.fill(clock).await?,
                 resp::Head::Bulk { len, header } if len > limit => {
                     let mut remaining = header + len + 2;
                     loop {
@@ -300,30 +359,34 @@ impl Wire {
                         if remaining == 0 {
                             break;
                         }
-                        self.fill().await?;
+                        self.fill(clock).await?;
                     }
                     self.parse_when = 0;
                     return Ok(Reply::Skipped(len as u64));
                 }
-                _ => return self.recv().await,
+                _ => return self.recv_by(clock).await,
             }
         }
     }
 
-    /// Reads once from the socket into the read buffer.
-    async fn fill(&mut self) -> Result<()> {
+    /// Reads once from the socket into the read buffer, by the reply's deadline.
+    async fn fill(&mut self, clock: &mut ReplyClock) -> Result<()> {
         if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
             self.rbuf
                 .reserve(self.rbuf.len().clamp(64 * 1024, 8 * 1024 * 1024));
         }
         let spare = self.rbuf.capacity() - self.rbuf.len();
-        let read = tokio::time::timeout(REPLY_TIMEOUT, self.stream.read_buf(&mut self.rbuf))
+        let read = tokio::time::timeout_at(clock.deadline(), self.stream.read_buf(&mut self.rbuf))
             .await
             .map_err(|_| Error::ConnectionLost {
                 addr: self.addr.clone(),
-                reason: format!("no reply within {}s", REPLY_TIMEOUT.as_secs()),
+                reason: format!(
+                    "the reply did not arrive within {:.0}s",
+                    (clock.deadline() - clock.started).as_secs_f64()
+                ),
             })?
             .map_err(|e| self.lost(e))?;
+        clock.received += read as u64;
         if read == 0 {
             return Err(Error::ConnectionLost {
                 addr: self.addr.clone(),
@@ -356,6 +419,7 @@ impl Wire {
     }
 
     fn server_error(&self, command: &[u8], message: &str) -> Error {
+        let message = &crate::error::server_text(message);
         if message.starts_with("OOM") {
             return Error::TargetOutOfMemory {
                 addr: self.addr.clone(),
@@ -750,23 +814,51 @@ fn tls_config(tls: &TlsSettings) -> std::result::Result<rustls::ClientConfig, St
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    if tls.insecure {
-        return Ok(builder
+    let builder = if tls.insecure {
+        builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(insecure::AcceptAnyCert))
-            .with_no_client_auth());
+    } else {
+        builder.with_root_certificates(trusted_roots(tls)?)
+    };
+    match (&tls.client_cert_pem, &tls.client_key_pem) {
+        (Some(cert), Some(key)) => {
+            use rustls_pki_types::pem::PemObject;
+            let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| format!("the client certificate is not valid PEM: {e}"))?;
+            if chain.is_empty() {
+                return Err("the client certificate file holds no certificate".into());
+            }
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.expose().as_bytes())
+                .map_err(|_| {
+                    "the client key file holds no readable private key (PEM)".to_string()
+                })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("the client certificate and key do not go together: {e}"))
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err("a client certificate needs its key, and a key its certificate".into()),
     }
+}
+
+/// The CAs that verify the server: the CA file and PEM given, or the system's roots when none
+/// is given. A CA file or bundle that holds no certificate is an error, never a silent fall
+/// back to the system roots (that would defeat pinning a private CA).
+fn trusted_roots(tls: &TlsSettings) -> std::result::Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     let mut pem = String::new();
     if let Some(path) = &tls.ca_file {
         pem = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
     }
-    if let Some(extra) = &tls.ca_pem {
+    if let Some(extra) = tls.ca_pem.as_ref().filter(|p| !p.trim().is_empty()) {
         pem.push('\n');
         pem.push_str(extra);
     }
-    if pem.trim().is_empty() {
+    let given = tls.ca_file.is_some() || tls.ca_pem.as_ref().is_some_and(|p| !p.trim().is_empty());
+    if !given {
         for cert in rustls_native_certs::load_native_certs().certs {
             roots.add(cert).ok();
         }
@@ -778,11 +870,19 @@ fn tls_config(tls: &TlsSettings) -> std::result::Result<rustls::ClientConfig, St
                 .add(cert)
                 .map_err(|e| format!("CA certificate rejected: {e}"))?;
         }
+        if roots.is_empty() {
+            let from = tls
+                .ca_file
+                .as_ref()
+                .map(|p| format!("CA file {}", p.display()))
+                .unwrap_or_else(|| "the CA bundle".into());
+            return Err(format!("{from} holds no certificate"));
+        }
     }
     if roots.is_empty() {
         return Err("no CA certificates to verify the server with".into());
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    Ok(roots)
 }
 
 mod insecure {

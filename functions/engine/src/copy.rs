@@ -136,6 +136,8 @@ pub struct CopyContext {
     pub source_absolute_ttl: bool,
     /// The target's RDB version; payloads it cannot load go struct.
     pub target_rdb: u16,
+    /// The source's RDB version (what its DUMP payloads carry).
+    pub source_rdb: u16,
     /// The target takes stream counters (XSETID ENTRIESADDED, XGROUP ENTRIESREAD).
     pub target_stream_counters: bool,
     /// Every key goes struct (the method says so, or auto found the versions incompatible).
@@ -168,6 +170,7 @@ impl CopyContext {
             scope,
             source_absolute_ttl: source.has_pexpiretime(),
             target_rdb: target.rdb_version,
+            source_rdb: source.rdb_version,
             target_stream_counters: target.has_stream_counters(),
             all_struct,
             stats: Stats::default(),
@@ -394,6 +397,20 @@ impl Copier {
             match self.target.recv().await? {
                 Reply::Error(e) => {
                     let msg = String::from_utf8_lossy(&e).into_owned();
+                    // Redis words a bad version and a bad checksum alike; a payload whose
+                    // version the target accepts can only have failed its checksum.
+                    let version_fits = restore_accepts(self.ctx.target_rdb, self.ctx.source_rdb);
+                    if msg.contains("checksum") && version_fits {
+                        first_error.get_or_insert_with(|| Error::Server {
+                            addr: self.target.addr().to_string(),
+                            command: "RESTORE".into(),
+                            message: format!(
+                                "the DUMP payload of '{}' failed the target's checksum check: it was corrupted between the source and the target (or by the source); nothing else was written for it",
+                                crate::scope::display_key(&k[..k.len().min(200)])
+                            ),
+                        });
+                        continue;
+                    }
                     let version_error =
                         msg.contains("payload version") || msg.contains("Bad data format");
                     if version_error && self.ctx.options.method == Method::Auto {

@@ -134,6 +134,18 @@ impl DirtySet {
         s.queue.len() + s.in_flight.len() + s.again.len()
     }
 
+    /// Up to `n` keys still waiting or in flight, for a report of what a stop left behind.
+    pub fn sample(&self, n: usize) -> Vec<DbKey> {
+        let s = self.state.lock().expect("dirty set");
+        s.queue
+            .iter()
+            .chain(s.in_flight.iter())
+            .chain(s.again.keys())
+            .take(n)
+            .cloned()
+            .collect()
+    }
+
     /// Opens a remember window (at subscription, or before a heal pass).
     pub fn open_window(&self) {
         self.state.lock().expect("dirty set").windows += 1;

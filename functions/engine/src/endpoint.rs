@@ -63,6 +63,10 @@ pub struct TlsSettings {
     pub ca_pem: Option<String>,
     /// Skip certificate verification entirely. Only when the user asks; ferry warns about it.
     pub insecure: bool,
+    /// A client certificate chain (PEM) for servers that require mutual TLS.
+    pub client_cert_pem: Option<String>,
+    /// The client certificate's private key (PEM).
+    pub client_key_pem: Option<Secret>,
 }
 
 /// One Redis server ferry talks to: address, database, credentials and TLS.
@@ -80,6 +84,9 @@ pub struct Endpoint {
     pub password: Option<Secret>,
     /// The database the URL selects (used when a command names no other).
     pub db: u32,
+    /// The database the URL named, if it named one: the migration then covers that database
+    /// only (source), or puts it there (target).
+    pub db_in_url: Option<u32>,
     /// `Some` for `rediss://`.
     pub tls: Option<TlsSettings>,
 }
@@ -89,49 +96,61 @@ const URL_SHAPE: &str = "expected redis://[user[:password]@]host[:port][/db] or 
 impl Endpoint {
     /// Parses a URL. Credentials may be in the URL, but the environment
     /// (see [`Endpoint::with_credentials`]) keeps them out of process listings.
+    ///
+    /// The user info is everything before the last `@`, split at its first `:`, so a password
+    /// may hold any character (`/`, `@`, `:`, `?`, `#`) written as is or percent-encoded. It is
+    /// cut off before the rest of the URL is parsed: no message about the URL can quote it.
     pub fn parse(role: Role, url: &str) -> Result<Endpoint> {
-        let parsed = url::Url::parse(url.trim()).map_err(|e| {
-            Error::InvalidInput(format!("{role} URL is not valid: {e} ({URL_SHAPE})"))
-        })?;
-        let tls = match parsed.scheme() {
-            "redis" | "valkey" => None,
-            "rediss" | "valkeys" => Some(TlsSettings::default()),
-            other => {
-                return Err(Error::InvalidInput(format!(
-                    "{role} URL has scheme '{other}': {URL_SHAPE}"
-                )))
+        let url = url.trim();
+        let invalid = |what: &str| Error::InvalidInput(format!("{role} URL {what} ({URL_SHAPE})"));
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| invalid("is not valid: it has no scheme://"))?;
+        let (user_info, location) = match rest.rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        let (username, password) = match user_info {
+            None => (None, None),
+            Some(info) => {
+                let (user, password) = match info.split_once(':') {
+                    Some((u, p)) => (u, Some(p)),
+                    None => (info, None),
+                };
+                let user = Some(percent_decode(user)).filter(|u| !u.is_empty());
+                let password = password
+                    .filter(|p| !p.is_empty())
+                    .map(|p| Secret::new(percent_decode(p)));
+                (user, password)
             }
         };
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "redis" | "valkey" => None,
+            "rediss" | "valkeys" => Some(TlsSettings::default()),
+            _ => return Err(invalid("has an unknown scheme")),
+        };
+        // Only the location (host, port, path) goes through the URL parser.
+        let parsed = url::Url::parse(&format!("redis://{location}"))
+            .map_err(|e| invalid(&format!("is not valid: {e}")))?;
         let host = parsed
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| Error::InvalidInput(format!("{role} URL has no host: {URL_SHAPE}")))?
+            .ok_or_else(|| invalid("has no host"))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
         let port = parsed.port().unwrap_or(6379);
-        let decode = |s: &str| {
-            percent_decode(s)
-                .ok_or_else(|| Error::InvalidInput(format!("{role} URL credentials are not valid")))
-        };
-        let username = match parsed.username() {
+        let db_in_url = match parsed.path().trim_start_matches('/') {
             "" => None,
-            u => Some(decode(u)?),
-        };
-        let password = match parsed.password() {
-            None | Some("") => None,
-            Some(p) => Some(Secret::new(decode(p)?)),
-        };
-        let db = match parsed.path().trim_start_matches('/') {
-            "" => 0,
-            d => d.parse::<u32>().map_err(|_| {
-                Error::InvalidInput(format!("{role} URL path '/{d}' is not a database number"))
-            })?,
+            d => Some(
+                d.parse::<u32>()
+                    .map_err(|_| invalid("has a path that is not a database number"))?,
+            ),
         };
         if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(Error::InvalidInput(format!(
-                "{role} URL has a query or fragment; use command-line options instead ({URL_SHAPE})"
-            )));
+            return Err(invalid(
+                "has a query or fragment; use command-line options instead",
+            ));
         }
         Ok(Endpoint {
             role,
@@ -139,7 +158,8 @@ impl Endpoint {
             port,
             username,
             password,
-            db,
+            db: db_in_url.unwrap_or(0),
+            db_in_url,
             tls,
         })
     }
@@ -178,7 +198,10 @@ impl Endpoint {
             (None, Some(_)) => ":***@".to_string(),
             (None, None) => String::new(),
         };
-        format!("{scheme}://{user}{}/{}", self.addr(), self.db)
+        match self.db_in_url {
+            Some(db) => format!("{scheme}://{user}{}/{db}", self.addr()),
+            None => format!("{scheme}://{user}{}", self.addr()),
+        }
     }
 
     /// The same server on another host and port (a cluster node found by discovery).
@@ -191,22 +214,30 @@ impl Endpoint {
     }
 }
 
-/// Decodes `%XX` escapes in URL user info; `None` when the result is not UTF-8 or an escape is cut.
-fn percent_decode(s: &str) -> Option<String> {
+/// Decodes `%XX` escapes in URL user info; a `%` that starts no valid escape, and an escape
+/// whose bytes are not UTF-8, stay as written.
+fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 #[cfg(test)]
@@ -239,6 +270,110 @@ mod tests {
         let v6 = Endpoint::parse(Role::Target, "redis://[::1]:7000").unwrap();
         assert_eq!(v6.host, "::1");
         assert_eq!(v6.addr(), "[::1]:7000");
+    }
+
+    use proptest::prelude::*;
+
+    /// Passwords with every character that has a meaning in a URL, and some that are not ASCII;
+    /// the capitals never occur elsewhere in the URLs below, so finding one in a message means
+    /// the password leaked.
+    fn password() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            proptest::sample::select(vec![
+                'Q', 'Z', 'X', 'W', '/', '@', ':', '%', '?', '#', '[', ']', ' ', 'é', '€', '+',
+            ]),
+            8..24,
+        )
+        .prop_map(|cs| cs.into_iter().collect::<String>())
+        .prop_filter("holds a capital", |p| {
+            p.chars().any(|c| c.is_ascii_uppercase())
+        })
+    }
+
+    /// The password as a user would write it: as is, or (for `%`) percent-encoded.
+    fn written(p: &str, encode_all: bool) -> String {
+        p.chars()
+            .map(|c| match c {
+                '%' => "%25".to_string(),
+                c if encode_all && !c.is_ascii_alphanumeric() => {
+                    let mut b = [0u8; 4];
+                    c.encode_utf8(&mut b)
+                        .bytes()
+                        .map(|x| format!("%{x:02X}"))
+                        .collect()
+                }
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
+    fn leaks(text: &str, p: &str) -> bool {
+        let chars: Vec<char> = p.chars().collect();
+        chars
+            .windows(4)
+            .map(|w| w.iter().collect::<String>())
+            .filter(|w| w.chars().any(|c| c.is_ascii_uppercase()))
+            .any(|w| text.contains(&w))
+    }
+
+    proptest! {
+        #[test]
+        fn any_password_in_any_url_shape_parses_and_never_shows(
+            pw in password(),
+            user in proptest::option::of("[a-z]{1,8}"),
+            host in proptest::sample::select(vec!["127.0.0.1", "cache.example", "[::1]"]),
+            port in proptest::option::of(1u16..),
+            db in proptest::option::of(0u32..16),
+            tls in any::<bool>(),
+            encode_all in any::<bool>(),
+        ) {
+            let url = format!(
+                "{}://{}:{}@{host}{}{}",
+                if tls { "rediss" } else { "redis" },
+                user.clone().unwrap_or_default(),
+                written(&pw, encode_all),
+                port.map(|p| format!(":{p}")).unwrap_or_default(),
+                db.map(|d| format!("/{d}")).unwrap_or_default(),
+            );
+            let e = Endpoint::parse(Role::Source, &url).unwrap();
+            prop_assert_eq!(e.password.as_ref().unwrap().expose(), pw.as_str());
+            prop_assert_eq!(e.username.clone(), user);
+            prop_assert_eq!(e.port, port.unwrap_or(6379));
+            prop_assert_eq!(e.db_in_url, db);
+            prop_assert_eq!(e.host.as_str(), host.trim_matches(['[', ']']));
+            let shown = format!("{e:?} {} {}", e.redacted_url(), e.addr());
+            prop_assert!(!leaks(&shown, &pw), "{}", shown);
+        }
+
+        #[test]
+        fn a_bad_url_with_a_password_never_repeats_it(
+            pw in password(),
+            tail in proptest::sample::select(vec![
+                ":99999", ":port", "/x", "/0?db=1", "/0#frag", ":1/2/3", "", "/-1",
+            ]),
+            scheme in proptest::sample::select(vec!["redis", "http", "rediss", ""]),
+        ) {
+            for url in [
+                format!("{scheme}://u:{pw}@h{tail}"),
+                format!("{scheme}://:{pw}@{tail}"),
+                format!("{scheme}://{pw}{tail}"),
+            ] {
+                if let Err(err) = Endpoint::parse(Role::Target, &url) {
+                    prop_assert!(!leaks(&err.to_string(), &pw), "{}", err);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_password_with_a_slash_is_a_password() {
+        let e = Endpoint::parse(
+            Role::Source,
+            "redis://default:7601/S3cr3t+x@127.0.0.1:7601/2",
+        )
+        .unwrap();
+        assert_eq!(e.password.unwrap().expose(), "7601/S3cr3t+x");
+        assert_eq!((e.port, e.db_in_url), (7601, Some(2)));
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum Error {
     /// The target refused a write because it reached `maxmemory`.
     #[error("target {addr} is out of memory ({message}); raise its maxmemory or free space, then run again")]
     TargetOutOfMemory { addr: String, message: String },
+    /// Another ferry run holds the target's lease: two runs must not write into one target.
+    #[error("target in use: {0}")]
+    TargetInUse(String),
     /// The target already holds keys and the user did not allow writing over them.
     #[error("target is not empty: {0}")]
     TargetNotEmpty(String),
@@ -75,6 +78,7 @@ impl Error {
             Error::Protocol { .. } => "ProtocolError",
             Error::TargetOutOfMemory { .. } => "TargetOutOfMemory",
             Error::TargetNotEmpty(_) => "TargetNotEmpty",
+            Error::TargetInUse(_) => "TargetInUse",
             Error::Incompatible(_) => "IncompatibleVersion",
             Error::NotificationsDisabled(_) => "NotificationsDisabled",
             Error::Unsupported(_) => "UnsupportedType",
@@ -108,6 +112,7 @@ impl Error {
                 | Error::AuthFailed { .. }
                 | Error::Tls { .. }
                 | Error::TargetNotEmpty(_)
+                | Error::TargetInUse(_)
                 | Error::Incompatible(_)
                 | Error::NotificationsDisabled(_)
         )
@@ -127,6 +132,27 @@ pub(crate) fn is_transient_server_error(message: &str) -> bool {
         "FAILOVER",
     ];
     TRANSIENT.iter().any(|p| message.starts_with(p))
+}
+
+/// The most characters of a server's error text ferry repeats.
+const SERVER_TEXT_CHARS: usize = 300;
+
+/// A server's error text made safe to print: control characters (terminal escape sequences)
+/// shown as `\u{..}` escapes, and at most [`SERVER_TEXT_CHARS`] characters kept.
+pub(crate) fn server_text(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len().min(SERVER_TEXT_CHARS + 32));
+    for (shown, c) in raw.chars().enumerate() {
+        if shown == SERVER_TEXT_CHARS {
+            out.push_str(&format!("… ({} bytes in all)", raw.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -153,6 +179,11 @@ mod tests {
         };
         assert!(!wrongtype.is_retryable());
         assert!(!Error::TargetNotEmpty("db0".into()).is_retryable());
+        let shown = server_text(&format!("ERR \x1b[2J{}", "x".repeat(1 << 20)));
+        assert!(
+            shown.starts_with("ERR \\u{1b}[2J") && shown.len() < 400,
+            "{shown}"
+        );
         assert_eq!(
             Error::TargetOutOfMemory {
                 addr: "a:1".into(),

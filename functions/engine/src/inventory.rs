@@ -49,6 +49,12 @@ pub struct ServerInfo {
     pub notify_keyspace_events: Option<String>,
     /// How many databases the server has, where CONFIG tells.
     pub databases: Option<u32>,
+    /// `master` or `slave` (a replica, read-only), from `INFO replication`.
+    pub role: String,
+    /// `maxclients`, where CONFIG tells.
+    pub maxclients: Option<u64>,
+    /// Clients connected when ferry looked (`INFO clients`).
+    pub connected_clients: u64,
     /// The servers holding the keyspace: the server itself, or every cluster primary. Shards
     /// are planned per node.
     pub nodes: Vec<NodeShare>,
@@ -93,7 +99,23 @@ impl ServerInfo {
                 dbs.insert(db, parse_db_stats(v));
             }
         }
+        // INFO's keyspace section is what the plan trusts: a server whose INFO lacks it, or
+        // contradicts DBSIZE, would be "verified" with nothing copied.
+        let selected = conn.db();
+        let dbsize = conn.call(&["DBSIZE"]).await?.as_int().unwrap_or(0).max(0) as u64;
+        let listed = dbs.get(&selected).map_or(0, |d: &DbStats| d.keys);
+        if dbsize > 0 && listed == 0 {
+            return Err(Error::Protocol {
+                addr: conn.addr().to_string(),
+                message: format!(
+                    "INFO keyspace lists no keys in db {selected} but DBSIZE counts {dbsize}: ferry cannot plan from this server's INFO"
+                ),
+            });
+        }
         let notify = config_get(conn, "notify-keyspace-events").await?;
+        let maxclients = config_get(conn, "maxclients")
+            .await?
+            .and_then(|d| d.parse().ok());
         let databases = config_get(conn, "databases")
             .await?
             .and_then(|d| d.parse().ok());
@@ -114,6 +136,12 @@ impl ServerInfo {
             maxmemory_policy: get("maxmemory_policy"),
             notify_keyspace_events: notify,
             databases,
+            role: match get("role").as_str() {
+                "" => "master".to_string(),
+                r => r.to_string(),
+            },
+            maxclients,
+            connected_clients: num("connected_clients"),
             nodes: vec![NodeShare {
                 addr: conn.addr().to_string(),
                 slots: Vec::new(),

@@ -11,6 +11,7 @@ pub mod dirty;
 pub mod endpoint;
 pub mod error;
 pub mod inventory;
+pub mod lease;
 pub mod migrate;
 pub mod plan;
 pub mod ratelimit;
@@ -19,6 +20,7 @@ pub mod scan;
 pub mod scope;
 pub mod seed;
 pub mod tail;
+pub mod util;
 pub mod value;
 pub mod verify;
 

@@ -14,6 +14,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::inventory::{self, Inventory, ServerInfo};
 use crate::plan::{self, Shard};
+use crate::ratelimit::RateLimiter;
 use crate::scan::{self, BatchWorker, ScanConfig};
 use crate::scope::Scope;
 use crate::verify::{
@@ -41,6 +42,10 @@ pub struct Migration {
     pub allow_nonempty_target: bool,
     /// Snapshot reads (SCAN, DUMP) from a replica of each cluster primary, sparing the primaries.
     pub read_from_replicas: bool,
+    /// Copy workers of the live tail (0 without a tail): their connections count too.
+    pub tail_workers: usize,
+    /// This run holds the target lease, whose key is one of target db 0's keys.
+    pub holds_lease: bool,
 }
 
 impl Migration {
@@ -56,6 +61,8 @@ impl Migration {
             workers: 8,
             allow_nonempty_target: false,
             read_from_replicas: false,
+            tail_workers: 0,
+            holds_lease: false,
         }
     }
 }
@@ -76,7 +83,14 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
     let (source, target) = tokio::join!(connect_info(&m.source), connect_info(&m.target));
     let ((mut source_conn, source), (_, target)) = (source?, target?);
     inventory::check_pairing(&source, &target)?;
-    let dbs = source_dbs(&source);
+    if purpose == Purpose::Copy && target.role != "master" {
+        return Err(Error::Incompatible(format!(
+            "the target {} is a read-only replica (role {}): point ferry at its primary",
+            target.addr, target.role
+        )));
+    }
+    check_connections(m, &source)?;
+    let dbs = source_dbs(&m.scope, &source);
     m.scope.check_collisions(&dbs)?;
     for &db in &dbs {
         let t = m.scope.target_of(db);
@@ -87,7 +101,12 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
                 t.db
             )));
         }
-        let held = target.dbs.get(&t.db).map_or(0, |d| d.keys);
+        let lease = u64::from(m.holds_lease && t.db == 0);
+        let held = target
+            .dbs
+            .get(&t.db)
+            .map_or(0, |d| d.keys)
+            .saturating_sub(lease);
         if purpose == Purpose::Copy && held > 0 && !m.allow_nonempty_target {
             return Err(Error::TargetNotEmpty(format!(
                 "target db {} already holds {held} keys; use an empty target, or --allow-nonempty-target to write over matching keys",
@@ -128,6 +147,36 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
     })
 }
 
+/// Connections a run opens to one source node at most: a source connection per worker, one per
+/// scanner, the tail's, and a few for inventory and the gap watcher.
+pub fn source_connections(m: &Migration) -> u64 {
+    let tail = if m.tail_workers > 0 {
+        m.tail_workers + 3
+    } else {
+        0
+    };
+    (m.workers + m.parallel + tail + 2) as u64
+}
+
+/// Refuses a run that would take the connections the application needs: ferry may use what
+/// the source has free under `maxclients`, less a tenth of it (at least 10) kept for the
+/// application's reconnects.
+fn check_connections(m: &Migration, source: &ServerInfo) -> Result<()> {
+    let Some(max) = source.maxclients else {
+        return Ok(());
+    };
+    let free = max.saturating_sub(source.connected_clients);
+    let spare = (max / 10).max(10);
+    let needed = source_connections(m);
+    if needed + spare > free {
+        return Err(Error::InvalidInput(format!(
+            "this run would open up to {needed} connections to the source {}, which has {free} free (maxclients {max}, {} connected) and ferry leaves {spare} for the application: lower --workers, --parallel or --tail-workers",
+            source.addr, source.connected_clients
+        )));
+    }
+    Ok(())
+}
+
 async fn connect_info(ep: &Endpoint) -> Result<(Conn, ServerInfo)> {
     ServerInfo::read_keyspace(ep).await
 }
@@ -137,20 +186,20 @@ pub async fn server_info(ep: &Endpoint) -> Result<ServerInfo> {
     Ok(connect_info(ep).await?.1)
 }
 
-/// The source dbs that hold keys.
-pub fn source_dbs(source: &ServerInfo) -> Vec<u32> {
+/// The source dbs in scope that hold keys.
+pub fn source_dbs(scope: &Scope, source: &ServerInfo) -> Vec<u32> {
     source
         .dbs
         .iter()
-        .filter(|(_, s)| s.keys > 0)
+        .filter(|(db, s)| s.keys > 0 && scope.covers_db(**db))
         .map(|(db, _)| *db)
         .collect()
 }
 
-/// The shard plan for the source: per node and db with keys, cursor ranges sized to the db
-/// (design §2).
+/// The shard plan for the source: per node and db in scope with keys, cursor ranges sized to
+/// the db (design §2).
 pub fn plan_shards(m: &Migration, source: &ServerInfo) -> Vec<Shard> {
-    plan_server(source, m.shards_per_db, None)
+    plan_server(source, m.shards_per_db, Some(&source_dbs(&m.scope, source)))
 }
 
 /// The copy's plan: [`plan_shards`], scanned on replicas when the migration reads from them.
@@ -264,32 +313,34 @@ pub async fn copy_shards(
     .await
 }
 
-/// Builds the verify context for a run.
+/// Builds the verify context for a run. `known_dbs` are source dbs the migration has copied
+/// before (held keys at its start), so a db the source emptied meanwhile is still checked for
+/// leftovers on the target; `limiter` is the run's load cap on the source.
 pub fn verify_context(
     m: &Migration,
     inv: &Inventory,
+    known_dbs: &[u32],
+    limiter: Option<Arc<RateLimiter>>,
     options: VerifyOptions,
 ) -> Arc<VerifyContext> {
     Arc::new(VerifyContext {
         options,
         scope: m.scope.clone(),
         absolute_ttl: inv.source.has_pexpiretime() && inv.target.has_pexpiretime(),
-        source_dbs: verify_dbs(inv),
+        source_dbs: owned_dbs(m, &inv.source, known_dbs),
+        limiter,
         report: Mutex::new(VerifyReport::default()),
     })
 }
 
-/// The dbs verify covers: those with keys on the source, and those with keys on the target
-/// (a db the source emptied during a live run must be checked for leftovers).
-fn verify_dbs(inv: &Inventory) -> Vec<u32> {
-    let mut dbs = source_dbs(&inv.source);
-    dbs.extend(
-        inv.target
-            .dbs
-            .iter()
-            .filter(|(_, s)| s.keys > 0)
-            .map(|(db, _)| *db),
-    );
+/// The source dbs whose keys the migration owns on the target: those in scope holding keys
+/// now, those it copied before, and those `--db-map` names. Target dbs are never added on their
+/// own account: a target db no source db maps to is not the migration's.
+pub fn owned_dbs(m: &Migration, source: &ServerInfo, known_dbs: &[u32]) -> Vec<u32> {
+    let mut dbs = source_dbs(&m.scope, source);
+    dbs.extend(known_dbs.iter().copied());
+    dbs.extend(m.scope.db_map.keys().copied());
+    dbs.retain(|db| m.scope.covers_db(*db));
     dbs.sort_unstable();
     dbs.dedup();
     dbs
@@ -304,7 +355,7 @@ pub async fn verify_shards(
     on_scanned: Arc<dyn Fn(u64) + Send + Sync>,
     stop: StopWhen,
 ) -> Result<Vec<Shard>> {
-    let mut config = scan_config(m, &m.source, None, on_scanned);
+    let mut config = scan_config(m, &m.source, ctx.limiter.clone(), on_scanned);
     config.deadline = stop.deadline;
     if let Some(flag) = stop.flag {
         config.stop = flag;
@@ -324,23 +375,16 @@ pub async fn verify_shards(
     .await
 }
 
-/// The reverse pass's shards: the target's keyspace in the dbs the scope maps to, or `None`
-/// (with why) when the pass cannot run.
-pub fn plan_reverse(
-    m: &Migration,
-    ctx: &VerifyContext,
-    target: &ServerInfo,
-) -> std::result::Result<Vec<Shard>, String> {
+/// The reverse pass's shards: the target's keyspace in the dbs the scope maps to. Which of
+/// their keys are the migration's is decided per key ([`Scope::owners_of`]).
+pub fn plan_reverse(m: &Migration, ctx: &VerifyContext, target: &ServerInfo) -> Vec<Shard> {
     let target_dbs: std::collections::BTreeSet<u32> = ctx
         .source_dbs
         .iter()
         .map(|db| m.scope.target_of(*db).db)
         .collect();
-    if reverse_prefixed(m, ctx) && m.scope.pattern.is_some() {
-        return Err("reverse pass skipped: --key-pattern with a prefixing --db-map".into());
-    }
     let target_dbs: Vec<u32> = target_dbs.into_iter().collect();
-    Ok(plan_server(target, m.shards_per_db, Some(&target_dbs)))
+    plan_server(target, m.shards_per_db, Some(&target_dbs))
 }
 
 fn reverse_prefixed(m: &Migration, ctx: &VerifyContext) -> bool {
@@ -365,6 +409,7 @@ pub async fn verify_reverse_shards(
     if let Some(flag) = stop.flag {
         config.stop = flag;
     }
+    config.limiter = None; // the reverse scan reads the target; its EXISTS are throttled
     let source = m.source.clone();
     scan::run_shards(shards, config, move || {
         let (source, ctx) = (source.clone(), ctx.clone());
@@ -378,35 +423,26 @@ pub async fn verify_reverse_shards(
     .await
 }
 
-/// The reverse pass: every target key in scope must exist on the source.
-/// Returns a note when the pass had to be skipped.
-pub async fn verify_reverse(
-    m: &Migration,
-    ctx: Arc<VerifyContext>,
-    target: &ServerInfo,
-) -> Result<Option<String>> {
-    match plan_reverse(m, &ctx, target) {
-        Err(note) => Ok(Some(note)),
-        Ok(shards) => {
-            verify_reverse_shards(m, ctx, shards, StopWhen::default()).await?;
-            Ok(None)
-        }
-    }
-}
-
-/// Forward and reverse passes over the whole scope; returns the report and, when the reverse
-/// pass had to be skipped, why.
+/// Forward and reverse passes over the whole scope (every target key the migration owns must
+/// exist on the source). Stopped early by `stop`, it returns what it found so far and
+/// `complete: false`.
 pub async fn verify_all(
     m: &Migration,
     inv: &Inventory,
     ctx: Arc<VerifyContext>,
     on_scanned: Arc<dyn Fn(u64) + Send + Sync>,
-) -> Result<(VerifyReport, Option<String>)> {
+    stop: StopWhen,
+) -> Result<(VerifyReport, bool)> {
     let shards = plan_shards(m, &inv.source);
-    verify_shards(m, ctx.clone(), shards, on_scanned, StopWhen::default()).await?;
-    let target_now = server_info(&m.target).await?;
-    let note = verify_reverse(m, ctx.clone(), &target_now).await?;
-    Ok((ctx.take_report(), note))
+    let forward = verify_shards(m, ctx.clone(), shards, on_scanned, stop.clone()).await?;
+    let mut complete = forward.iter().all(|s| s.done);
+    if complete {
+        let target_now = server_info(&m.target).await?;
+        let shards = plan_reverse(m, &ctx, &target_now);
+        let reverse = verify_reverse_shards(m, ctx.clone(), shards, stop).await?;
+        complete = reverse.iter().all(|s| s.done);
+    }
+    Ok((ctx.take_report(), complete))
 }
 
 /// The outcome of `--repair`.

@@ -107,6 +107,58 @@ fn push_header(out: &mut BytesMut, kind: u8, len: usize) {
     out.extend_from_slice(&head[..3 + digits.len()]);
 }
 
+/// Bounds on one reply. Real servers stay far below them; a server past them is broken or
+/// hostile, and its reply is refused as a protocol error instead of growing ferry's memory or
+/// stack without limit. DUMP payloads have their own, lower limit (`Conn::recv_limited`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyLimits {
+    /// Arrays nested deeper than this are refused (real replies nest a few levels).
+    pub max_depth: usize,
+    /// Largest bulk string, in bytes (Redis's own `proto-max-bulk-len` tops out at 512 MiB).
+    pub max_bulk: usize,
+    /// Most elements in one array.
+    pub max_array: usize,
+    /// Longest `+status` or `-error` line, in bytes.
+    pub max_line: usize,
+}
+
+impl ReplyLimits {
+    /// The limits ferry uses unless told otherwise ([`set_limits`]).
+    pub const DEFAULT: ReplyLimits = ReplyLimits {
+        max_depth: 64,
+        max_bulk: 512 << 20,
+        max_array: 1 << 24,
+        max_line: 1 << 20,
+    };
+
+    /// The most bytes one incomplete reply may hold in a read buffer: one maximal bulk string
+    /// plus room for the array around it.
+    pub fn max_reply_bytes(&self) -> usize {
+        self.max_bulk.saturating_add(64 << 20)
+    }
+}
+
+impl Default for ReplyLimits {
+    fn default() -> Self {
+        ReplyLimits::DEFAULT
+    }
+}
+
+static LIMITS: std::sync::OnceLock<ReplyLimits> = std::sync::OnceLock::new();
+
+/// Sets the process's reply limits once, before the first connection; later calls are ignored.
+pub fn set_limits(limits: ReplyLimits) {
+    let _ = LIMITS.set(limits);
+}
+
+/// The process's reply limits.
+pub fn limits() -> &'static ReplyLimits {
+    LIMITS.get_or_init(ReplyLimits::default)
+}
+
+/// The longest header line (`$`, `*`, `:`): a sign, 19 digits.
+const MAX_HEADER_LINE: usize = 20;
+
 /// What the front of a buffer says about the next reply's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Head {
@@ -118,43 +170,55 @@ pub enum Head {
     Other,
 }
 
-/// Looks at the next reply's header without consuming anything.
+/// Looks at the next reply's header without consuming anything. The bulk length is not bounded
+/// here: the caller reads an oversized bulk off the socket without keeping it.
 pub fn peek_head(buf: &[u8]) -> Result<Head, ProtocolError> {
     match buf.first() {
         None => Ok(Head::Incomplete),
-        Some(b'$') => match line_end(buf, 1) {
+        Some(b'$') => match line(buf, 1, MAX_HEADER_LINE)? {
             None => Ok(Head::Incomplete),
-            Some(eol) => {
-                let n = parse_int(&buf[1..eol])?;
-                Ok(if n < 0 {
-                    Head::Other
-                } else {
-                    Head::Bulk {
-                        len: n as usize,
-                        header: eol + 2,
-                    }
-                })
-            }
+            Some(eol) => match length(&buf[1..eol], usize::MAX)? {
+                None => Ok(Head::Other),
+                Some(len) => Ok(Head::Bulk {
+                    len,
+                    header: eol + 2,
+                }),
+            },
         },
-        Some(_) => Ok(Head::Other),
+        Some(&kind) => check_kind(kind).map(|_| Head::Other),
     }
 }
 
-/// Bytes that are not a RESP reply.
+/// Bytes that are not a RESP reply, or a reply past [`ReplyLimits`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError(pub String);
 
-/// Takes one complete reply off the front of `buf`, or returns `Ok(None)` when more bytes are needed.
+/// Takes one complete reply off the front of `buf`, or returns `Ok(None)` when more bytes are
+/// needed, within the process's [`limits`].
 pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
+    take_reply_within(buf, limits())
+}
+
+/// [`take_reply`] with explicit limits.
+pub fn take_reply_within(
+    buf: &mut BytesMut,
+    limits: &ReplyLimits,
+) -> Result<Option<Reply>, ProtocolError> {
     // Fast paths for the replies a copy reads by the million: integers, +OK and bulk strings.
     match buf.first() {
-        Some(b':') | Some(b'+') => {
-            let Some(eol) = line_end(buf, 1) else {
+        Some(b':') => {
+            let Some(eol) = line(buf, 1, MAX_HEADER_LINE)? else {
                 return Ok(None);
             };
-            let reply = if buf[0] == b':' {
-                Reply::Int(parse_int(&buf[1..eol])?)
-            } else if &buf[1..eol] == b"OK" {
+            let reply = Reply::Int(parse_int(&buf[1..eol])?);
+            buf.advance(eol + 2);
+            return Ok(Some(reply));
+        }
+        Some(b'+') => {
+            let Some(eol) = line(buf, 1, limits.max_line)? else {
+                return Ok(None);
+            };
+            let reply = if &buf[1..eol] == b"OK" {
                 Reply::Status(Bytes::from_static(b"OK"))
             } else {
                 Reply::Status(Bytes::copy_from_slice(&buf[1..eol]))
@@ -163,26 +227,25 @@ pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
             return Ok(Some(reply));
         }
         Some(b'$') => {
-            let Some(eol) = line_end(buf, 1) else {
+            let Some(eol) = line(buf, 1, MAX_HEADER_LINE)? else {
                 return Ok(None);
             };
-            let n = parse_int(&buf[1..eol])?;
-            if n < 0 {
+            let Some(n) = length(&buf[1..eol], limits.max_bulk)? else {
                 buf.advance(eol + 2);
                 return Ok(Some(Reply::Nil));
-            }
-            let end = eol + 2 + n as usize;
-            if buf.len() < end + 2 {
+            };
+            if buf.len() < eol + 2 + n + 2 {
                 return Ok(None);
             }
+            check_crlf(buf, eol + 2 + n)?;
             buf.advance(eol + 2);
-            let body = buf.split_to(n as usize).freeze();
+            let body = buf.split_to(n).freeze();
             buf.advance(2);
             return Ok(Some(Reply::Bulk(body)));
         }
         _ => {}
     }
-    let Some(len) = frame_len(buf, 0)? else {
+    let Some(len) = frame_len(buf, 0, 0, limits)? else {
         return Ok(None);
     };
     let frame = buf.split_to(len).freeze();
@@ -191,31 +254,68 @@ pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
     Ok(Some(reply))
 }
 
-/// Finds the end of the line starting at `pos`: the index of its `\r`.
-fn line_end(buf: &[u8], pos: usize) -> Option<usize> {
-    let mut i = pos;
-    while i + 1 < buf.len() {
-        match memchr_cr(&buf[i..buf.len() - 1]) {
-            Some(off) => {
-                let at = i + off;
-                if buf[at + 1] == b'\n' {
-                    return Some(at);
-                }
-                i = at + 1;
-            }
-            None => return None,
+/// Finds the end of the line starting at `pos` (the index of its `\r`), refusing a line longer
+/// than `max` bytes as soon as that many have arrived without one.
+fn line(buf: &[u8], pos: usize, max: usize) -> Result<Option<usize>, ProtocolError> {
+    let window = &buf[pos.min(buf.len())..buf.len().min(pos.saturating_add(max).saturating_add(2))];
+    let mut i = 0;
+    while let Some(off) = window[i..].iter().position(|&b| b == b'\r') {
+        let at = i + off;
+        match window.get(at + 1) {
+            Some(b'\n') => return Ok(Some(pos + at)),
+            Some(_) => i = at + 1,
+            None => break,
         }
     }
-    None
+    if window.len() >= max.saturating_add(2) {
+        return Err(ProtocolError(format!(
+            "a reply line longer than {max} bytes without CRLF"
+        )));
+    }
+    Ok(None)
 }
 
-fn memchr_cr(hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == b'\r')
+/// Refuses a byte that starts no RESP2 reply, at once: garbage must not wait for a CRLF.
+fn check_kind(kind: u8) -> Result<(), ProtocolError> {
+    match kind {
+        b'+' | b'-' | b':' | b'$' | b'*' => Ok(()),
+        other => Err(ProtocolError(format!(
+            "unexpected reply type byte {other:#04x}"
+        ))),
+    }
+}
+
+/// A bulk string ends with CRLF; anything else means the length lied.
+fn check_crlf(buf: &[u8], at: usize) -> Result<(), ProtocolError> {
+    if &buf[at..at + 2] == b"\r\n" {
+        Ok(())
+    } else {
+        Err(ProtocolError("a bulk string does not end with CRLF".into()))
+    }
+}
+
+/// A bulk or array length: `None` for `-1` (nil); other negative numbers and lengths above
+/// `max` are refused.
+fn length(line: &[u8], max: usize) -> Result<Option<usize>, ProtocolError> {
+    match parse_int(line)? {
+        -1 => Ok(None),
+        n if n < 0 => Err(ProtocolError(format!("negative length {n}"))),
+        n if n as u64 > max as u64 => Err(ProtocolError(format!(
+            "a length of {n} is over the limit of {max}"
+        ))),
+        n => Ok(Some(n as usize)),
+    }
 }
 
 /// A RESP integer (`-?[0-9]+`), parsed straight from the bytes: it runs for every reply header.
 fn parse_int(line: &[u8]) -> Result<i64, ProtocolError> {
-    let bad = || ProtocolError(format!("bad integer {:?}", String::from_utf8_lossy(line)));
+    let bad = || {
+        let shown: String = String::from_utf8_lossy(&line[..line.len().min(24)])
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        ProtocolError(format!("bad integer {shown:?}"))
+    };
     let (negative, digits) = match line {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, line),
@@ -236,66 +336,83 @@ fn parse_int(line: &[u8]) -> Result<i64, ProtocolError> {
     Ok(if negative { -n } else { n })
 }
 
-/// The length of the complete frame starting at `pos`, relative to the buffer start, if complete.
-fn frame_len(buf: &[u8], pos: usize) -> Result<Option<usize>, ProtocolError> {
+/// The length of the complete frame starting at `pos`, relative to the buffer start, if
+/// complete; `depth` is how many arrays enclose it. Every header is checked against `limits`
+/// before its contents are awaited.
+fn frame_len(
+    buf: &[u8],
+    pos: usize,
+    depth: usize,
+    limits: &ReplyLimits,
+) -> Result<Option<usize>, ProtocolError> {
     let Some(&kind) = buf.get(pos) else {
         return Ok(None);
     };
-    let Some(eol) = line_end(buf, pos + 1) else {
+    check_kind(kind)?;
+    let max_line = match kind {
+        b'+' | b'-' => limits.max_line,
+        _ => MAX_HEADER_LINE,
+    };
+    let Some(eol) = line(buf, pos + 1, max_line)? else {
         return Ok(None);
     };
     let after = eol + 2;
     match kind {
-        b'+' | b'-' | b':' => Ok(Some(after)),
-        b'$' => {
-            let n = parse_int(&buf[pos + 1..eol])?;
-            if n < 0 {
-                return Ok(Some(after));
+        b':' => parse_int(&buf[pos + 1..eol]).map(|_| Some(after)),
+        b'$' => match length(&buf[pos + 1..eol], limits.max_bulk)? {
+            None => Ok(Some(after)),
+            Some(n) => {
+                let end = after + n + 2;
+                if buf.len() < end {
+                    return Ok(None);
+                }
+                check_crlf(buf, after + n)?;
+                Ok(Some(end))
             }
-            let end = after + n as usize + 2;
-            Ok((buf.len() >= end).then_some(end))
-        }
+        },
         b'*' => {
-            let n = parse_int(&buf[pos + 1..eol])?;
+            let Some(n) = length(&buf[pos + 1..eol], limits.max_array)? else {
+                return Ok(Some(after));
+            };
+            if n > 0 && depth >= limits.max_depth {
+                return Err(ProtocolError(format!(
+                    "arrays nested deeper than {}",
+                    limits.max_depth
+                )));
+            }
             let mut at = after;
-            for _ in 0..n.max(0) {
-                match frame_len(buf, at)? {
+            for _ in 0..n {
+                match frame_len(buf, at, depth + 1, limits)? {
                     Some(next) => at = next,
                     None => return Ok(None),
                 }
             }
             Ok(Some(at))
         }
-        other => Err(ProtocolError(format!(
-            "unexpected reply type byte {other:#04x}"
-        ))),
+        _ => Ok(Some(after)),
     }
 }
 
-/// Parses a frame known to be complete, slicing bulk strings out of `frame` without copying.
+/// Parses a frame [`frame_len`] has checked whole, slicing bulk strings out of `frame` without
+/// copying.
 fn parse(frame: &Bytes, pos: usize) -> Result<(Reply, usize), ProtocolError> {
-    let eol = line_end(frame, pos + 1).ok_or_else(|| ProtocolError("truncated frame".into()))?;
+    let eol =
+        line(frame, pos + 1, usize::MAX)?.ok_or_else(|| ProtocolError("truncated frame".into()))?;
     let line = frame.slice(pos + 1..eol);
     let after = eol + 2;
     Ok(match frame[pos] {
         b'+' => (Reply::Status(line), after),
         b'-' => (Reply::Error(line), after),
         b':' => (Reply::Int(parse_int(&line)?), after),
-        b'$' => {
-            let n = parse_int(&line)?;
-            if n < 0 {
-                (Reply::Nil, after)
-            } else {
-                let end = after + n as usize;
-                (Reply::Bulk(frame.slice(after..end)), end + 2)
-            }
-        }
-        b'*' => {
-            let n = parse_int(&line)?;
-            if n < 0 {
-                (Reply::Nil, after)
-            } else {
-                let mut items = Vec::with_capacity(n as usize);
+        b'$' => match length(&line, usize::MAX)? {
+            None => (Reply::Nil, after),
+            Some(n) => (Reply::Bulk(frame.slice(after..after + n)), after + n + 2),
+        },
+        b'*' => match length(&line, usize::MAX)? {
+            None => (Reply::Nil, after),
+            Some(n) => {
+                // Capacity grows with what is really there, not with what the header claims.
+                let mut items = Vec::with_capacity(n.min(1024));
                 let mut at = after;
                 for _ in 0..n {
                     let (item, next) = parse(frame, at)?;
@@ -304,7 +421,7 @@ fn parse(frame: &Bytes, pos: usize) -> Result<(Reply, usize), ProtocolError> {
                 }
                 (Reply::Array(items), at)
             }
-        }
+        },
         other => {
             return Err(ProtocolError(format!(
                 "unexpected reply type byte {other:#04x}"
@@ -351,6 +468,58 @@ mod tests {
     fn rejects_garbage() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 400\r\n"[..]);
         assert!(take_reply(&mut buf).is_err());
+    }
+
+    /// What a hostile or broken server sends: each is refused at once, from the bytes that show
+    /// it, without waiting for more and without growing memory or the stack.
+    #[test]
+    fn refuses_hostile_replies_from_their_first_bytes() {
+        let deep = "*1\r\n".repeat(100_000);
+        let long_status = format!("+{}", "x".repeat((1 << 20) + 10));
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("deep nesting", deep.into_bytes()),
+            ("a 2^40 bulk", b"$1099511627776\r\nab".to_vec()),
+            ("a 2^31 array", b"*2147483648\r\n$1\r\na\r\n".to_vec()),
+            ("$-5", b"$-5\r\n".to_vec()),
+            ("*-7", b"*-7\r\n".to_vec()),
+            ("nested $-2", b"*1\r\n$-2\r\n".to_vec()),
+            ("garbage, no CRLF", b"GARBAGE WITHOUT AN END".to_vec()),
+            (
+                "a header that never ends",
+                b"$1234567890123456789012345".to_vec(),
+            ),
+            ("an endless status", long_status.into_bytes()),
+            ("a bulk without CRLF", b"$2\r\nabcd".to_vec()),
+        ];
+        for (what, wire) in cases {
+            let mut buf = BytesMut::from(&wire[..]);
+            assert!(take_reply(&mut buf).is_err(), "{what} was not refused");
+        }
+        // Nil stays nil, and the limits are what decides.
+        let mut buf = BytesMut::from(&b"$-1\r\n*-1\r\n"[..]);
+        assert_eq!(take_reply(&mut buf).unwrap(), Some(Reply::Nil));
+        assert_eq!(take_reply(&mut buf).unwrap(), Some(Reply::Nil));
+        let tight = ReplyLimits {
+            max_depth: 2,
+            max_array: 3,
+            max_bulk: 4,
+            max_line: 8,
+        };
+        for (wire, ok) in [
+            (&b"*1\r\n*1\r\n:1\r\n"[..], true),
+            (b"*1\r\n*1\r\n*1\r\n:1\r\n", false),
+            (b"*4\r\n", false),
+            (b"$5\r\n", false),
+            (b"+0123456789", false),
+        ] {
+            let result = take_reply_within(&mut BytesMut::from(wire), &tight);
+            assert_eq!(
+                result.is_ok(),
+                ok,
+                "{:?}: {result:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
     }
 }
 

@@ -320,7 +320,7 @@ async fn scan_shard(
         scanned += keys.len() as u64;
         let mut keys = keys;
         // ferry's own canary key is never copied or verified.
-        keys.retain(|k| !crate::tail::is_canary(k));
+        keys.retain(|k| !crate::scope::is_ferry_key(k));
         while !keys.is_empty() {
             let rest = keys.split_off(keys.len().min(config.batch_keys));
             let batch = Batch { db: shard.db, keys };

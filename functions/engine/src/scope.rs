@@ -33,6 +33,9 @@ pub struct Scope {
     /// Explicit source db → target mapping; unmapped dbs go to the same db number.
     #[serde(default)]
     pub db_map: BTreeMap<u32, DbTarget>,
+    /// Only this source db (the source URL named it); `None` for every db.
+    #[serde(default)]
+    pub only_db: Option<u32>,
 }
 
 impl Scope {
@@ -57,21 +60,69 @@ impl Scope {
         }
     }
 
-    /// The source db and key a target key came from, or `None` if no source db maps to it.
-    /// The longest matching prefix wins, so `db3:x` belongs to the db mapped with `db3:`
-    /// rather than to a db mapped without a prefix.
-    pub fn source_of(
-        &self,
-        target_db: u32,
-        key: &Bytes,
-        source_dbs: &[u32],
-    ) -> Option<(u32, Bytes)> {
-        source_dbs
+    /// Applies the databases the URLs name: a source URL's db limits the migration to that db,
+    /// and a target URL's db is where it lands. A target db without a source db is refused:
+    /// every source db would have to land in it.
+    pub fn apply_url_dbs(&mut self, source: Option<u32>, target: Option<u32>) -> Result<()> {
+        match (source, target) {
+            (None, None) => Ok(()),
+            (None, Some(t)) => Err(Error::InvalidInput(format!(
+                "the target URL names db {t} but the source URL names none, so every source db would be copied to its own number; name the source db too (redis://…/N copies db N into db {t}), or drop the db from the target URL and use --db-map"
+            ))),
+            (Some(s), t) => {
+                self.only_db = Some(s);
+                let Some(t) = t else { return Ok(()) };
+                match self.db_map.get(&s) {
+                    Some(mapped) if mapped.db != t => Err(Error::InvalidInput(format!(
+                        "the URLs put source db {s} into target db {t}, but --db-map puts it into db {}",
+                        mapped.db
+                    ))),
+                    Some(_) => Ok(()),
+                    None => {
+                        self.db_map.insert(
+                            s,
+                            DbTarget {
+                                db: t,
+                                prefix: String::new(),
+                            },
+                        );
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether source db `db` is in the migration at all.
+    pub fn covers_db(&self, db: u32) -> bool {
+        self.only_db.is_none_or(|only| only == db)
+    }
+
+    /// Whether a source key is in scope by db and name (the type filter needs the server).
+    pub fn covers(&self, db: u32, key: &[u8]) -> bool {
+        self.covers_db(db)
+            && self
+                .pattern
+                .as_deref()
+                .is_none_or(|p| glob_match(p.as_bytes(), key))
+    }
+
+    /// Every source db and key that the migration could have written as `key` in `target_db`,
+    /// longest prefix first: the source dbs in `source_dbs` that map there with a prefix the
+    /// key has, whose name without the prefix is in scope. Empty when the key is not the
+    /// migration's; only a key with an owner may ever be deleted on the target, and only when
+    /// none of its owners holds it.
+    pub fn owners_of(&self, target_db: u32, key: &Bytes, source_dbs: &[u32]) -> Vec<(u32, Bytes)> {
+        let mut owners: Vec<(usize, u32, Bytes)> = source_dbs
             .iter()
             .map(|&db| (db, self.target_of(db)))
             .filter(|(_, t)| t.db == target_db && key.starts_with(t.prefix.as_bytes()))
-            .max_by_key(|(_, t)| t.prefix.len())
-            .map(|(db, t)| (db, key.slice(t.prefix.len()..)))
+            .map(|(db, t)| (t.prefix.len(), db, key.slice(t.prefix.len()..)))
+            .filter(|(_, db, source_key)| self.covers(*db, source_key))
+            .collect();
+        owners.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        owners.dedup_by(|a, b| a.1 == b.1);
+        owners.into_iter().map(|(_, db, k)| (db, k)).collect()
     }
 
     /// Parses `--db-map SRC=DST[:PREFIX]` entries, e.g. `1=0:db1:` puts db 1's keys into db 0
@@ -115,6 +166,85 @@ impl Scope {
     }
 }
 
+/// Redis's glob (`SCAN MATCH`, `KEYS`): `*`, `?`, `[abc]`, `[^a-z]`, and `\\` to escape.
+pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    // Where to resume after the last `*`: the pattern after it, and the next string position.
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        let step = match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p + 1, i));
+                p += 1;
+                continue;
+            }
+            Some(b'?') => Some(p + 1),
+            Some(b'[') => class_match(pattern, p + 1, s[i]),
+            Some(b'\\') if p + 1 < pattern.len() => (pattern[p + 1] == s[i]).then_some(p + 2),
+            Some(&c) => (c == s[i]).then_some(p + 1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                p = next;
+                i += 1;
+            }
+            (None, Some((after, from))) => {
+                p = after;
+                i = from + 1;
+                star = Some((after, from + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `c` against the class starting after `[` at `p`; returns the pattern position after
+/// the class when it matches.
+fn class_match(pattern: &[u8], mut p: usize, c: u8) -> Option<usize> {
+    let negate = pattern.get(p) == Some(&b'^');
+    if negate {
+        p += 1;
+    }
+    let mut hit = false;
+    loop {
+        match pattern.get(p) {
+            // An unterminated class ends with the pattern, as in Redis.
+            None => break,
+            Some(b']') => {
+                p += 1;
+                break;
+            }
+            Some(b'\\') if p + 1 < pattern.len() => {
+                hit |= pattern[p + 1] == c;
+                p += 2;
+            }
+            Some(&a) if pattern.get(p + 1) == Some(&b'-') && p + 2 < pattern.len() => {
+                let b = pattern[p + 2];
+                let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+                hit |= lo <= c && c <= hi;
+                p += 3;
+            }
+            Some(&a) => {
+                hit |= a == c;
+                p += 1;
+            }
+        }
+    }
+    (hit != negate).then_some(p)
+}
+
+/// Prefix of the one key ferry writes on the source: the canary that proves notifications flow.
+pub const CANARY_PREFIX: &[u8] = b"ferry:canary:";
+/// The key of the target lease (see `lease`), in the target's db 0.
+pub const LEASE_KEY: &str = "ferry:lease";
+
+/// Whether a key is ferry's own (the canary, the lease): never copied, verified or deleted.
+pub fn is_ferry_key(key: &[u8]) -> bool {
+    key.starts_with(CANARY_PREFIX) || key == LEASE_KEY.as_bytes()
+}
+
 /// Escapes glob characters so a literal prefix can head a SCAN MATCH pattern.
 pub fn glob_escape(literal: &str) -> String {
     let mut out = String::with_capacity(literal.len());
@@ -147,10 +277,10 @@ mod tests {
         assert_eq!(&scope.target_key(1, &k)[..], b"db1:user:1");
         assert_eq!(&scope.target_key(0, &k)[..], b"user:1");
         assert_eq!(
-            scope.source_of(0, &Bytes::from_static(b"db1:user:1"), &[0, 1]),
-            Some((1, k.clone()))
+            scope.owners_of(0, &Bytes::from_static(b"db1:user:1"), &[0, 1]),
+            vec![(1, k.clone()), (0, Bytes::from_static(b"db1:user:1"))]
         );
-        assert_eq!(scope.source_of(0, &k, &[0, 1]), Some((0, k.clone())));
+        assert_eq!(scope.owners_of(0, &k, &[0, 1]), vec![(0, k.clone())]);
         assert!(Scope::parse_db_map(&["x".into()]).is_err());
         assert!(scope.check_collisions(&[0, 2]).is_err());
         assert!(scope.check_collisions(&[0, 1]).is_ok());

@@ -29,12 +29,9 @@ use crate::migrate::{self, Migration};
 use crate::resp::Reply;
 use crate::verify::{Status, VerifyOptions};
 
-/// Prefix of the one key ferry writes on the source: the canary that proves notifications flow.
-pub const CANARY_PREFIX: &[u8] = b"ferry:canary:";
-
 /// Whether a key is ferry's own canary (never copied, never verified).
 pub fn is_canary(key: &[u8]) -> bool {
-    key.starts_with(CANARY_PREFIX)
+    key.starts_with(crate::scope::CANARY_PREFIX)
 }
 
 /// The db and key of a keyspace channel `__keyspace@<db>__:<key>`; key names are binary-safe
@@ -132,6 +129,8 @@ pub struct Tail {
     pub stats: Arc<TailStats>,
     stop: Arc<AtomicBool>,
     stopped: Arc<Notify>,
+    /// Gaps received and not healed yet: a drain waits for them.
+    unhealed: Arc<AtomicU64>,
     tasks: tokio::task::JoinSet<Result<()>>,
     fatal: mpsc::UnboundedReceiver<Error>,
     started: Instant,
@@ -144,6 +143,7 @@ struct Shared {
     stats: Arc<TailStats>,
     stop: Arc<AtomicBool>,
     stopped: Arc<Notify>,
+    unhealed: Arc<AtomicU64>,
     dbs: Vec<u32>,
     options: TailOptions,
     fatal: mpsc::UnboundedSender<Error>,
@@ -177,6 +177,7 @@ impl Tail {
             stats: Arc::new(TailStats::default()),
             stop: Arc::new(AtomicBool::new(false)),
             stopped: Arc::new(Notify::new()),
+            unhealed: Arc::new(AtomicU64::new(0)),
             dbs,
             options,
             fatal: fatal_tx,
@@ -198,6 +199,7 @@ impl Tail {
             stats: shared.stats.clone(),
             stop: shared.stop.clone(),
             stopped: shared.stopped.clone(),
+            unhealed: shared.unhealed.clone(),
             tasks,
             fatal,
             started: Instant::now(),
@@ -217,19 +219,37 @@ impl Tail {
         self.fatal.try_recv().ok()
     }
 
-    /// Waits until nothing is dirty or in flight and no event has arrived for `quiet`, failing
-    /// if a task hit a fatal error meanwhile.
-    pub async fn drain(&mut self, quiet: Duration) -> Result<()> {
+    /// Waits until nothing is dirty or in flight, no gap is waiting for (or in) a heal pass,
+    /// and no event has arrived for `quiet`, failing if a task hit a fatal error meanwhile.
+    /// Gives up after `timeout` (writers that never stop keep the tail busy for ever): `Ok(false)`.
+    pub async fn drain(&mut self, quiet: Duration, timeout: Duration) -> Result<bool> {
+        let give_up = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(e) = self.failure() {
                 return Err(e);
             }
-            self.dirty.drained().await;
-            if self.dirty.quiet_for().is_none_or(|q| q >= quiet) && self.dirty.depth() == 0 {
-                return Ok(());
+            if tokio::time::Instant::now() >= give_up {
+                return Ok(false);
+            }
+            let _ = tokio::time::timeout_at(give_up, self.dirty.drained()).await;
+            let healed = self.unhealed.load(Ordering::SeqCst) == 0;
+            if healed
+                && self.dirty.quiet_for().is_none_or(|q| q >= quiet)
+                && self.dirty.depth() == 0
+            {
+                return Ok(true);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Up to `n` keys still dirty, as `(db, key)` for reports.
+    pub fn dirty_sample(&self, n: usize) -> Vec<(u32, String)> {
+        self.dirty
+            .sample(n)
+            .into_iter()
+            .map(|(db, k)| (db, crate::scope::display_key(&k)))
+            .collect()
     }
 
     /// The current figures.
@@ -348,7 +368,7 @@ async fn subscriber(
                         shared.stats.events.fetch_add(1, Ordering::Relaxed);
                         if is_canary(key) {
                             canary_seen.notify_waiters();
-                        } else {
+                        } else if shared.migration.scope.covers(db, key) {
                             let at = channel.len() - key.len();
                             let by_writer = !matches!(&event[..], b"expired" | b"evicted");
                             shared.dirty.mark_as((db, channel.slice(at..)), by_writer);
@@ -455,7 +475,7 @@ impl Subscriptions {
 /// The canary key for a node: `ferry:canary:<run>`, with a hash tag on a cluster so the key
 /// lives on that node.
 fn canary_key(run_id: &str, slots: &[(u16, u16)]) -> Vec<u8> {
-    let mut key = [CANARY_PREFIX, run_id.as_bytes()].concat();
+    let mut key = [crate::scope::CANARY_PREFIX, run_id.as_bytes()].concat();
     if let Some(tag) = (0u32..).map(|i| i.to_string()).find(|t| {
         let slot = cluster::key_slot(t.as_bytes());
         slots.is_empty() || slots.iter().any(|&(a, b)| a <= slot && slot <= b)
@@ -587,7 +607,7 @@ async fn gap_watcher(
                 .find(|(n, _)| n.endpoint.addr() == addr)
                 .map(|(n, _)| n.endpoint.clone())
                 .expect("subscribed node");
-            match node_mark(&mut conns, &ep).await {
+            match node_mark(&mut conns, &ep, &shared.copy).await {
                 Ok(now) => {
                     if let Some(before) = marks.get(&addr) {
                         if before.0 != now.0 {
@@ -616,12 +636,14 @@ async fn gap_watcher(
 async fn node_mark(
     conns: &mut std::collections::HashMap<String, Conn>,
     ep: &Endpoint,
+    throttle: &CopyContext,
 ) -> Result<NodeMark> {
     let addr = ep.addr();
     if !conns.contains_key(&addr) {
         conns.insert(addr.clone(), Conn::connect(ep).await?);
     }
     let c = conns.get_mut(&addr).expect("connected");
+    throttle.throttle(2).await;
     let server = c
         .call(&["INFO", "server"])
         .await?
@@ -702,13 +724,23 @@ async fn healer(
     mut gaps: mpsc::UnboundedReceiver<String>,
     retry: mpsc::UnboundedSender<String>,
 ) -> Result<()> {
+    // `unhealed` counts gaps taken off the channel and retries queued, until their heal pass
+    // ends: a drain must not end before it (stopping never cuts a heal short).
+    let count_in = |reason: &String| {
+        if reason != HEAL_RETRY {
+            shared.unhealed.fetch_add(1, Ordering::SeqCst);
+        }
+    };
     while let Some(reason) = gaps.recv().await {
+        count_in(&reason);
         // Coalesce gaps that arrive together into one heal pass.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut reasons = vec![reason];
         while let Ok(more) = gaps.try_recv() {
+            count_in(&more);
             reasons.push(more);
         }
+        let taken = reasons.len() as u64;
         let new_gaps = reasons.iter().filter(|r| *r != HEAL_RETRY).count();
         shared
             .stats
@@ -731,10 +763,17 @@ async fn healer(
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "heal pass interrupted (the node may still be coming back); healing again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                shared.unhealed.fetch_add(1, Ordering::SeqCst);
                 let _ = retry.send(HEAL_RETRY.to_string());
             }
-            Err(e) => return fail(&shared, e),
+            Err(e) => {
+                shared.unhealed.fetch_sub(taken, Ordering::SeqCst);
+                return fail(&shared, e);
+            }
         }
+        // A retry was queued above before this pass's gaps are let go, so a drain never sees
+        // an interrupted heal as done.
+        shared.unhealed.fetch_sub(taken, Ordering::SeqCst);
     }
     Ok(())
 }
@@ -758,13 +797,14 @@ async fn heal_pass(shared: &Shared) -> Result<usize> {
         sample_limit: 0,
         ..VerifyOptions::default()
     };
-    let ctx = migrate::verify_context(m, &inv, options);
+    let ctx = migrate::verify_context(m, &inv, &shared.dbs, shared.copy.limiter.clone(), options);
     let dbs = ctx.source_dbs.clone();
-    let (report, _) = migrate::verify_all(m, &inv, ctx, Arc::new(|_| {})).await?;
+    let (report, _) =
+        migrate::verify_all(m, &inv, ctx, Arc::new(|_| {}), migrate::StopWhen::default()).await?;
     let mut n = 0;
     for d in report.diffs {
         let key = match d.status {
-            Status::Extra => m.scope.source_of(d.db, &d.key, &dbs),
+            Status::Extra => m.scope.owners_of(d.db, &d.key, &dbs).into_iter().next(),
             _ => Some((d.db, d.key)),
         };
         if let Some(key) = key {

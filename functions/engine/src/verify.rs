@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::Conn;
 use crate::error::Result;
+use crate::ratelimit::RateLimiter;
 use crate::resp::Reply;
 use crate::scan::BatchWorker;
 use crate::scope::{display_key, Scope};
@@ -188,6 +189,8 @@ pub struct VerifyContext {
     pub absolute_ttl: bool,
     /// Source dbs in scope (for mapping target keys back in the reverse pass).
     pub source_dbs: Vec<u32>,
+    /// The run's load cap on the source: verify's reads count against it too.
+    pub limiter: Option<Arc<RateLimiter>>,
     /// The accumulated report.
     pub report: Mutex<VerifyReport>,
 }
@@ -199,6 +202,13 @@ impl VerifyContext {
             .lock()
             .expect("report")
             .merge(local, &self.options);
+    }
+
+    /// Waits until `ops` more source commands fit under the load cap.
+    pub async fn throttle(&self, ops: usize) {
+        if let Some(l) = &self.limiter {
+            l.acquire(ops as u64).await;
+        }
     }
 
     /// Takes the finished report.
@@ -277,6 +287,7 @@ impl VerifyWorker {
         self.source.select(db).await?;
         self.target.select(ctx.scope.target_of(db).db).await?;
         let target_keys: Vec<Bytes> = keys.iter().map(|k| ctx.scope.target_key(db, k)).collect();
+        ctx.throttle(keys.len() * if full { 3 } else { 2 }).await;
         let (src, dst) = tokio::join!(
             Self::look(
                 &mut self.source,
@@ -319,6 +330,7 @@ impl VerifyWorker {
             out.push(status);
         }
         if !small.is_empty() {
+            ctx.throttle(small.len()).await;
             let source_keys: Vec<&Bytes> = small.iter().map(|&i| &keys[i]).collect();
             let target_keys_: Vec<&Bytes> = small.iter().map(|&i| &target_keys[i]).collect();
             let (a, b) = tokio::join!(
@@ -330,6 +342,7 @@ impl VerifyWorker {
             }
         }
         for i in big {
+            ctx.throttle(1).await;
             let a = value::digest_key(&mut self.source, &keys[i]).await?;
             let b = value::digest_key(&mut self.target, &target_keys[i]).await?;
             out[i] = digest_status(a, b);
@@ -352,16 +365,9 @@ fn digest_status(source: Option<(Kind, u128)>, target: Option<(Kind, u128)>) -> 
 fn expiring(ttl: Ttl, tolerance: i64) -> bool {
     match ttl {
         Ttl::In(ms) => ms <= tolerance,
-        Ttl::At(at) => at - now_ms() <= tolerance,
+        Ttl::At(at) => at - crate::util::now_ms() <= tolerance,
         _ => false,
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn ttl_matches(a: Ttl, b: Ttl, tolerance: i64) -> bool {
@@ -395,29 +401,43 @@ pub struct ReverseWorker {
 }
 
 impl BatchWorker for ReverseWorker {
+    /// A target key is extra only when it is the migration's (it has an owner: a source db in
+    /// scope maps there, with its prefix, and its name is in the pattern) and no owner holds it
+    /// on the source. Keys that are not the migration's are never counted, so never deleted.
     async fn process(&mut self, target_db: u32, keys: Vec<Bytes>) -> Result<()> {
         let mut local = VerifyReport::default();
-        let mut by_db: BTreeMap<u32, Vec<(Bytes, Bytes)>> = BTreeMap::new();
+        // Per target key, how many of its owners were asked and how many hold it.
+        let mut asked: Vec<(Bytes, usize)> = Vec::new();
+        let mut by_db: BTreeMap<u32, Vec<(usize, Bytes)>> = BTreeMap::new();
         for k in keys {
-            match self
+            let owners = self
                 .ctx
                 .scope
-                .source_of(target_db, &k, &self.ctx.source_dbs)
-            {
-                Some((db, source_key)) => by_db.entry(db).or_default().push((k, source_key)),
-                None => local.record(target_db, &k, Status::Extra, &self.ctx.options),
+                .owners_of(target_db, &k, &self.ctx.source_dbs);
+            if owners.is_empty() {
+                continue;
             }
+            for (db, source_key) in owners {
+                by_db.entry(db).or_default().push((asked.len(), source_key));
+            }
+            asked.push((k, 0));
         }
         for (db, pairs) in by_db {
+            self.ctx.throttle(pairs.len()).await;
             self.source.select(db).await?;
             for (_, sk) in &pairs {
                 self.source.queue(&[&b"EXISTS"[..], sk]);
             }
             self.source.send().await?;
-            for (tk, _) in &pairs {
-                if self.source.recv().await?.as_int() == Some(0) {
-                    local.record(target_db, tk, Status::Extra, &self.ctx.options);
+            for (i, _) in &pairs {
+                if self.source.recv().await?.as_int().unwrap_or(1) > 0 {
+                    asked[*i].1 += 1;
                 }
+            }
+        }
+        for (k, held) in asked {
+            if held == 0 {
+                local.record(target_db, &k, Status::Extra, &self.ctx.options);
             }
         }
         self.ctx.merge(local);

@@ -27,6 +27,8 @@ pub async fn migration(ctx: &Ctx, input: &MigrationInput) -> Result<Migration, S
     m.scope.pattern = o.key_pattern.clone();
     m.scope.key_type = o.key_type.clone();
     m.scope.db_map = Scope::parse_db_map(&o.db_map)?;
+    m.scope
+        .apply_url_dbs(m.source.db_in_url, m.target.db_in_url)?;
     m.copy = CopyOptions {
         method: match o.copy_type.as_str() {
             "auto" => Method::Auto,
@@ -168,8 +170,6 @@ pub async fn copy_shard(
 pub struct VerifyPlanOutput {
     /// `{shard, pass}` items for the Map.
     pub items: Vec<VerifyItem>,
-    /// Why the reverse pass is skipped, if it is.
-    pub note: Option<String>,
 }
 
 /// One VerifyShard work item.
@@ -220,8 +220,13 @@ async fn verify_setup(
         copy_method: String::new(),
         notes: Vec::new(),
     };
+    let limiter = (m.copy.max_source_ops > 0).then(|| {
+        Arc::new(ferry_engine::ratelimit::RateLimiter::new(
+            m.copy.max_source_ops,
+        ))
+    });
     Ok((
-        migrate::verify_context(m, &inv, verify_options(input)?),
+        migrate::verify_context(m, &inv, &[], limiter, verify_options(input)?),
         target,
     ))
 }
@@ -238,17 +243,15 @@ pub async fn plan_verify(ctx: Ctx, input: MigrationInput) -> Result<VerifyPlanOu
             pass: "forward".into(),
         })
         .collect();
-    let note = match migrate::plan_reverse(&m, &vctx, &target) {
-        Ok(shards) => {
-            items.extend(shards.into_iter().map(|shard| VerifyItem {
+    items.extend(
+        migrate::plan_reverse(&m, &vctx, &target)
+            .into_iter()
+            .map(|shard| VerifyItem {
                 shard,
                 pass: "reverse".into(),
-            }));
-            None
-        }
-        Err(note) => Some(note),
-    };
-    Ok(VerifyPlanOutput { items, note })
+            }),
+    );
+    Ok(VerifyPlanOutput { items })
 }
 
 /// VerifyShard: compares one shard from its cursor until done or the time budget runs out;

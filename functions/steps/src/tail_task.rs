@@ -35,6 +35,9 @@ pub struct TailTaskSettings {
     pub poll_wait: Duration,
     /// How long without events counts as drained (`FERRY_DRAIN_QUIET_SECS`, 2).
     pub drain_quiet: Duration,
+    /// How long a barrier or drain may take before it fails (`FERRY_DRAIN_TIMEOUT_SECS`, 900):
+    /// writers that never stop must not keep a request open for ever.
+    pub drain_timeout: Duration,
 }
 
 impl TailTaskSettings {
@@ -66,8 +69,26 @@ impl TailTaskSettings {
             heartbeat: secs("FERRY_HEARTBEAT_SECS", 60.0)?,
             poll_wait: secs("FERRY_POLL_SECS", 20.0)?,
             drain_quiet: secs("FERRY_DRAIN_QUIET_SECS", 2.0)?,
+            drain_timeout: secs("FERRY_DRAIN_TIMEOUT_SECS", 900.0)?,
         })
     }
+}
+
+/// Drains the tail within the settings' timeout; running out of it is an error naming how
+/// many keys are still dirty.
+async fn drain(
+    tail: &mut Tail,
+    quiet: Duration,
+    s: &TailTaskSettings,
+) -> Result<(), ferry_engine::Error> {
+    if tail.drain(quiet, s.drain_timeout).await? {
+        return Ok(());
+    }
+    Err(ferry_engine::Error::Cancelled(format!(
+        "the tail did not drain within {}s: {} keys still dirty (writers still running?)",
+        s.drain_timeout.as_secs(),
+        tail.dirty.depth()
+    )))
 }
 
 /// How the task ended.
@@ -179,7 +200,7 @@ async fn handle(
                 "barrier",
                 replayed,
                 control
-                    .heartbeating(token, s.heartbeat, tail.drain(Duration::ZERO))
+                    .heartbeating(token, s.heartbeat, drain(tail, Duration::ZERO, s))
                     .await,
             )
         }
@@ -187,7 +208,7 @@ async fn handle(
             "drained",
             0,
             control
-                .heartbeating(token, s.heartbeat, tail.drain(s.drain_quiet))
+                .heartbeating(token, s.heartbeat, drain(tail, s.drain_quiet, s))
                 .await,
         ),
     };
@@ -219,7 +240,14 @@ async fn start(ctx: &Ctx, input: &MigrationInput) -> Result<Tail, StepError> {
         run_id: input.migration_id.clone(),
         ..TailOptions::default()
     };
-    Ok(Tail::start(&m, copy, migrate::source_dbs(&source), options, true).await?)
+    Ok(Tail::start(
+        &m,
+        copy,
+        migrate::source_dbs(&m.scope, &source),
+        options,
+        true,
+    )
+    .await?)
 }
 
 fn answer(phase: &str, replayed: u64, tail: &Tail) -> TailAnswer {
