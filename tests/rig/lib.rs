@@ -10,9 +10,11 @@
 //! command that installs it: `scripts/setup.sh`.
 
 mod cluster;
+pub mod fake;
 mod moto;
 
 pub use cluster::Cluster;
+pub use fake::FakeServer;
 pub use moto::{LambdaWatch, Moto};
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -45,6 +47,8 @@ pub struct Config {
     pub tls_names: Vec<String>,
     /// Extra `redis-server` arguments, e.g. `["--maxmemory", "2mb"]`.
     pub args: Vec<String>,
+    /// With `tls`: require a client certificate signed by the test CA (mutual TLS).
+    pub tls_client_auth: bool,
 }
 
 impl Default for Config {
@@ -56,6 +60,7 @@ impl Default for Config {
             tls: false,
             tls_names: Vec::new(),
             args: Vec::new(),
+            tls_client_auth: false,
         }
     }
 }
@@ -191,7 +196,11 @@ impl Server {
                     "--tls-ca-cert-file",
                     &certs.ca_cert.display().to_string(),
                     "--tls-auth-clients",
-                    "no",
+                    if self.config.tls_client_auth {
+                        "yes"
+                    } else {
+                        "no"
+                    },
                 ]
                 .map(String::from),
             );
@@ -281,6 +290,13 @@ impl Server {
         self.certs.as_ref().map(|c| c.ca_cert.as_path())
     }
 
+    /// The client certificate and key the test CA signed (for mutual TLS).
+    pub fn client_identity(&self) -> Option<(&Path, &Path)> {
+        self.certs
+            .as_ref()
+            .map(|c| (c.client_cert.as_path(), c.client_key.as_path()))
+    }
+
     /// Kills the server (as a crash would) and starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();
@@ -316,6 +332,36 @@ impl Server {
         push(args);
         s.write_all(wire.as_bytes()).expect("write to test server");
         let mut r = BufReader::new(s);
+        read_reply(&mut r);
+        read_reply(&mut r)
+    }
+
+    /// Sends one command in database `db` and returns its reply as text.
+    pub fn cmd_db(&self, db: u32, args: &[&str]) -> String {
+        let select = format!(
+            "*2\r\n$6\r\nSELECT\r\n${}\r\n{db}\r\n",
+            db.to_string().len()
+        );
+        let mut command = format!("*{}\r\n", args.len());
+        for a in args {
+            command.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        let mut s =
+            TcpStream::connect(("127.0.0.1", self.plain_port)).expect("connect to test server");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let login = match (&self.config.acl_user, &self.config.password) {
+            (Some((u, p)), _) => format!(
+                "*3\r\n$4\r\nAUTH\r\n${}\r\n{u}\r\n${}\r\n{p}\r\n",
+                u.len(),
+                p.len()
+            ),
+            (None, Some(p)) => format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{p}\r\n", p.len()),
+            _ => "*1\r\n$4\r\nPING\r\n".to_string(),
+        };
+        s.write_all(format!("{login}{select}{command}").as_bytes())
+            .expect("write to test server");
+        let mut r = BufReader::new(s);
+        read_reply(&mut r);
         read_reply(&mut r);
         read_reply(&mut r)
     }
@@ -361,6 +407,10 @@ pub struct Certs {
     pub server_cert: PathBuf,
     /// The server's private key.
     pub server_key: PathBuf,
+    /// A client certificate signed by the CA, for mutual TLS.
+    pub client_cert: PathBuf,
+    /// Its private key.
+    pub client_key: PathBuf,
 }
 
 impl Certs {
@@ -391,14 +441,25 @@ impl Certs {
         let key = KeyPair::generate().expect("server key");
         let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
         let cert = params.signed_by(&key, &issuer).expect("server cert");
+        let client_key = KeyPair::generate().expect("client key");
+        let mut client_params =
+            CertificateParams::new(vec!["ferry-client".to_string()]).expect("client params");
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client_params
+            .signed_by(&client_key, &issuer)
+            .expect("client cert");
         let certs = Certs {
             ca_cert: dir.join("ca.crt"),
             server_cert: dir.join("server.crt"),
             server_key: dir.join("server.key"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
         };
         std::fs::write(&certs.ca_cert, ca.pem()).expect("write CA");
         std::fs::write(&certs.server_cert, cert.pem()).expect("write cert");
         std::fs::write(&certs.server_key, key.serialize_pem()).expect("write key");
+        std::fs::write(&certs.client_cert, client.pem()).expect("write client cert");
+        std::fs::write(&certs.client_key, client_key.serialize_pem()).expect("write client key");
         certs
     }
 }

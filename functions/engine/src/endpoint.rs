@@ -127,6 +127,13 @@ impl Endpoint {
         let tls = match scheme.to_ascii_lowercase().as_str() {
             "redis" | "valkey" => None,
             "rediss" | "valkeys" => Some(TlsSettings::default()),
+            // A scheme is letters, digits and `+.-`; anything else is not repeated.
+            s if s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)) =>
+            {
+                return Err(invalid(&format!("has scheme '{s}'")))
+            }
             _ => return Err(invalid("has an unknown scheme")),
         };
         // Only the location (host, port, path) goes through the URL parser.

@@ -143,6 +143,12 @@ async fn renew(ep: Endpoint, holder: String, lost: Arc<AtomicBool>) {
 /// A lease the target refused to store: say what the user can do.
 fn lease_error(ep: &Endpoint, e: Error) -> Error {
     match e {
+        Error::Server { message, .. } if message.starts_with("READONLY") => {
+            Error::Incompatible(format!(
+                "the target {} is a read-only replica: point ferry at its primary",
+                ep.addr()
+            ))
+        }
         Error::AuthFailed { reason, .. } => Error::AuthFailed {
             addr: ep.addr(),
             reason: format!(

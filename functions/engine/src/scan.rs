@@ -159,8 +159,11 @@ where
 /// before giving up with the error.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(60);
 
-/// Sleeps before the next retry, or returns false once the retry window is spent.
-async fn backoff(attempt: &mut u32, since: Instant) -> bool {
+/// Sleeps before the next retry, or returns false once the retry window is spent. The window
+/// runs from the outage's first failure (`since`, set here on the first call), not from when
+/// the work began: a batch that stalled for the whole reply timeout is still retried.
+async fn backoff(attempt: &mut u32, since: &mut Option<Instant>) -> bool {
+    let since = *since.get_or_insert_with(Instant::now);
     if since.elapsed() >= RETRY_WINDOW {
         return false;
     }
@@ -182,7 +185,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<W>>,
 {
-    let (mut attempt, since) = (0, Instant::now());
+    let (mut attempt, mut since) = (0, None);
     loop {
         let result = match worker.as_mut() {
             Some(w) => w.process(batch.db, batch.keys.clone()).await,
@@ -199,7 +202,7 @@ where
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "batch interrupted; reconnecting and retrying it");
                 *worker = None;
-                if !backoff(&mut attempt, since).await {
+                if !backoff(&mut attempt, &mut since).await {
                     return Err(e);
                 }
             }
@@ -217,7 +220,7 @@ async fn scan_with_retry(
     tx: &async_channel::Sender<Batch>,
     failed: &AtomicBool,
 ) -> Result<()> {
-    let (mut attempt, since) = (0, Instant::now());
+    let (mut attempt, mut since) = (0, None);
     loop {
         let result = match node_conn(conns, &config.endpoint, &shard.node).await {
             Ok(conn) => scan_shard(conn, shard, config, tx, failed).await,
@@ -227,7 +230,7 @@ async fn scan_with_retry(
             Err(e) if e.is_transient() && !failed.load(Ordering::Relaxed) => {
                 tracing::warn!(error = %e, shard = %shard.id, "scan interrupted; resuming from the shard's cursor");
                 conns.retain(|(n, _)| n != &shard.node);
-                if !backoff(&mut attempt, since).await {
+                if !backoff(&mut attempt, &mut since).await {
                     return Err(e);
                 }
             }

@@ -286,6 +286,105 @@ mod tests {
         assert!(scope.check_collisions(&[0, 1]).is_ok());
     }
 
+    use proptest::prelude::*;
+
+    fn scope_strategy() -> impl Strategy<Value = (Scope, Vec<u32>)> {
+        let map = proptest::collection::btree_map(
+            0u32..4,
+            (
+                0u32..3,
+                proptest::sample::select(vec!["", "a:", "ab:", "b", "db1:"]),
+            ),
+            0..4,
+        );
+        let pattern = proptest::option::of(proptest::sample::select(vec![
+            "a*", "*x", "k?", "[ab]*", "*", "\\*b", "[^a]*",
+        ]));
+        let only = proptest::option::of(0u32..4);
+        let dbs = proptest::collection::vec(0u32..4, 1..4);
+        (map, pattern, only, dbs).prop_map(|(map, pattern, only_db, dbs)| {
+            let db_map = map
+                .into_iter()
+                .map(|(s, (d, p))| {
+                    (
+                        s,
+                        DbTarget {
+                            db: d,
+                            prefix: p.to_string(),
+                        },
+                    )
+                })
+                .collect();
+            let scope = Scope {
+                pattern: pattern.map(String::from),
+                key_type: None,
+                db_map,
+                only_db,
+            };
+            (scope, dbs)
+        })
+    }
+
+    proptest! {
+        /// Whatever the db map, prefixes and pattern: a target key has an owner only if the
+        /// migration writes exactly that key into exactly that db from an owned source key in
+        /// scope; and every key the migration writes has that owner. Repair deletes only keys
+        /// with owners, so it deletes nothing it does not own.
+        #[test]
+        fn a_target_key_is_owned_only_if_the_migration_writes_it(
+            (scope, dbs) in scope_strategy(),
+            target_db in 0u32..4,
+            key in "[abkx:*1]{0,6}",
+        ) {
+            let key = Bytes::from(key.into_bytes());
+            for (db, source_key) in scope.owners_of(target_db, &key, &dbs) {
+                prop_assert!(dbs.contains(&db));
+                prop_assert!(scope.covers(db, &source_key));
+                prop_assert_eq!(scope.target_of(db).db, target_db);
+                prop_assert_eq!(scope.target_key(db, &source_key), key.clone());
+            }
+            for &db in &dbs {
+                if scope.covers(db, &key) {
+                    let written = scope.target_key(db, &key);
+                    let owners = scope.owners_of(scope.target_of(db).db, &written, &dbs);
+                    prop_assert!(owners.contains(&(db, key.clone())), "{owners:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn globs_match_as_redis_does() {
+        for (pattern, yes, no) in [
+            ("user:*", "user:1", "usr:1"),
+            ("h?llo", "hallo", "hllo"),
+            ("h[ae]llo", "hello", "hillo"),
+            ("h[^e]llo", "hallo", "hello"),
+            ("h[a-b]llo", "hbllo", "hcllo"),
+            ("a\\*b", "a*b", "axb"),
+            ("*x*y", "1x2y", "1y2x"),
+            ("", "", "a"),
+        ] {
+            assert!(
+                glob_match(pattern.as_bytes(), yes.as_bytes()),
+                "{pattern} {yes}"
+            );
+            assert!(
+                !glob_match(pattern.as_bytes(), no.as_bytes()),
+                "{pattern} {no}"
+            );
+        }
+    }
+
+    #[test]
+    fn url_dbs_limit_and_map() {
+        let mut scope = Scope::default();
+        scope.apply_url_dbs(Some(3), Some(4)).unwrap();
+        assert!(scope.covers_db(3) && !scope.covers_db(0));
+        assert_eq!(scope.target_of(3).db, 4);
+        assert!(Scope::default().apply_url_dbs(None, Some(4)).is_err());
+    }
+
     #[test]
     fn escapes() {
         assert_eq!(glob_escape("a*b[1]"), "a\\*b\\[1\\]");
