@@ -4,7 +4,13 @@
 
 use std::process::Command;
 
-const TARGETS: [&str; 4] = ["url", "keyspace_channel", "dump_trailer", "resp"];
+const TARGETS: [&str; 5] = [
+    "url",
+    "keyspace_channel",
+    "dump_trailer",
+    "resp",
+    "resp_stream",
+];
 /// Seconds of fuzzing per target in the suite; longer runs by hand.
 const SECONDS: &str = "10";
 
