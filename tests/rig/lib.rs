@@ -314,6 +314,16 @@ impl Server {
     /// Runs one command on the plain port with a minimal client, returning the raw reply text.
     /// For setup and checks where pulling in a full client is overkill.
     pub fn cmd(&self, args: &[&str]) -> String {
+        self.exchange(&[args])
+    }
+
+    /// Sends one command in database `db` and returns its reply as text.
+    pub fn cmd_db(&self, db: u32, args: &[&str]) -> String {
+        self.exchange(&[&["SELECT", &db.to_string()], args])
+    }
+
+    /// Logs in on a fresh plain connection, sends `commands`, returns the last one's reply.
+    fn exchange(&self, commands: &[&[&str]]) -> String {
         let mut s =
             TcpStream::connect(("127.0.0.1", self.plain_port)).expect("connect to test server");
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
@@ -329,41 +339,16 @@ impl Server {
             (None, Some(p)) => push(&["AUTH", p]),
             _ => push(&["PING"]),
         }
-        push(args);
+        for command in commands {
+            push(command);
+        }
         s.write_all(wire.as_bytes()).expect("write to test server");
         let mut r = BufReader::new(s);
-        read_reply(&mut r);
-        read_reply(&mut r)
-    }
-
-    /// Sends one command in database `db` and returns its reply as text.
-    pub fn cmd_db(&self, db: u32, args: &[&str]) -> String {
-        let select = format!(
-            "*2\r\n$6\r\nSELECT\r\n${}\r\n{db}\r\n",
-            db.to_string().len()
-        );
-        let mut command = format!("*{}\r\n", args.len());
-        for a in args {
-            command.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        let mut last = read_reply(&mut r);
+        for _ in commands {
+            last = read_reply(&mut r);
         }
-        let mut s =
-            TcpStream::connect(("127.0.0.1", self.plain_port)).expect("connect to test server");
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        let login = match (&self.config.acl_user, &self.config.password) {
-            (Some((u, p)), _) => format!(
-                "*3\r\n$4\r\nAUTH\r\n${}\r\n{u}\r\n${}\r\n{p}\r\n",
-                u.len(),
-                p.len()
-            ),
-            (None, Some(p)) => format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{p}\r\n", p.len()),
-            _ => "*1\r\n$4\r\nPING\r\n".to_string(),
-        };
-        s.write_all(format!("{login}{select}{command}").as_bytes())
-            .expect("write to test server");
-        let mut r = BufReader::new(s);
-        read_reply(&mut r);
-        read_reply(&mut r);
-        read_reply(&mut r)
+        last
     }
 }
 
