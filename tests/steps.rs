@@ -410,3 +410,48 @@ async fn backup_snapshots_a_replication_group_once_and_reports_when_ready() {
     let plain = elasticache::backup(ctx(&aws, None), m).await.unwrap();
     assert!(plain.ready && plain.skipped.unwrap().contains("not an ElastiCache"));
 }
+
+/// Mutual TLS from the secret: `ca_pem`, `client_cert_pem` and `client_key_pem` reach the
+/// connection; without the client certificate the server refuses the handshake.
+#[tokio::test]
+async fn client_certificates_come_from_the_secret() {
+    let moto = Moto::start();
+    let aws = moto_aws(&moto).await;
+    let source = Server::with(Config {
+        tls: true,
+        tls_client_auth: true,
+        ..Config::default()
+    });
+    let target = Server::start();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let ca = read(source.ca_file().unwrap());
+    let (cert, key) = source.client_identity().unwrap();
+    let put = |name: &'static str, value: serde_json::Value| {
+        let aws = aws.clone();
+        async move {
+            let out = aws
+                .secrets
+                .create_secret()
+                .name(name)
+                .secret_string(value.to_string());
+            out.send().await.unwrap().arn().unwrap().to_string()
+        }
+    };
+    let with_cert = put(
+        "ferry/mtls",
+        json!({ "ca_pem": ca, "client_cert_pem": read(cert), "client_key_pem": read(key) }),
+    )
+    .await;
+    let without = put("ferry/ca-only", json!({ "ca_pem": ca })).await;
+    let run = |arn: String| {
+        let mut m = input(&source, &target, Some(&arn));
+        m.source.endpoint = format!("rediss://127.0.0.1:{}", source.port);
+        handlers::inventory(ctx(&aws, None), m)
+    };
+    run(with_cert).await.expect("inventory over mutual TLS");
+    let e = run(without).await.expect_err("no client certificate");
+    assert!(
+        ["TlsFailed", "SourceUnreachable"].contains(&e.error_type()),
+        "{e}"
+    );
+}

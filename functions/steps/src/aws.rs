@@ -56,6 +56,11 @@ struct SecretJson {
     /// A CA bundle for `rediss://` endpoints with a private CA.
     #[serde(default)]
     ca_pem: Option<String>,
+    /// A client certificate (PEM) for servers that require mutual TLS, with its key.
+    #[serde(default)]
+    client_cert_pem: Option<String>,
+    #[serde(default)]
+    client_key_pem: Option<String>,
 }
 
 /// Credentials read from one secret.
@@ -64,6 +69,8 @@ struct Credentials {
     username: Option<String>,
     password: Option<Secret>,
     ca_pem: Option<String>,
+    client_cert_pem: Option<String>,
+    client_key_pem: Option<Secret>,
 }
 
 fn cache() -> &'static Mutex<HashMap<String, Credentials>> {
@@ -87,13 +94,15 @@ async fn credentials(aws: &Aws, arn: &str) -> Result<Credentials, StepError> {
         .ok_or_else(|| StepError::invalid(format!("secret {arn} has no string value")))?;
     let json: SecretJson = serde_json::from_str(text).map_err(|_| {
         StepError::invalid(format!(
-            "secret {arn} is not JSON of the form {{\"username\", \"password\" or \"auth_token\", \"ca_pem\"}}"
+            "secret {arn} is not JSON of the form {{\"username\", \"password\" or \"auth_token\", \"ca_pem\", \"client_cert_pem\", \"client_key_pem\"}}"
         ))
     })?;
     let creds = Credentials {
         username: json.username.filter(|u| !u.is_empty()),
         password: json.password.or(json.auth_token).map(Secret::new),
         ca_pem: json.ca_pem,
+        client_cert_pem: json.client_cert_pem,
+        client_key_pem: json.client_key_pem.map(Secret::new),
     };
     cache()
         .lock()
@@ -113,8 +122,10 @@ async fn endpoint(
     if let Some(arn) = secret_arn {
         let c = credentials(aws, arn).await?;
         ep = ep.with_credentials(c.username, c.password);
-        if let (Some(tls), Some(pem)) = (ep.tls.as_mut(), c.ca_pem) {
-            tls.ca_pem = Some(pem);
+        if let Some(tls) = ep.tls.as_mut() {
+            tls.ca_pem = c.ca_pem;
+            tls.client_cert_pem = c.client_cert_pem;
+            tls.client_key_pem = c.client_key_pem;
         }
     }
     Ok(ep)

@@ -51,7 +51,8 @@ pub struct SourceSpec {
     /// The ElastiCache serverless cache name, instead of a replication group.
     #[serde(default)]
     pub serverless_cache_name: Option<String>,
-    /// Secrets Manager ARN of `{"username"?, "password"? | "auth_token"?, "ca_pem"?}`.
+    /// Secrets Manager ARN of `{"username"?, "password"? | "auth_token"?, "ca_pem"?,
+    /// "client_cert_pem"?, "client_key_pem"?}`.
     #[serde(default)]
     pub secret_arn: Option<String>,
 }
