@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferry_engine::copy::{CopyContext, Counts, Method};
+use ferry_engine::copy::{Counts, Method};
 use ferry_engine::inventory::Inventory;
 use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
 use ferry_engine::scope::Scope;
@@ -27,12 +27,7 @@ fn migration(source: &str, target: &str, tune: impl FnOnce(&mut Migration)) -> M
 /// Inventory, copy every shard, then a full verify; the way `ferry replicate` runs.
 async fn copy_and_verify(m: &Migration) -> Result<(Inventory, Counts, VerifyReport), Error> {
     let inv = migrate::inventory(m, Purpose::Copy).await?;
-    let ctx = Arc::new(CopyContext::new(
-        m.copy.clone(),
-        m.scope.clone(),
-        &inv.source,
-        &inv.target,
-    ));
+    let ctx = m.copy_context(&inv);
     let shards = migrate::copy_shards(
         m,
         ctx.clone(),
@@ -284,12 +279,7 @@ async fn max_ops_per_sec_caps_the_load_on_the_source() {
         m.copy.max_source_ops = cap
     });
     let inv = migrate::inventory(&m, Purpose::Copy).await.unwrap();
-    let ctx = Arc::new(CopyContext::new(
-        m.copy.clone(),
-        m.scope.clone(),
-        &inv.source,
-        &inv.target,
-    ));
+    let ctx = m.copy_context(&inv);
     source.cmd(&["CONFIG", "RESETSTAT"]);
     let start = Instant::now();
     migrate::copy_shards(
@@ -383,12 +373,7 @@ async fn quick_verify_finds_missing_type_and_ttl_and_full_finds_values() {
     )
     .await
     .unwrap();
-    let ctx = Arc::new(CopyContext::new(
-        m.copy.clone(),
-        m.scope.clone(),
-        &inv.source,
-        &inv.target,
-    ));
+    let ctx = m.copy_context(&inv);
     let repaired = migrate::repair(&m, ctx.clone(), vctx, &report.diffs)
         .await
         .unwrap();

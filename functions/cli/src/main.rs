@@ -5,11 +5,15 @@
 //! running); 130 interrupted.
 
 mod args;
+mod connect;
 #[cfg(feature = "aws")]
 mod control;
+mod live;
 mod progress;
 mod replicate;
 mod report;
+mod signals;
+mod tools;
 
 use clap::Parser;
 
@@ -46,10 +50,10 @@ fn main() {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Replicate(a) => replicate::run(a).await,
-            Command::Inventory(a) => replicate::inventory(a).await,
-            Command::Seed(a) => replicate::seed(a).await,
-            Command::Tail(a) => replicate::tail(a).await,
-            Command::Load(a) => replicate::load(a).await,
+            Command::Inventory(a) => tools::inventory(a).await,
+            Command::Seed(a) => tools::seed(a).await,
+            Command::Tail(a) => live::tail(a).await,
+            Command::Load(a) => tools::load(a).await,
             #[cfg(feature = "aws")]
             Command::Start(a) => control::start(a).await,
             #[cfg(feature = "aws")]

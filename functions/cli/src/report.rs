@@ -1,5 +1,7 @@
 //! The run's report: printed as a short summary for people and written as JSON for machines.
 
+use std::io::Write;
+
 use ferry_engine::copy::Counts;
 use ferry_engine::inventory::Inventory;
 use ferry_engine::migrate::RepairReport;
@@ -8,6 +10,8 @@ use ferry_engine::tail::TailReport;
 use ferry_engine::verify::VerifyReport;
 use ferry_engine::Error;
 use serde::Serialize;
+
+use crate::{EXIT_BAD_INPUT, EXIT_FAILED};
 
 /// Everything a run did, with no secret in it (URLs are redacted).
 #[derive(Debug, Default, Serialize)]
@@ -195,4 +199,34 @@ impl Report {
         ));
         out
     }
+}
+
+/// Exit code for an engine error.
+pub fn exit_code_of(e: &Error) -> i32 {
+    if e.is_bad_input() {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// Prints the summary and writes the JSON report where asked; returns the exit code.
+pub fn emit(report: &Report, json: Option<&std::path::Path>) -> i32 {
+    let text = serde_json::to_string_pretty(report).expect("report serializes");
+    match json {
+        Some(p) if p.as_os_str() == "-" => {
+            eprint!("{}", report.summary());
+            println!("{text}");
+        }
+        Some(p) => {
+            print!("{}", report.summary());
+            if let Err(e) = std::fs::write(p, text + "\n") {
+                eprintln!("cannot write the JSON report to {}: {e}", p.display());
+                return EXIT_FAILED;
+            }
+        }
+        None => print!("{}", report.summary()),
+    }
+    std::io::stdout().flush().ok();
+    report.exit_code
 }

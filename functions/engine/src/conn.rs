@@ -44,23 +44,27 @@ fn reply_timeout() -> Duration {
     Duration::from_millis(REPLY_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed))
 }
 
-/// The deadline of one reply: the reply timeout from when ferry starts waiting, plus a second
-/// per MiB that has arrived.
+/// The deadline of one reply: the reply timeout from when ferry first has to wait for its
+/// bytes, plus a second per MiB that has arrived. The clock is read only then: most replies of a
+/// pipeline are already buffered, and reading it for each would cost the copy's hot path.
+#[derive(Default)]
 struct ReplyClock {
-    started: tokio::time::Instant,
+    started: Option<tokio::time::Instant>,
     received: u64,
 }
 
 impl ReplyClock {
     fn start() -> ReplyClock {
-        ReplyClock {
-            started: tokio::time::Instant::now(),
-            received: 0,
-        }
+        ReplyClock::default()
     }
 
-    fn deadline(&self) -> tokio::time::Instant {
-        self.started + reply_timeout() + Duration::from_secs(self.received / MIN_REPLY_RATE)
+    /// When the wait started (now, on the first call).
+    fn started(&mut self) -> tokio::time::Instant {
+        *self.started.get_or_insert_with(tokio::time::Instant::now)
+    }
+
+    fn deadline(&mut self) -> tokio::time::Instant {
+        self.started() + reply_timeout() + Duration::from_secs(self.received / MIN_REPLY_RATE)
     }
 }
 
@@ -382,7 +386,7 @@ impl Wire {
                 addr: self.addr.clone(),
                 reason: format!(
                     "the reply did not arrive within {:.0}s",
-                    (clock.deadline() - clock.started).as_secs_f64()
+                    (clock.deadline() - clock.started()).as_secs_f64()
                 ),
             })?
             .map_err(|e| self.lost(e))?;

@@ -67,6 +67,18 @@ impl Migration {
     }
 }
 
+impl Migration {
+    /// The context every copier of this run shares, from what inventory found.
+    pub fn copy_context(&self, inv: &Inventory) -> Arc<CopyContext> {
+        Arc::new(CopyContext::new(
+            self.copy.clone(),
+            self.scope.clone(),
+            &inv.source,
+            &inv.target,
+        ))
+    }
+}
+
 /// Whether the target must be empty: a copy needs it, a compare does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {

@@ -1,0 +1,111 @@
+//! From command-line arguments to a migration: endpoints with their credentials and TLS, the
+//! scope the URLs and `--db-map` give, and the target lease a writing run holds.
+
+use ferry_engine::lease::Lease;
+use ferry_engine::migrate::Migration;
+use ferry_engine::scope::{Scope, LEASE_KEY};
+use ferry_engine::{Endpoint, Error, Role, Secret, TlsSettings};
+
+use crate::args::ConnectArgs;
+
+/// Builds an endpoint from a URL, the environment's credentials and TLS options (a CA file,
+/// `insecure`, a client certificate and key for mutual TLS).
+pub fn endpoint(
+    role: Role,
+    url: &str,
+    ca: Option<&std::path::Path>,
+    insecure: bool,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<Endpoint, Error> {
+    let prefix = match role {
+        Role::Source => "FERRY_SOURCE",
+        Role::Target => "FERRY_TARGET",
+    };
+    let user = std::env::var(format!("{prefix}_USER"))
+        .ok()
+        .filter(|s| !s.is_empty());
+    let password = std::env::var(format!("{prefix}_PASSWORD"))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(Secret::new);
+    let mut ep = Endpoint::parse(role, url)?.with_credentials(user, password);
+    if ca.is_some() || insecure || identity.is_some() {
+        let tls = ep.tls.get_or_insert_with(TlsSettings::default);
+        tls.ca_file = ca.map(|p| p.to_path_buf());
+        tls.insecure = insecure;
+        if let Some((cert, key)) = identity {
+            let read = |path: &std::path::Path, what: &str| {
+                std::fs::read_to_string(path).map_err(|e| {
+                    Error::InvalidInput(format!(
+                        "cannot read --{role}-{what} {}: {e}",
+                        path.display()
+                    ))
+                })
+            };
+            tls.client_cert_pem = Some(read(cert, "cert")?);
+            tls.client_key_pem = Some(Secret::new(read(key, "key")?));
+        }
+        if url.trim_start().starts_with("redis://") {
+            return Err(Error::InvalidInput(format!(
+                "a CA file, client certificate or --{role}-insecure was given but the {role} URL is redis:// (plain); use rediss://"
+            )));
+        }
+    }
+    if insecure {
+        tracing::warn!(
+            "TLS certificate verification is OFF for the {role}: the connection can be intercepted"
+        );
+        eprintln!(
+            "warning: TLS certificate verification is OFF for the {role} (--{role}-insecure)"
+        );
+    }
+    Ok(ep)
+}
+
+pub fn migration(c: &ConnectArgs) -> Result<Migration, Error> {
+    let source = endpoint(
+        Role::Source,
+        &c.source,
+        c.source_ca.as_deref(),
+        c.source_insecure,
+        c.source_cert.as_deref().zip(c.source_key.as_deref()),
+    )?;
+    let target = endpoint(
+        Role::Target,
+        &c.target,
+        c.target_ca.as_deref(),
+        c.target_insecure,
+        c.target_cert.as_deref().zip(c.target_key.as_deref()),
+    )?;
+    ferry_engine::conn::set_reply_timeout(std::time::Duration::from_secs_f64(c.reply_timeout));
+    let mut m = Migration::new(source, target);
+    m.scope.db_map = Scope::parse_db_map(&c.db_map)?;
+    m.scope
+        .apply_url_dbs(m.source.db_in_url, m.target.db_in_url)?;
+    Ok(m)
+}
+
+/// Takes the target's lease for a run that writes (see `ferry_engine::lease`), runs `work`,
+/// and gives the lease back, whatever the outcome. A lease lost meanwhile fails the run: another
+/// run may have written to the target.
+pub async fn holding_lease<T>(
+    m: &mut Migration,
+    what: &str,
+    work: impl AsyncFnOnce(&Migration) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let lease = Lease::acquire(&m.target, what).await?;
+    m.holds_lease = true;
+    let result = work(m).await;
+    let lost = lease.lost();
+    if let Err(e) = lease.release().await {
+        eprintln!(
+            "warning: could not delete the target lease {LEASE_KEY} (it expires by itself): {e}"
+        );
+    }
+    match result {
+        Ok(_) if lost => Err(Error::TargetInUse(format!(
+            "the target lease {LEASE_KEY} was taken over during the run: another run may have written to the target; compare again"
+        ))),
+        other => other,
+    }
+}

@@ -1,0 +1,143 @@
+//! Following the source live: the status loop, the tail's options, and `ferry tail`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use ferry_engine::migrate::{self, Migration, Purpose};
+use ferry_engine::tail::{self, Tail, TailOptions};
+use ferry_engine::Error;
+
+use crate::args::{LiveArgs, TailArgs};
+use crate::connect::{holding_lease, migration};
+use crate::report::{emit, exit_code_of, live_line, ErrorSummary, Report};
+use crate::signals::{remember_restore, restore_flags, stop_on_signal};
+use crate::{EXIT_BAD_INPUT, EXIT_NOT_DRAINED, EXIT_OK};
+
+/// How long without an event counts as quiet when a live run or `ferry tail` stops.
+pub const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+
+pub fn tail_options(l: &LiveArgs) -> TailOptions {
+    TailOptions {
+        workers: l.tail_workers.max(1),
+        ..TailOptions::default()
+    }
+}
+
+/// Follows live changes until a signal or `idle` seconds without an event, printing status.
+pub async fn follow(t: &mut Tail, stop: &AtomicBool, idle: Option<f64>) -> Result<(), Error> {
+    let started = Instant::now();
+    let period = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        2.0
+    } else {
+        5.0
+    };
+    let mut last_status = Instant::now();
+    loop {
+        if let Some(e) = t.failure() {
+            return Err(e);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let quiet = t
+            .dirty
+            .quiet_for()
+            .unwrap_or(started.elapsed())
+            .min(started.elapsed());
+        if idle.is_some_and(|secs| quiet.as_secs_f64() >= secs) {
+            return Ok(());
+        }
+        if last_status.elapsed().as_secs_f64() >= period {
+            let r = t.report();
+            tracing::info!(
+                events = r.events,
+                events_per_sec = r.events_per_sec,
+                keys_copied = r.keys_copied,
+                keys_deleted = r.keys_deleted,
+                queue_depth = r.queue_depth,
+                lag_p50_ms = r.lag_p50_ms,
+                lag_p99_ms = r.lag_p99_ms,
+                replayed = r.replayed,
+                gaps = r.gaps,
+                "live tail"
+            );
+            eprintln!("live: {}", live_line(&r));
+            last_status = Instant::now();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// `ferry tail`: follow the source alone (no snapshot), drain on SIGINT/SIGTERM or idle.
+pub async fn tail(a: TailArgs) -> i32 {
+    if a.from_state_machine {
+        #[cfg(feature = "aws")]
+        return crate::control::tail_for_state_machine(stop_on_signal()).await;
+        #[cfg(not(feature = "aws"))]
+        {
+            eprintln!("error: this ferry was built without AWS support (cargo build -p ferry-cli --features aws)");
+            return EXIT_BAD_INPUT;
+        }
+    }
+    let Some(connect) = &a.connect else {
+        eprintln!("error: ferry tail needs --source and --target (or --from-state-machine)");
+        return EXIT_BAD_INPUT;
+    };
+    let mut report = Report {
+        mode: "tail".into(),
+        ..Report::default()
+    };
+    let result = async {
+        let mut m = migration(connect)?;
+        m.tail_workers = a.live.tail_workers.max(1);
+        report.source = m.source.redacted_url();
+        report.target = m.target.redacted_url();
+        holding_lease(&mut m, "ferry tail", async |m| {
+            tail_leased(&a, m, &mut report).await
+        })
+        .await
+    }
+    .await;
+    report.exit_code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            report.error = Some(ErrorSummary::from(&e));
+            report.outcome = "failed".into();
+            exit_code_of(&e)
+        }
+    };
+    emit(&report, a.json.as_deref())
+}
+
+/// `ferry tail` with the target's lease held: follow until a signal or idle, then drain within
+/// the drain timeout.
+async fn tail_leased(a: &TailArgs, m: &Migration, report: &mut Report) -> Result<i32, Error> {
+    let inv = migrate::inventory(m, Purpose::Compare).await?;
+    let ctx = m.copy_context(&inv);
+    let stop = stop_on_signal();
+    let original = tail::ensure_notifications(&m.source, a.live.enable_notifications).await?;
+    remember_restore(m, &original);
+    let outcome = async {
+        let dbs = migrate::source_dbs(&m.scope, &inv.source);
+        let mut t = Tail::start(m, ctx, dbs, tail_options(&a.live), false).await?;
+        eprintln!("tail: subscribed to keyspace events; the canary key arrived; following");
+        follow(&mut t, &stop, a.live.idle_timeout).await?;
+        let timeout = std::time::Duration::from_secs_f64(a.live.drain_timeout);
+        let drained = t.drain(DRAIN_QUIET, timeout).await?;
+        if !drained {
+            report.still_dirty = t.dirty_sample(20);
+        }
+        Ok::<_, Error>((drained, t.stop().await?))
+    }
+    .await;
+    restore_flags(m, &original).await;
+    let (drained, live) = outcome?;
+    report.live = Some(live);
+    Ok(if drained {
+        report.outcome = "drained".into();
+        EXIT_OK
+    } else {
+        report.outcome = "not drained".into();
+        EXIT_NOT_DRAINED
+    })
+}

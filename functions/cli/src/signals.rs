@@ -1,0 +1,64 @@
+//! Signals: the first SIGINT or SIGTERM stops gracefully, a second forces the exit after
+//! putting back what ferry changed on the source (the notification flags).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ferry_engine::migrate::Migration;
+use ferry_engine::tail;
+use ferry_engine::Endpoint;
+
+use crate::EXIT_INTERRUPTED;
+
+/// What a forced exit must still put back on the source: the notification flags live mode
+/// changed (set while they are changed).
+static RESTORE_ON_EXIT: std::sync::Mutex<Option<(Endpoint, String)>> = std::sync::Mutex::new(None);
+
+/// Stops scanning on SIGINT / SIGTERM; in-flight batches finish and checkpoints are reported.
+/// A second signal of either kind forces the exit, after putting back what ferry changed on
+/// the source.
+pub fn stop_on_signal() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("stopping: finishing batches in flight (send again to force)");
+        set.store(true, Ordering::Relaxed);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("stopping now (forced)");
+        let restore = RESTORE_ON_EXIT.lock().expect("restore").take();
+        if let Some((source, flags)) = restore {
+            let put_back = tail::restore_notifications(&source, &flags);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), put_back).await {
+                Ok(Ok(())) => eprintln!("restored notify-keyspace-events to '{flags}'"),
+                _ => eprintln!("warning: could not restore notify-keyspace-events to '{flags}'"),
+            }
+        }
+        std::process::exit(EXIT_INTERRUPTED);
+    });
+    flag
+}
+
+/// Records the notification flags to put back if ferry is forced to exit.
+pub fn remember_restore(m: &Migration, original: &Option<String>) {
+    *RESTORE_ON_EXIT.lock().expect("restore") =
+        original.as_ref().map(|f| (m.source.clone(), f.clone()));
+}
+
+/// Puts back the notification flags live mode changed; a failure is reported, not fatal.
+pub async fn restore_flags(m: &Migration, original: &Option<String>) {
+    RESTORE_ON_EXIT.lock().expect("restore").take();
+    if let Some(flags) = original {
+        if let Err(e) = tail::restore_notifications(&m.source, flags).await {
+            eprintln!("warning: could not restore notify-keyspace-events to '{flags}': {e}");
+        }
+    }
+}
