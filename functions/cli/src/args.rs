@@ -236,6 +236,11 @@ pub struct ReplicateArgs {
     /// Keys larger than this (MEMORY USAGE, bytes) are copied in chunks; 0 disables the check.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub big_key_bytes: u64,
+    /// Copy hashes whose fields have TTLs into a target that cannot hold field TTLs (Redis
+    /// < 7.4, Valkey < 9), without those TTLs; the report counts the fields. Otherwise such a
+    /// run is refused before anything is written.
+    #[arg(long)]
+    pub drop_field_ttls: bool,
     /// Cap on commands per second sent to the source (0: no cap).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_ops_per_sec: u64,

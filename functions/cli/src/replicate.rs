@@ -87,6 +87,7 @@ fn check_replicate_args(
         batch_keys: a.batch_keys,
         scan_count: a.scan_count.max(1),
         max_source_ops: a.max_ops_per_sec,
+        drop_field_ttls: a.drop_field_ttls,
     };
     m.shards_per_db = a.shards;
     m.parallel = a.parallel;

@@ -153,6 +153,12 @@ impl Report {
                 c.shards_done,
                 c.shards
             ));
+            if c.counts.field_ttls_dropped > 0 {
+                line(format!(
+                    "  {} hash fields copied without their TTL (--drop-field-ttls)",
+                    c.counts.field_ttls_dropped
+                ));
+            }
         }
         if let Some(t) = &self.live {
             line(format!("  live: {}", live_line(t)));

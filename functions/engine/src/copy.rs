@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::Conn;
 use crate::error::{Error, Result};
+use crate::field_ttl::{self, FieldTtls};
 use crate::inventory::{payload_rdb_version, restore_accepts};
 use crate::ratelimit::RateLimiter;
 use crate::resp::{self, Reply};
@@ -52,6 +53,8 @@ pub struct CopyOptions {
     pub scan_count: u32,
     /// Cap on commands per second sent to the source; 0 for none.
     pub max_source_ops: u64,
+    /// Copy into a target that cannot hold hash-field TTLs, without them (counted).
+    pub drop_field_ttls: bool,
 }
 
 impl Default for CopyOptions {
@@ -62,6 +65,7 @@ impl Default for CopyOptions {
             batch_keys: 1024,
             scan_count: 1000,
             max_source_ops: 0,
+            drop_field_ttls: false,
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct Stats {
     pub gone: AtomicU64,
     /// DUMP payload bytes moved.
     pub bytes: AtomicU64,
+    /// Hash fields whose TTL was not copied (`--drop-field-ttls`).
+    pub field_ttls_dropped: AtomicU64,
 }
 
 /// A plain snapshot of [`Stats`], for reports and JSON.
@@ -92,6 +98,8 @@ pub struct Counts {
     pub big_keys: u64,
     pub gone: u64,
     pub bytes: u64,
+    #[serde(default)]
+    pub field_ttls_dropped: u64,
 }
 
 impl Stats {
@@ -105,6 +113,7 @@ impl Stats {
             big_keys: g(&self.big_keys),
             gone: g(&self.gone),
             bytes: g(&self.bytes),
+            field_ttls_dropped: g(&self.field_ttls_dropped),
         }
     }
 }
@@ -118,6 +127,7 @@ impl Counts {
         self.big_keys += other.big_keys;
         self.gone += other.gone;
         self.bytes += other.bytes;
+        self.field_ttls_dropped += other.field_ttls_dropped;
     }
 }
 
@@ -146,6 +156,8 @@ pub struct CopyContext {
     pub stats: Stats,
     /// Load cap on the source.
     pub limiter: Option<Arc<RateLimiter>>,
+    /// What the struct path does with hash-field TTLs.
+    pub field_ttls: FieldTtls,
     /// Set when `MEMORY USAGE` is refused, so the struct path stops probing sizes.
     memory_usage_refused: AtomicBool,
 }
@@ -163,6 +175,7 @@ impl CopyContext {
             Method::Dump => false,
             Method::Auto => !restore_accepts(target.rdb_version, source.rdb_version),
         };
+        let field_ttls = FieldTtls::for_pair(source, target, options.drop_field_ttls);
         CopyContext {
             limiter: (options.max_source_ops > 0)
                 .then(|| Arc::new(RateLimiter::new(options.max_source_ops))),
@@ -173,6 +186,7 @@ impl CopyContext {
             source_rdb: source.rdb_version,
             target_stream_counters: target.has_stream_counters(),
             all_struct,
+            field_ttls,
             stats: Stats::default(),
             memory_usage_refused: AtomicBool::new(false),
         }
@@ -480,10 +494,20 @@ impl Copier {
             value::queue_read_whole(&mut self.source, *kind, k);
         }
         self.source.send().await?;
+        let mut chunks = Vec::with_capacity(batch.len());
+        for (_, kind, _) in &batch {
+            chunks.push(value::chunk_from_reply(*kind, self.source.recv().await?));
+        }
+        let keys_read: Vec<(&Bytes, Kind)> = batch.iter().map(|(k, kind, _)| (k, *kind)).collect();
+        let chunk_refs: Vec<Option<&value::Chunk>> = chunks.iter().map(Option::as_ref).collect();
+        let mut field_expiries = self
+            .read_field_ttls(&keys_read, &chunk_refs)
+            .await?
+            .into_iter();
         let mut writes = 0;
         let mut written = 0;
-        for (k, kind, ttl) in &batch {
-            let reply = self.source.recv().await?;
+        for ((k, kind, ttl), chunk) in batch.iter().zip(chunks) {
+            let expiries = field_expiries.next().unwrap_or_default();
             let target_key = self.ctx.scope.target_key(db, k);
             // One transaction per key: a duplicate copy of the same key by another worker
             // (SCAN may return a key twice) can never interleave with this one.
@@ -491,9 +515,10 @@ impl Copier {
             self.target.queue(&[&b"MULTI"[..]]);
             self.target.queue(&[&b"DEL"[..], &target_key]);
             writes += 3;
-            if let Some(chunk) = value::chunk_from_reply(*kind, reply) {
+            if let Some(chunk) = chunk {
                 value::queue_write_chunk(&mut self.target, *kind, &target_key, &chunk);
                 writes += value::write_chunk_replies(&chunk);
+                writes += self.apply_field_ttls(k, &target_key, &chunk, &expiries)?;
                 if matches!(ttl, Ttl::At(_) | Ttl::In(_)) {
                     ttl.queue_apply(&mut self.target, &target_key);
                     writes += 1;
@@ -512,6 +537,73 @@ impl Copier {
             self.chunked_copy(db, &k, Some(ttl)).await?;
         }
         Ok(big)
+    }
+
+    /// The field expiries of the hash chunks among `chunks` (of `keys`, with their kinds), read
+    /// in one round; an empty list for every other chunk, and for all when the source cannot
+    /// have any.
+    async fn read_field_ttls(
+        &mut self,
+        keys: &[(&Bytes, Kind)],
+        chunks: &[Option<&value::Chunk>],
+    ) -> Result<Vec<Vec<i64>>> {
+        let hashes: Vec<(usize, Vec<&Bytes>)> = match self.ctx.field_ttls.read() {
+            false => Vec::new(),
+            true => chunks
+                .iter()
+                .zip(keys)
+                .enumerate()
+                .filter_map(|(i, (c, (_, kind)))| match c {
+                    Some(value::Chunk::Pairs(p)) if *kind == Kind::Hash && !p.is_empty() => {
+                        Some((i, p.iter().map(|(f, _)| f).collect()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        };
+        let mut out = vec![Vec::new(); chunks.len()];
+        if hashes.is_empty() {
+            return Ok(out);
+        }
+        self.ctx.throttle(hashes.len() as u64).await;
+        for (i, fields) in &hashes {
+            field_ttl::queue_read(&mut self.source, keys[*i].0, fields);
+        }
+        self.source.send().await?;
+        for (i, _) in &hashes {
+            out[*i] = field_ttl::expiries(self.source.recv().await?)?;
+        }
+        Ok(out)
+    }
+
+    /// Queues the field TTLs of one hash chunk on `target_key` (or counts them dropped, or
+    /// refuses, by the run's rule); returns how many replies were queued.
+    fn apply_field_ttls(
+        &mut self,
+        key: &[u8],
+        target_key: &[u8],
+        chunk: &value::Chunk,
+        expiries: &[i64],
+    ) -> Result<usize> {
+        let value::Chunk::Pairs(pairs) = chunk else {
+            return Ok(0);
+        };
+        let fields: Vec<&Bytes> = pairs.iter().map(|(f, _)| f).collect();
+        let groups = field_ttl::by_expiry(&fields, expiries);
+        let with_ttl: usize = groups.values().map(Vec::len).sum();
+        if with_ttl == 0 {
+            return Ok(0);
+        }
+        if field_ttl::decide(self.ctx.field_ttls, key, with_ttl)? {
+            Ok(field_ttl::queue_apply(
+                &mut self.target,
+                target_key,
+                &groups,
+            ))
+        } else {
+            bump(&self.ctx.stats.field_ttls_dropped, with_ttl as u64);
+            Ok(0)
+        }
     }
 
     /// A `MEMORY USAGE` reply in bytes; a refusal turns the probe off for the run.
@@ -566,8 +658,14 @@ impl Copier {
                 break;
             };
             has_entries |= matches!(&chunk, value::Chunk::Entries(e) if !e.is_empty());
+            let expiries = self
+                .read_field_ttls(&[(key, kind)], &[Some(&chunk)])
+                .await?
+                .pop()
+                .unwrap_or_default();
             value::queue_write_chunk(&mut self.target, kind, &temp, &chunk);
             let mut n = value::write_chunk_replies(&chunk);
+            n += self.apply_field_ttls(key, &temp, &chunk, &expiries)?;
             if !started && n > 0 {
                 // A copy cut off half way leaves no litter: the temporary key expires.
                 self.target

@@ -19,6 +19,9 @@ pub struct DbStats {
     pub keys: u64,
     /// Keys with a TTL.
     pub expires: u64,
+    /// Keys with hash fields that have a TTL (`subexpiry` on Redis, `keys_with_volatile_items`
+    /// on Valkey).
+    pub field_ttl_keys: u64,
 }
 
 /// One server as `INFO` and `CONFIG` describe it.
@@ -179,6 +182,7 @@ impl ServerInfo {
                 let sum = info.dbs.entry(*db).or_default();
                 sum.keys += s.keys;
                 sum.expires += s.expires;
+                sum.field_ttl_keys += s.field_ttl_keys;
             }
             used += node.used_memory;
             max += node.maxmemory;
@@ -213,6 +217,19 @@ impl ServerInfo {
     /// Whether the server takes `XSETID … ENTRIESADDED` and `XGROUP CREATE … ENTRIESREAD` (≥ 7.0).
     pub fn has_stream_counters(&self) -> bool {
         self.major_minor() >= (7, 0)
+    }
+
+    /// Whether the server has hash-field TTLs (Redis ≥ 7.4, Valkey ≥ 9.0).
+    pub fn has_field_ttls(&self) -> bool {
+        match self.product.as_str() {
+            "valkey" => self.major_minor() >= (9, 0),
+            _ => self.major_minor() >= (7, 4),
+        }
+    }
+
+    /// Keys holding hash fields with a TTL, over all databases.
+    pub fn field_ttl_keys(&self) -> u64 {
+        self.dbs.values().map(|d| d.field_ttl_keys).sum()
     }
 
     /// Total keys over all databases.
@@ -272,6 +289,7 @@ fn parse_db_stats(v: &str) -> DbStats {
             match k {
                 "keys" => stats.keys = n,
                 "expires" => stats.expires = n,
+                "subexpiry" | "keys_with_volatile_items" => stats.field_ttl_keys = n,
                 _ => {}
             }
         }
@@ -455,9 +473,17 @@ mod tests {
             parse_db_stats(&f["db0"]),
             DbStats {
                 keys: 10,
-                expires: 2
+                expires: 2,
+                field_ttl_keys: 0
             }
         );
         assert_eq!(parse_db_stats(&f["db3"]).keys, 1);
+        // Redis 7.4+ and Valkey 9 name the keys holding field TTLs differently.
+        assert_eq!(
+            parse_db_stats("keys=3,expires=0,subexpiry=2").field_ttl_keys,
+            2
+        );
+        let valkey = "keys=3,expires=0,avg_ttl=0,keys_with_volatile_items=1";
+        assert_eq!(parse_db_stats(valkey).field_ttl_keys, 1);
     }
 }

@@ -127,6 +127,18 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
         }
     }
     let mut notes = inventory::capacity_and_notification_notes(&source, &target);
+    let timed = source.field_ttl_keys();
+    if purpose == Purpose::Copy && timed > 0 && !target.has_field_ttls() {
+        if !m.copy.drop_field_ttls {
+            return Err(Error::Incompatible(format!(
+                "the source holds {timed} hashes with field TTLs (HEXPIRE) and the target ({} {}) cannot hold field TTLs: use a target that can (Redis ≥ 7.4, Valkey ≥ 9), or pass --drop-field-ttls to copy those fields without their TTL (the report counts them)",
+                target.product, target.version
+            )));
+        }
+        notes.push(format!(
+            "{timed} hashes hold fields with TTLs the target cannot keep: copied without them (--drop-field-ttls)"
+        ));
+    }
     let copy_method = match m.copy.method {
         Method::Struct => "struct",
         _ if inventory::restore_accepts(target.rdb_version, source.rdb_version) => "dump",
@@ -339,6 +351,7 @@ pub fn verify_context(
         options,
         scope: m.scope.clone(),
         absolute_ttl: inv.source.has_pexpiretime() && inv.target.has_pexpiretime(),
+        field_ttls: inv.source.has_field_ttls() && inv.target.has_field_ttls(),
         source_dbs: owned_dbs(m, &inv.source, known_dbs),
         limiter,
         report: Mutex::new(VerifyReport::default()),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::Conn;
 use crate::error::Result;
+use crate::field_ttl;
 use crate::ratelimit::RateLimiter;
 use crate::resp::Reply;
 use crate::scan::BatchWorker;
@@ -187,6 +188,8 @@ pub struct VerifyContext {
     pub scope: Scope,
     /// Both servers have PEXPIRETIME; otherwise both are asked PTTL.
     pub absolute_ttl: bool,
+    /// Both servers have hash-field TTLs: hashes' field expiries are compared too.
+    pub field_ttls: bool,
     /// Source dbs in scope (for mapping target keys back in the reverse pass).
     pub source_dbs: Vec<u32>,
     /// The run's load cap on the source: verify's reads count against it too.
@@ -347,7 +350,46 @@ impl VerifyWorker {
             let b = value::digest_key(&mut self.target, &target_keys[i]).await?;
             out[i] = digest_status(a, b);
         }
+        if ctx.field_ttls {
+            // Equal payloads carry equal field TTLs; every other hash found equal so far has
+            // its field expiries compared.
+            let hashes: Vec<usize> = (0..keys.len())
+                .filter(|&i| out[i] == Some(Status::Ok) && src[i].kind == Some(Kind::Hash))
+                .filter(|&i| {
+                    !(full && src[i].payload.is_some() && src[i].payload == dst[i].payload)
+                })
+                .collect();
+            self.compare_field_ttls(&hashes, keys, &target_keys, &mut out)
+                .await?;
+        }
         Ok(out)
+    }
+
+    /// Marks `ttl` the hashes among `which` whose fields' expiries differ between the sides.
+    async fn compare_field_ttls(
+        &mut self,
+        which: &[usize],
+        keys: &[Bytes],
+        target_keys: &[Bytes],
+        out: &mut [Option<Status>],
+    ) -> Result<()> {
+        if which.is_empty() {
+            return Ok(());
+        }
+        let tolerance = self.ctx.options.ttl_tolerance_ms;
+        self.ctx.throttle(2 * which.len()).await;
+        let source_keys: Vec<&Bytes> = which.iter().map(|&i| &keys[i]).collect();
+        let target_keys: Vec<&Bytes> = which.iter().map(|&i| &target_keys[i]).collect();
+        let (a, b) = tokio::join!(
+            field_ttl::digests(&mut self.source, &source_keys, tolerance),
+            field_ttl::digests(&mut self.target, &target_keys, tolerance)
+        );
+        for ((&i, a), b) in which.iter().zip(a?).zip(b?) {
+            if a != b {
+                out[i] = Some(Status::Ttl);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -90,6 +90,8 @@ pub struct Options {
     pub db_map: Vec<String>,
     /// Cap on commands per second sent to the source, per CopyShard invocation (0: none).
     pub max_ops_per_sec: u64,
+    /// Copy hash fields without their TTLs into a target that cannot hold them (counted).
+    pub drop_field_ttls: bool,
     /// Write into a target that already holds keys.
     pub allow_nonempty_target: bool,
     /// Read a cluster source's slots from replicas.
@@ -114,6 +116,7 @@ impl Default for Options {
             key_type: None,
             db_map: Vec::new(),
             max_ops_per_sec: 0,
+            drop_field_ttls: false,
             allow_nonempty_target: false,
             read_from_replicas: false,
             workers: 4,

@@ -1,0 +1,218 @@
+//! Across engines (issue 17): Valkey 9.1 and Redis 8.2 (both with hash-field TTLs) to each other
+//! and to themselves, and into Redis 7.0, which cannot hold field TTLs. Each copy ends in ferry's
+//! verify and an independent comparison that reads every field's expiry on both sides.
+
+mod common;
+
+use common::{replicate, text};
+use rig::{Config, Server, Version};
+
+fn server(version: Version) -> Server {
+    Server::with(Config {
+        version,
+        ..Config::default()
+    })
+}
+
+/// Expiry instants far enough ahead that no field expires during the test.
+const LATER: i64 = 4_102_444_800_000;
+
+/// Hashes with field TTLs (a small one with two expiry instants and a key TTL, a big one copied
+/// in chunks), plus keys of every core type.
+async fn seed_field_ttls(s: &Server) {
+    common::write_every_type(&s.url()).await;
+    s.cmd(&["HSET", "fttl:small", "a", "1", "b", "2", "c", "3"]);
+    s.cmd(&[
+        "HPEXPIREAT",
+        "fttl:small",
+        &LATER.to_string(),
+        "FIELDS",
+        "1",
+        "a",
+    ]);
+    s.cmd(&[
+        "HPEXPIREAT",
+        "fttl:small",
+        &(LATER + 1234).to_string(),
+        "FIELDS",
+        "1",
+        "b",
+    ]);
+    s.cmd(&["PEXPIREAT", "fttl:small", &(LATER + 99).to_string()]);
+    let mut args = vec!["HSET".to_string(), "fttl:big".into()];
+    for i in 0..3000 {
+        args.push(format!("field:{i}"));
+        args.push(format!("value-{i}-{}", "x".repeat(20)));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.cmd(&args);
+    let mut timed = vec![
+        "HPEXPIREAT".to_string(),
+        "fttl:big".into(),
+        (LATER + 7).to_string(),
+    ];
+    timed.extend(["FIELDS".to_string(), "1000".into()]);
+    timed.extend((0..1000).map(|i| format!("field:{}", i * 3)));
+    let timed: Vec<&str> = timed.iter().map(String::as_str).collect();
+    assert_eq!(s.cmd(&timed).lines().count(), 1000);
+}
+
+/// Every field of `key` with its expiry (-1 for none), read independently with redis-rs.
+async fn fields_with_expiry(url: &str, key: &str) -> Vec<(String, String, i64)> {
+    let mut c = common::client(url).await;
+    let all: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for (field, value) in all {
+        let at: Vec<i64> = redis::cmd("HPEXPIRETIME")
+            .arg(key)
+            .arg("FIELDS")
+            .arg(1)
+            .arg(&field)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        out.push((field, value, at[0]));
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_ttls_cross_valkey_9_and_redis_8_both_ways_and_to_themselves() {
+    for (from, to) in [
+        (Version::Valkey91, Version::Redis82),
+        (Version::Redis82, Version::Valkey91),
+        (Version::Redis82, Version::Redis82),
+        (Version::Valkey91, Version::Valkey91),
+    ] {
+        let (source, target) = (server(from), server(to));
+        seed_field_ttls(&source).await;
+        let out = replicate(
+            &source.url(),
+            &target.url(),
+            &["--big-key-bytes", "20000"],
+            &[],
+        );
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{from:?} -> {to:?}: {t}");
+        assert!(t.contains("outcome: verified"), "{from:?} -> {to:?}: {t}");
+        for key in ["fttl:small", "fttl:big"] {
+            let (s, d) = (
+                fields_with_expiry(&source.url(), key).await,
+                fields_with_expiry(&target.url(), key).await,
+            );
+            assert_eq!(s, d, "{from:?} -> {to:?}: {key}");
+            let timed = s.iter().filter(|(_, _, at)| *at > 0).count();
+            assert!(timed >= 2, "{key}: the test meant field TTLs to be there");
+        }
+        common::assert_servers_same(&source.url(), &target.url()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_counts_a_lost_field_ttl_as_a_difference() {
+    let (source, target) = (server(Version::Valkey91), server(Version::Redis82));
+    seed_field_ttls(&source).await;
+    let out = replicate(&source.url(), &target.url(), &[], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    target.cmd(&["HPERSIST", "fttl:small", "FIELDS", "1", "a"]);
+    target.cmd(&[
+        "HPEXPIREAT",
+        "fttl:big",
+        &(LATER + 8).to_string(),
+        "FIELDS",
+        "1",
+        "field:3",
+    ]);
+    for level in ["full", "quick"] {
+        let out = replicate(
+            &source.url(),
+            &target.url(),
+            &["--mode", "compare", "--verify", level],
+            &[],
+        );
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(3), "{level}: {t}");
+        assert!(t.contains("ttl 2"), "{level}: {t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_without_field_ttls_is_refused_unless_they_may_be_dropped() {
+    let (source, target) = (server(Version::Redis82), server(Version::Redis7));
+    seed_field_ttls(&source).await;
+    let out = replicate(&source.url(), &target.url(), &[], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("field TTLs") && t.contains("--drop-field-ttls"),
+        "{t}"
+    );
+    assert_eq!(target.cmd(&["DBSIZE"]), ":0", "written before refusing");
+
+    let out = replicate(
+        &source.url(),
+        &target.url(),
+        &["--drop-field-ttls", "--big-key-bytes", "20000"],
+        &[],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let dropped: u64 = t
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_suffix(" hash fields copied without their TTL (--drop-field-ttls)")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of dropped field TTLs: {t}"));
+    // SCAN may return a key twice; each copy counts its fields.
+    assert!(dropped >= 1002, "{dropped}: {t}");
+    let copied = fields_with_expiry_on_7(&target, "fttl:small").await;
+    assert_eq!(copied, vec!["a", "b", "c"]);
+}
+
+/// Field names of a hash on a server without field TTLs.
+async fn fields_with_expiry_on_7(s: &Server, key: &str) -> Vec<String> {
+    let mut c = common::client(&s.url()).await;
+    let mut fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    fields.sort();
+    fields
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mode_follows_field_ttl_changes_across_engines() {
+    let (source, target) = (server(Version::Valkey91), server(Version::Redis82));
+    source.cmd(&["CONFIG", "SET", "notify-keyspace-events", "KA"]);
+    seed_field_ttls(&source).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("live.json");
+    let run = common::live::LiveRun::start(&source.url(), &target.url(), &report);
+    run.wait_for("target caught up", std::time::Duration::from_secs(30))
+        .await;
+    let at = (LATER + 555).to_string();
+    source.cmd(&["HPEXPIREAT", "fttl:small", &at, "FIELDS", "1", "c"]);
+    source.cmd(&["HPERSIST", "fttl:small", "FIELDS", "1", "a"]);
+    source.cmd(&["HSET", "fttl:new", "x", "1", "y", "2"]);
+    source.cmd(&["HPEXPIREAT", "fttl:new", &at, "FIELDS", "1", "y"]);
+    let (code, out) = run.finish().await;
+    assert_eq!(code, 0, "{out}");
+    for key in ["fttl:small", "fttl:new"] {
+        assert_eq!(
+            fields_with_expiry(&source.url(), key).await,
+            fields_with_expiry(&target.url(), key).await,
+            "{key}"
+        );
+    }
+    let small = fields_with_expiry(&target.url(), "fttl:small").await;
+    assert_eq!(small[0].2, -1, "a's TTL was removed on the source");
+    assert_eq!(small[2].2, LATER + 555);
+}
