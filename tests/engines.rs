@@ -216,3 +216,30 @@ async fn live_mode_follows_field_ttl_changes_across_engines() {
     assert_eq!(small[0].2, -1, "a's TTL was removed on the source");
     assert_eq!(small[2].2, LATER + 555);
 }
+
+/// Keys of a type ferry reads no further than TYPE (here Redis 8's built-in vector sets) are
+/// verified by payload: a deleted or changed one is a difference, never "ok".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_sees_vector_sets() {
+    let (source, target) = (server(Version::Redis82), server(Version::Redis82));
+    for (key, n) in [("vs:a", 3), ("vs:b", 5)] {
+        for i in 0..n {
+            let i = i.to_string();
+            source.cmd(&["VADD", key, "VALUES", "3", "1", &i, "2", &format!("e{i}")]);
+        }
+    }
+    source.cmd(&["SET", "plain", "1"]);
+    let out = replicate(&source.url(), &target.url(), &[], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("ok 3,"), "{t}");
+    target.cmd(&["DEL", "vs:a"]);
+    target.cmd(&["VREM", "vs:b", "e0"]);
+    let out = replicate(&source.url(), &target.url(), &["--mode", "compare"], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(
+        t.contains("ok 1, missing 1,") && t.contains("value 1"),
+        "{t}"
+    );
+}

@@ -166,8 +166,19 @@ impl Report {
         if let Some(v) = &self.verify {
             let t = &v.report.total;
             line(format!(
-                "  verify ({}) in {:.2}s: ok {}, missing {}, extra {}, type {}, ttl {}, value {}",
-                v.level, v.seconds, t.ok, t.missing, t.extra, t.type_, t.ttl, t.value
+                "  verify ({}) in {:.2}s: ok {}, missing {}, extra {}, type {}, ttl {}, value {}{}",
+                v.level,
+                v.seconds,
+                t.ok,
+                t.missing,
+                t.extra,
+                t.type_,
+                t.ttl,
+                t.value,
+                match t.unverified {
+                    0 => String::new(),
+                    n => format!(", unverified {n} (a type verify could not compare: not ok)"),
+                }
             ));
             for d in &v.report.sample {
                 line(format!("    {:?} db{} {}", d.status, d.db, d.key));

@@ -23,6 +23,7 @@ pub mod seed;
 pub mod tail;
 pub mod util;
 pub mod value;
+pub mod vectorset;
 pub mod verify;
 
 pub use endpoint::{Endpoint, Role, Secret, TlsSettings};

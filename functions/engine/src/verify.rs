@@ -17,6 +17,7 @@ use crate::resp::Reply;
 use crate::scan::BatchWorker;
 use crate::scope::{display_key, Scope};
 use crate::value::{self, Kind, Ttl};
+use crate::vectorset;
 
 /// How deep verify looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -39,6 +40,9 @@ pub enum Status {
     Type,
     Ttl,
     Value,
+    /// A key of a type verify cannot compare (a module type whose payloads differ in version):
+    /// never counted as ok, and a run with any does not claim success.
+    Unverified,
 }
 
 /// Counts per status.
@@ -51,6 +55,8 @@ pub struct StatusCounts {
     pub type_: u64,
     pub ttl: u64,
     pub value: u64,
+    #[serde(default)]
+    pub unverified: u64,
 }
 
 impl StatusCounts {
@@ -62,12 +68,13 @@ impl StatusCounts {
             Status::Type => &mut self.type_,
             Status::Ttl => &mut self.ttl,
             Status::Value => &mut self.value,
+            Status::Unverified => &mut self.unverified,
         } += 1;
     }
 
-    /// Keys that are not ok.
+    /// Keys that are not ok (unverified ones included: what was not proven is not ok).
     pub fn differences(&self) -> u64 {
-        self.missing + self.extra + self.type_ + self.ttl + self.value
+        self.missing + self.extra + self.type_ + self.ttl + self.value + self.unverified
     }
 
     /// Adds another count (a shard's, an invocation's).
@@ -78,6 +85,7 @@ impl StatusCounts {
         self.type_ += o.type_;
         self.ttl += o.ttl;
         self.value += o.value;
+        self.unverified += o.unverified;
     }
 }
 
@@ -232,6 +240,9 @@ pub struct VerifyWorker {
 
 /// Type, TTL, and (full) payload of a key on one side.
 struct Seen {
+    /// The TYPE name (`None` when the key does not exist), core or module type.
+    type_name: Option<Bytes>,
+    /// The same as a core type ferry reads natively, if it is one.
     kind: Option<Kind>,
     ttl: Ttl,
     payload: Option<Bytes>,
@@ -261,7 +272,15 @@ impl VerifyWorker {
         let limit = if big == 0 { usize::MAX } else { big as usize };
         let mut seen = Vec::with_capacity(keys.len());
         for _ in keys {
-            let kind = Kind::from_type_reply(&conn.recv().await?).unwrap_or(None);
+            let type_name = match conn.recv().await? {
+                Reply::Status(t) | Reply::Bulk(t) if &t[..] != b"none" => Some(t),
+                _ => None,
+            };
+            let kind = type_name.as_ref().and_then(|t| {
+                Kind::from_type_reply(&Reply::Status(t.clone()))
+                    .ok()
+                    .flatten()
+            });
             let ttl = Ttl::from_reply(&conn.recv().await?, absolute);
             let (payload, big) = match full {
                 true => match conn.recv_limited(limit).await? {
@@ -272,6 +291,7 @@ impl VerifyWorker {
                 false => (None, false),
             };
             seen.push(Seen {
+                type_name,
                 kind,
                 ttl,
                 payload,
@@ -309,24 +329,20 @@ impl VerifyWorker {
         );
         let (src, dst) = (src?, dst?);
         let mut out = Vec::with_capacity(keys.len());
-        let (mut small, mut big) = (Vec::new(), Vec::new());
+        let (mut small, mut big, mut vector_sets) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (s, t)) in src.iter().zip(&dst).enumerate() {
-            let status = match (s.kind, t.kind) {
-                (None, _) => None,
-                (Some(_), None) if expiring(s.ttl, o.ttl_tolerance_ms) => None,
-                (Some(_), None) => Some(Status::Missing),
-                (Some(a), Some(b)) if a != b => Some(Status::Type),
-                _ if !ttl_matches(s.ttl, t.ttl, o.ttl_tolerance_ms) => Some(Status::Ttl),
-                _ if !full => Some(Status::Ok),
-                _ if s.payload.is_some() && s.payload == t.payload => Some(Status::Ok),
-                // Payloads differ (another RDB version or encoding) or were too big to hold:
-                // the native contents decide, below.
-                _ if s.big || t.big => {
+            let status = match first_look(s, t, full, o.ttl_tolerance_ms) {
+                Look::Decided(status) => status,
+                Look::ByContents if s.big || t.big => {
                     big.push(i);
                     None
                 }
-                _ => {
+                Look::ByContents => {
                     small.push(i);
+                    None
+                }
+                Look::ByVectorSetReads => {
+                    vector_sets.push(i);
                     None
                 }
             };
@@ -349,6 +365,17 @@ impl VerifyWorker {
             let a = value::digest_key(&mut self.source, &keys[i]).await?;
             let b = value::digest_key(&mut self.target, &target_keys[i]).await?;
             out[i] = digest_status(a, b);
+        }
+        for i in vector_sets {
+            ctx.throttle(1).await;
+            let a = vectorset::digest(&mut self.source, &keys[i]).await?;
+            let b = vectorset::digest(&mut self.target, &target_keys[i]).await?;
+            out[i] = match (a, b) {
+                (None, _) => None,
+                (Some(a), Some(b)) if a == b => Some(Status::Ok),
+                (Some(_), None) => Some(Status::Missing),
+                _ => Some(Status::Value),
+            };
         }
         if ctx.field_ttls {
             // Equal payloads carry equal field TTLs; every other hash found equal so far has
@@ -391,6 +418,44 @@ impl VerifyWorker {
         }
         Ok(())
     }
+}
+
+/// What the first look at a key on both sides decides.
+#[derive(Debug, PartialEq, Eq)]
+enum Look {
+    /// The status (`None`: gone from the source).
+    Decided(Option<Status>),
+    /// A core type whose payloads differ (another RDB version or encoding, or too big to
+    /// hold): its native contents decide.
+    ByContents,
+    /// A vector set whose payloads differ (they are not byte-stable): its own reads decide.
+    ByVectorSetReads,
+}
+
+/// Existence, type and TTL for every type; in full mode the DUMP payloads, which also decide a
+/// module type's value (by bytes, when both payloads carry the same RDB version; otherwise
+/// the key is unverified, never ok).
+fn first_look(s: &Seen, t: &Seen, full: bool, tolerance: i64) -> Look {
+    let status = match (&s.type_name, &t.type_name) {
+        (None, _) => None,
+        (Some(_), None) if expiring(s.ttl, tolerance) => None,
+        (Some(_), None) => Some(Status::Missing),
+        (Some(a), Some(b)) if a != b => Some(Status::Type),
+        _ if !ttl_matches(s.ttl, t.ttl, tolerance) => Some(Status::Ttl),
+        _ if !full => Some(Status::Ok),
+        _ if s.payload.is_some() && s.payload == t.payload => Some(Status::Ok),
+        _ if s.kind.is_some() => return Look::ByContents,
+        _ if s.type_name.as_deref() == Some(vectorset::TYPE_NAME) => return Look::ByVectorSetReads,
+        _ => {
+            let version =
+                |p: &Option<Bytes>| p.as_deref().and_then(crate::inventory::payload_rdb_version);
+            match (version(&s.payload), version(&t.payload)) {
+                (Some(a), Some(b)) if a == b => Some(Status::Value),
+                _ => Some(Status::Unverified),
+            }
+        }
+    };
+    Look::Decided(status)
 }
 
 /// The status of a key compared by digest on both sides (`None`: gone from the source).
@@ -484,5 +549,61 @@ impl BatchWorker for ReverseWorker {
         }
         self.ctx.merge(local);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(type_name: &str, payload: Option<&[u8]>) -> Seen {
+        let type_name = Some(Bytes::copy_from_slice(type_name.as_bytes()));
+        let kind = Kind::from_type_reply(&Reply::Status(type_name.clone().unwrap()))
+            .ok()
+            .flatten();
+        Seen {
+            type_name,
+            kind,
+            ttl: Ttl::Persist,
+            payload: payload.map(Bytes::copy_from_slice),
+            big: false,
+        }
+    }
+
+    /// A payload ending in RDB version `v` and an 8-byte checksum.
+    fn payload(body: u8, v: u16) -> Vec<u8> {
+        let mut p = vec![body; 4];
+        p.extend_from_slice(&v.to_le_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p
+    }
+
+    #[test]
+    fn module_types_are_compared_by_payload_or_counted_unverified() {
+        let gone = Seen {
+            type_name: None,
+            kind: None,
+            ttl: Ttl::Gone,
+            payload: None,
+            big: false,
+        };
+        let (a12, b12, a80) = (payload(1, 12), payload(2, 12), payload(1, 80));
+        let look = |s: &Seen, t: &Seen, full| first_look(s, t, full, 2000);
+        let decided = |st| Look::Decided(Some(st));
+        let vs = |p: &[u8]| seen("vectorset", Some(p));
+        let json = |p: &[u8]| seen("ReJSON-RL", Some(p));
+        assert_eq!(look(&vs(&a12), &gone, true), decided(Status::Missing));
+        assert_eq!(look(&vs(&a12), &vs(&a12), true), decided(Status::Ok));
+        assert_eq!(look(&vs(&a12), &vs(&b12), true), Look::ByVectorSetReads);
+        assert_eq!(look(&vs(&a12), &vs(&a80), false), decided(Status::Ok));
+        assert_eq!(look(&json(&a12), &json(&b12), true), decided(Status::Value));
+        assert_eq!(
+            look(&json(&a12), &json(&a80), true),
+            decided(Status::Unverified)
+        );
+        assert_eq!(look(&vs(&a12), &json(&a12), true), decided(Status::Type));
+        let hash = |p: &[u8]| seen("hash", Some(p));
+        assert_eq!(look(&hash(&a12), &hash(&b12), true), Look::ByContents);
+        assert_eq!(look(&gone, &vs(&a12), true), Look::Decided(None));
     }
 }

@@ -290,13 +290,14 @@ pub async fn verify_shard(
         return Err(StepError::Named {
             kind: "VerifyFailed",
             message: format!(
-                "shard {id}: ok {}, missing {}, extra {}, type {}, ttl {}, value {}; e.g. {:?}",
+                "shard {id}: ok {}, missing {}, extra {}, type {}, ttl {}, value {}, unverified {}; e.g. {:?}",
                 counts.ok,
                 counts.missing,
                 counts.extra,
                 counts.type_,
                 counts.ttl,
                 counts.value,
+                counts.unverified,
                 sample.iter().map(|d| &d.key).collect::<Vec<_>>()
             ),
         });
