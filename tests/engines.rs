@@ -243,3 +243,33 @@ async fn verify_sees_vector_sets() {
         "{t}"
     );
 }
+
+/// A vector set (Redis 8) cannot go to Valkey 9 (no such type; the copy is per type there): the
+/// run is refused before a key is written, or copies the rest with --skip-unsupported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_the_target_cannot_take_is_refused_before_writing() {
+    let (source, target) = (server(Version::Redis82), server(Version::Valkey91));
+    for i in 0..200 {
+        source.cmd(&["SET", &format!("k:{i}"), "v"]);
+    }
+    source.cmd(&["VADD", "vs:1", "VALUES", "2", "1", "2", "e"]);
+    source.cmd(&["VADD", "vs:2", "VALUES", "2", "3", "4", "e"]);
+    let out = replicate(&source.url(), &target.url(), &[], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("type 'vectorset'") && t.contains("vs:") && t.contains("--skip-unsupported"),
+        "{t}"
+    );
+    assert_eq!(target.cmd(&["DBSIZE"]), ":0", "written before refusing");
+
+    let out = replicate(&source.url(), &target.url(), &["--skip-unsupported"], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("2 keys of a type the target cannot take left out"),
+        "{t}"
+    );
+    assert!(t.contains("ok 200,") && t.contains("skipped 2"), "{t}");
+    assert_eq!(target.cmd(&["DBSIZE"]), ":200");
+}

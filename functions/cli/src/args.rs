@@ -241,6 +241,11 @@ pub struct ReplicateArgs {
     /// run is refused before anything is written.
     #[arg(long)]
     pub drop_field_ttls: bool,
+    /// Copy the rest when the source holds keys of a type the target cannot take (a module
+    /// type it lacks, or any non-core type where the copy is per type); they are counted and
+    /// verify reports them as skipped. Otherwise such a run is refused before writing.
+    #[arg(long)]
+    pub skip_unsupported: bool,
     /// Cap on commands per second sent to the source (0: no cap).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_ops_per_sec: u64,

@@ -88,6 +88,7 @@ fn check_replicate_args(
         scan_count: a.scan_count.max(1),
         max_source_ops: a.max_ops_per_sec,
         drop_field_ttls: a.drop_field_ttls,
+        skip_unsupported: a.skip_unsupported,
     };
     m.shards_per_db = a.shards;
     m.parallel = a.parallel;

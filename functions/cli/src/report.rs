@@ -153,6 +153,12 @@ impl Report {
                 c.shards_done,
                 c.shards
             ));
+            if c.counts.skipped > 0 {
+                line(format!(
+                    "  {} keys of a type the target cannot take left out (--skip-unsupported)",
+                    c.counts.skipped
+                ));
+            }
             if c.counts.field_ttls_dropped > 0 {
                 line(format!(
                     "  {} hash fields copied without their TTL (--drop-field-ttls)",
@@ -175,9 +181,11 @@ impl Report {
                 t.type_,
                 t.ttl,
                 t.value,
-                match t.unverified {
-                    0 => String::new(),
-                    n => format!(", unverified {n} (a type verify could not compare: not ok)"),
+                match (t.unverified, t.skipped) {
+                    (0, 0) => String::new(),
+                    (n, 0) => format!(", unverified {n} (a type verify could not compare: not ok)"),
+                    (0, s) => format!(", skipped {s} (left out by --skip-unsupported)"),
+                    (n, s) => format!(", unverified {n} (not ok), skipped {s}"),
                 }
             ));
             for d in &v.report.sample {

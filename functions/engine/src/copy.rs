@@ -55,6 +55,8 @@ pub struct CopyOptions {
     pub max_source_ops: u64,
     /// Copy into a target that cannot hold hash-field TTLs, without them (counted).
     pub drop_field_ttls: bool,
+    /// Skip keys of types the target cannot take (counted) instead of refusing the run.
+    pub skip_unsupported: bool,
 }
 
 impl Default for CopyOptions {
@@ -66,6 +68,7 @@ impl Default for CopyOptions {
             scan_count: 1000,
             max_source_ops: 0,
             drop_field_ttls: false,
+            skip_unsupported: false,
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct Stats {
     pub bytes: AtomicU64,
     /// Hash fields whose TTL was not copied (`--drop-field-ttls`).
     pub field_ttls_dropped: AtomicU64,
+    /// Keys of a type the target cannot take, left out (`--skip-unsupported`).
+    pub skipped: AtomicU64,
 }
 
 /// A plain snapshot of [`Stats`], for reports and JSON.
@@ -100,6 +105,8 @@ pub struct Counts {
     pub bytes: u64,
     #[serde(default)]
     pub field_ttls_dropped: u64,
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 impl Stats {
@@ -114,6 +121,7 @@ impl Stats {
             gone: g(&self.gone),
             bytes: g(&self.bytes),
             field_ttls_dropped: g(&self.field_ttls_dropped),
+            skipped: g(&self.skipped),
         }
     }
 }
@@ -128,6 +136,7 @@ impl Counts {
         self.gone += other.gone;
         self.bytes += other.bytes;
         self.field_ttls_dropped += other.field_ttls_dropped;
+        self.skipped += other.skipped;
     }
 }
 
@@ -473,7 +482,7 @@ impl Copier {
         let mut batch = Vec::with_capacity(keys.len());
         let (mut one_by_one, mut big) = (Vec::new(), Vec::new());
         for k in keys {
-            let kind = Kind::from_type_reply(&self.source.recv().await?)?;
+            let kind = Kind::from_type_reply(&self.source.recv().await?);
             let ttl = Ttl::from_reply(&self.source.recv().await?, absolute);
             let size = match probe {
                 true => {
@@ -481,6 +490,9 @@ impl Copier {
                     self.memory_usage(reply)
                 }
                 false => 0,
+            };
+            let Some(kind) = self.supported(k, kind)? else {
+                continue;
             };
             match kind {
                 Some(_) if size > self.ctx.options.big_key_bytes => big.push(k.clone()),
@@ -603,6 +615,23 @@ impl Copier {
         } else {
             bump(&self.ctx.stats.field_ttls_dropped, with_ttl as u64);
             Ok(0)
+        }
+    }
+
+    /// The key's type as struct copies it (`Some(None)`: the key is gone); `None` to skip a key
+    /// of a type struct cannot copy (`--skip-unsupported`, counted); or the error that stops
+    /// the run, naming the key (inventory refused the types it found: this key came later).
+    fn supported(&self, key: &[u8], kind: Result<Option<Kind>>) -> Result<Option<Option<Kind>>> {
+        match kind {
+            Ok(kind) => Ok(Some(kind)),
+            Err(_) if self.ctx.options.skip_unsupported => {
+                bump(&self.ctx.stats.skipped, 1);
+                Ok(None)
+            }
+            Err(e) => Err(Error::Unsupported(format!(
+                "key '{}': {e}; it was written after inventory checked the source. Run again with --skip-unsupported to copy the rest",
+                crate::scope::display_key(&key[..key.len().min(200)])
+            ))),
         }
     }
 

@@ -56,6 +56,8 @@ pub struct ServerInfo {
     pub role: String,
     /// `maxclients`, where CONFIG tells.
     pub maxclients: Option<u64>,
+    /// Loaded modules (`MODULE LIST` names, lowercase): they add key types.
+    pub modules: Vec<String>,
     /// Clients connected when ferry looked (`INFO clients`).
     pub connected_clients: u64,
     /// The servers holding the keyspace: the server itself, or every cluster primary. Shards
@@ -124,6 +126,7 @@ impl ServerInfo {
         let maxclients = config_get(conn, "maxclients")
             .await?
             .and_then(|d| d.parse().ok());
+        let modules = crate::module_types::module_names(conn).await;
         let databases = config_get(conn, "databases")
             .await?
             .and_then(|d| d.parse().ok());
@@ -149,6 +152,7 @@ impl ServerInfo {
                 r => r.to_string(),
             },
             maxclients,
+            modules,
             connected_clients: num("connected_clients"),
             nodes: vec![NodeShare {
                 addr: conn.addr().to_string(),

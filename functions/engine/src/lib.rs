@@ -14,6 +14,7 @@ pub mod field_ttl;
 pub mod inventory;
 pub mod lease;
 pub mod migrate;
+pub mod module_types;
 pub mod plan;
 pub mod ratelimit;
 pub mod resp;

@@ -13,6 +13,7 @@ use crate::copy::{Copier, CopyContext, CopyOptions, Method};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::inventory::{self, Inventory, ServerInfo};
+use crate::module_types;
 use crate::plan::{self, Shard};
 use crate::ratelimit::RateLimiter;
 use crate::scan::{self, BatchWorker, ScanConfig};
@@ -156,6 +157,29 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
             )))
         }
     };
+    for t in unsupported_types(m, &source, &target) {
+        let Some((db, key)) = find_on_source(m, &source, &dbs, t).await? else {
+            continue;
+        };
+        if !m.copy.skip_unsupported {
+            return Err(Error::Incompatible(format!(
+                "the source holds keys of type '{t}' (e.g. '{}' in db {db}) that the target ({} {}) cannot take: it needs the same module and payloads it loads (RDB {} into {}); pass --skip-unsupported to copy the rest and list what was left out",
+                crate::scope::display_key(&key[..key.len().min(200)]),
+                target.product,
+                target.version,
+                source.rdb_version,
+                target.rdb_version
+            )));
+        }
+        notes.push(format!(
+            "keys of type '{t}' are left out (--skip-unsupported): the target cannot take them"
+        ));
+    }
+    for module in module_types::unknown_modules(&source) {
+        notes.push(format!(
+            "the source has module '{module}', whose key types ferry does not know: they copy only by DUMP into a target with the same module"
+        ));
+    }
     let mut type_sample = std::collections::BTreeMap::new();
     for &db in &dbs {
         for (t, n) in inventory::sample_types(&mut source_conn, db, 100).await? {
@@ -199,6 +223,39 @@ fn check_connections(m: &Migration, source: &ServerInfo) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The non-core key types the source may hold that the target cannot take by the run's
+/// method (DUMP of the same module and a payload version it loads; struct takes none).
+pub fn unsupported_types(
+    m: &Migration,
+    source: &ServerInfo,
+    target: &ServerInfo,
+) -> Vec<&'static str> {
+    let dump = m.copy.method != Method::Struct;
+    module_types::types_of(source)
+        .into_iter()
+        .filter(|t| !module_types::target_takes(t, source, target, dump))
+        .collect()
+}
+
+/// A key of `type_name` in the source dbs in scope, on any of its nodes: `(db, key)`.
+async fn find_on_source(
+    m: &Migration,
+    source: &ServerInfo,
+    dbs: &[u32],
+    type_name: &str,
+) -> Result<Option<(u32, Bytes)>> {
+    for node in &source.nodes {
+        let mut conn = Conn::connect(&scan::node_endpoint(&m.source, &node.addr)?).await?;
+        for &db in dbs.iter().filter(|db| node.dbs.contains_key(db)) {
+            conn.select(db).await?;
+            if let Some(key) = module_types::find_key(&mut conn, type_name).await? {
+                return Ok(Some((db, key)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 async fn connect_info(ep: &Endpoint) -> Result<(Conn, ServerInfo)> {
@@ -352,6 +409,13 @@ pub fn verify_context(
         scope: m.scope.clone(),
         absolute_ttl: inv.source.has_pexpiretime() && inv.target.has_pexpiretime(),
         field_ttls: inv.source.has_field_ttls() && inv.target.has_field_ttls(),
+        skipped_types: match m.copy.skip_unsupported {
+            true => unsupported_types(m, &inv.source, &inv.target)
+                .into_iter()
+                .map(|t| Bytes::from_static(t.as_bytes()))
+                .collect(),
+            false => Vec::new(),
+        },
         source_dbs: owned_dbs(m, &inv.source, known_dbs),
         limiter,
         report: Mutex::new(VerifyReport::default()),

@@ -43,6 +43,9 @@ pub enum Status {
     /// A key of a type verify cannot compare (a module type whose payloads differ in version):
     /// never counted as ok, and a run with any does not claim success.
     Unverified,
+    /// A key of a type the run left out by request (`--skip-unsupported`): neither ok nor
+    /// different.
+    Skipped,
 }
 
 /// Counts per status.
@@ -57,6 +60,8 @@ pub struct StatusCounts {
     pub value: u64,
     #[serde(default)]
     pub unverified: u64,
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 impl StatusCounts {
@@ -69,6 +74,7 @@ impl StatusCounts {
             Status::Ttl => &mut self.ttl,
             Status::Value => &mut self.value,
             Status::Unverified => &mut self.unverified,
+            Status::Skipped => &mut self.skipped,
         } += 1;
     }
 
@@ -86,6 +92,7 @@ impl StatusCounts {
         self.ttl += o.ttl;
         self.value += o.value;
         self.unverified += o.unverified;
+        self.skipped += o.skipped;
     }
 }
 
@@ -125,7 +132,7 @@ impl VerifyReport {
     fn record(&mut self, db: u32, key: &Bytes, status: Status, options: &VerifyOptions) {
         self.per_db.entry(db).or_default().bump(status);
         self.total.bump(status);
-        if status == Status::Ok {
+        if matches!(status, Status::Ok | Status::Skipped) {
             return;
         }
         if self.sample.len() < options.sample_limit {
@@ -198,6 +205,8 @@ pub struct VerifyContext {
     pub absolute_ttl: bool,
     /// Both servers have hash-field TTLs: hashes' field expiries are compared too.
     pub field_ttls: bool,
+    /// Types the run left out (`--skip-unsupported`): their keys count as skipped.
+    pub skipped_types: Vec<Bytes>,
     /// Source dbs in scope (for mapping target keys back in the reverse pass).
     pub source_dbs: Vec<u32>,
     /// The run's load cap on the source: verify's reads count against it too.
@@ -331,7 +340,15 @@ impl VerifyWorker {
         let mut out = Vec::with_capacity(keys.len());
         let (mut small, mut big, mut vector_sets) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (s, t)) in src.iter().zip(&dst).enumerate() {
-            let status = match first_look(s, t, full, o.ttl_tolerance_ms) {
+            let skipped = s
+                .type_name
+                .as_ref()
+                .is_some_and(|n| ctx.skipped_types.contains(n));
+            let look = match skipped {
+                true => Look::Decided(Some(Status::Skipped)),
+                false => first_look(s, t, full, o.ttl_tolerance_ms),
+            };
+            let status = match look {
                 Look::Decided(status) => status,
                 Look::ByContents if s.big || t.big => {
                     big.push(i);

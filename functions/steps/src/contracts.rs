@@ -92,6 +92,8 @@ pub struct Options {
     pub max_ops_per_sec: u64,
     /// Copy hash fields without their TTLs into a target that cannot hold them (counted).
     pub drop_field_ttls: bool,
+    /// Leave out keys of types the target cannot take (counted) instead of refusing the run.
+    pub skip_unsupported: bool,
     /// Write into a target that already holds keys.
     pub allow_nonempty_target: bool,
     /// Read a cluster source's slots from replicas.
@@ -117,6 +119,7 @@ impl Default for Options {
             db_map: Vec::new(),
             max_ops_per_sec: 0,
             drop_field_ttls: false,
+            skip_unsupported: false,
             allow_nonempty_target: false,
             read_from_replicas: false,
             workers: 4,

@@ -42,6 +42,7 @@ pub async fn migration(ctx: &Ctx, input: &MigrationInput) -> Result<Migration, S
         },
         max_source_ops: o.max_ops_per_sec,
         drop_field_ttls: o.drop_field_ttls,
+        skip_unsupported: o.skip_unsupported,
         ..CopyOptions::default()
     };
     m.shards_per_db = o.shards_per_db.max(1);

@@ -1,0 +1,110 @@
+//! Key types beyond the six core ones (vector sets, JSON, Bloom filters and other module types):
+//! which the source may hold (its `MODULE LIST`), whether the target can take them, and the
+//! preflight that finds one before anything is written. Such keys copy only by DUMP/RESTORE
+//! into a target that has the same module and loads the source's payloads; per-type copies know
+//! only the core types.
+
+use bytes::Bytes;
+
+use crate::conn::Conn;
+use crate::error::Result;
+use crate::inventory::{restore_accepts, ServerInfo};
+use crate::resp::Reply;
+
+/// The key types each module (as `MODULE LIST` names it) adds.
+const TYPES_OF_MODULE: [(&str, &[&str]); 5] = [
+    ("vectorset", &["vectorset"]),
+    ("rejson", &["ReJSON-RL"]),
+    ("json", &["ReJSON-RL"]),
+    (
+        "bf",
+        &[
+            "MBbloom--",
+            "MBbloomCF",
+            "CMSk-TYPE",
+            "TopK-TYPE",
+            "TDIS-TYPE",
+            "bloomfltr",
+        ],
+    ),
+    ("timeseries", &["TSDB-TYPE"]),
+];
+
+/// Modules that add no key type ferry must carry (scripting, search indexes are not keys).
+const KEYLESS_MODULES: [&str; 3] = ["lua", "search", "ft"];
+
+/// The non-core key types `server` may hold, by its modules.
+pub fn types_of(server: &ServerInfo) -> Vec<&'static str> {
+    let mut types: Vec<&'static str> = server
+        .modules
+        .iter()
+        .filter_map(|m| TYPES_OF_MODULE.iter().find(|(name, _)| name == m))
+        .flat_map(|(_, types)| types.iter().copied())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    types
+}
+
+/// Modules of `server` whose key types ferry does not know.
+pub fn unknown_modules(server: &ServerInfo) -> Vec<String> {
+    server
+        .modules
+        .iter()
+        .filter(|m| !KEYLESS_MODULES.contains(&m.as_str()))
+        .filter(|m| !TYPES_OF_MODULE.iter().any(|(name, _)| name == m))
+        .cloned()
+        .collect()
+}
+
+/// Whether the target can take keys of `type_name` from the source: by DUMP/RESTORE, which
+/// needs the type on the target and payloads it loads, and a method that uses it.
+pub fn target_takes(type_name: &str, source: &ServerInfo, target: &ServerInfo, dump: bool) -> bool {
+    dump && types_of(target).contains(&type_name)
+        && restore_accepts(target.rdb_version, source.rdb_version)
+}
+
+/// A key of `type_name` in the connection's current db, found by a server-side filtered SCAN
+/// (cheap: the server skips the other keys), or `None`.
+pub async fn find_key(conn: &mut Conn, type_name: &str) -> Result<Option<Bytes>> {
+    let mut cursor = Bytes::from_static(b"0");
+    loop {
+        let reply = conn
+            .call(&[
+                &b"SCAN"[..],
+                &cursor,
+                b"COUNT",
+                b"10000",
+                b"TYPE",
+                type_name.as_bytes(),
+            ])
+            .await?;
+        let Some((next, keys)) = crate::scan::parse_scan_reply(reply) else {
+            return Ok(None);
+        };
+        if let Some(k) = keys.into_iter().next() {
+            return Ok(Some(k));
+        }
+        if next == 0 {
+            return Ok(None);
+        }
+        cursor = Bytes::from(next.to_string());
+    }
+}
+
+/// The module names a server lists, lowercase; none where `MODULE LIST` is refused.
+pub async fn module_names(conn: &mut Conn) -> Vec<String> {
+    let Ok(Reply::Array(modules)) = conn.call(&["MODULE", "LIST"]).await else {
+        return Vec::new();
+    };
+    modules
+        .into_iter()
+        .filter_map(|m| {
+            let fields = m.into_array()?;
+            let at = fields
+                .iter()
+                .position(|f| f.as_bytes().is_some_and(|b| &b[..] == b"name"))?;
+            Some(fields.get(at + 1)?.as_text()?.to_lowercase())
+        })
+        .collect()
+}
