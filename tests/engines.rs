@@ -273,3 +273,54 @@ async fn a_type_the_target_cannot_take_is_refused_before_writing() {
     assert!(t.contains("ok 200,") && t.contains("skipped 2"), "{t}");
     assert_eq!(target.cmd(&["DBSIZE"]), ":200");
 }
+
+/// A big key that expires while it is copied in chunks ends absent on the target: not failing
+/// the run, not left truncated without a TTL (design §3; issue 17 item 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_expiring_during_its_chunked_copy_ends_absent() {
+    let (source, target) = (Server::start(), Server::start());
+    for key in ["big:hash", "big:list"] {
+        let mut args = vec![
+            if key == "big:hash" { "HSET" } else { "RPUSH" }.to_string(),
+            key.to_string(),
+        ];
+        for i in 0..40_000 {
+            args.push(format!("f{i}"));
+            if key == "big:hash" {
+                args.push("v".into());
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        source.cmd(&args);
+        source.cmd(&["PEXPIRE", key, "3000"]);
+    }
+    source.cmd(&["SET", "small", "1"]);
+    // Chunks of 1,000 at 8 commands a second: the keys expire (3 s) after some chunks of each
+    // were written and before the last (40 chunks, 5 s).
+    let out = replicate(
+        &source.url(),
+        &target.url(),
+        &[
+            "--type",
+            "struct",
+            "--big-key-bytes",
+            "1000",
+            "--max-ops-per-sec",
+            "8",
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("outcome: verified"), "{t}");
+    assert!(
+        t.contains("2 big, 2 gone meanwhile"),
+        "both went the chunked way: {t}"
+    );
+    assert_eq!(target.cmd(&["EXISTS", "big:hash", "big:list"]), ":0", "{t}");
+    assert_eq!(
+        target.cmd(&["DBSIZE"]),
+        ":1",
+        "a temporary key was left: {t}"
+    );
+}

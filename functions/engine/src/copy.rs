@@ -273,7 +273,7 @@ impl Copier {
         big.extend(self.struct_copy(db, &refused).await?);
         for key in &big {
             bump(&self.ctx.stats.big_keys, 1);
-            self.chunked_copy(db, key, None).await?;
+            self.chunked_copy(db, key).await?;
         }
         Ok(())
     }
@@ -496,7 +496,7 @@ impl Copier {
             };
             match kind {
                 Some(_) if size > self.ctx.options.big_key_bytes => big.push(k.clone()),
-                Some(Kind::Stream) => one_by_one.push((k.clone(), ttl)),
+                Some(Kind::Stream) => one_by_one.push(k.clone()),
                 Some(kind) if ttl != Ttl::Gone => batch.push((k.clone(), kind, ttl)),
                 _ => self.note_gone(k),
             }
@@ -545,8 +545,8 @@ impl Copier {
         self.expect_ok(writes).await?;
         bump(&self.ctx.stats.copied, written);
         bump(&self.ctx.stats.struct_copied, written);
-        for (k, ttl) in one_by_one {
-            self.chunked_copy(db, &k, Some(ttl)).await?;
+        for k in one_by_one {
+            self.chunked_copy(db, &k).await?;
         }
         Ok(big)
     }
@@ -665,8 +665,9 @@ impl Copier {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Copies one key in bounded chunks (big keys and streams). `ttl` is read here when not known.
-    pub async fn chunked_copy(&mut self, db: u32, key: &Bytes, ttl: Option<Ttl>) -> Result<()> {
+    /// Copies one key in bounded chunks (big keys and streams); its expiry is read once the last
+    /// chunk is written, so a key that expired meanwhile ends absent.
+    pub async fn chunked_copy(&mut self, db: u32, key: &Bytes) -> Result<()> {
         let absolute = self.ctx.source_absolute_ttl;
         self.ctx.throttle(2).await;
         let Some(kind) = Kind::from_type_reply(&self.source.call(&[&b"TYPE"[..], key]).await?)?
@@ -718,28 +719,59 @@ impl Copier {
                 started = true;
             }
         }
-        if !started {
-            // The key emptied or vanished while being read.
-            self.target.call(&[&b"DEL"[..], &target_key]).await?;
-            bump(&self.ctx.stats.gone, 1);
-            return Ok(());
-        }
-        let ttl = match ttl {
-            Some(t) => t,
-            None => {
-                let cmd: &[u8] = if absolute { b"PEXPIRETIME" } else { b"PTTL" };
-                Ttl::from_reply(&self.source.call(&[cmd, key]).await?, absolute)
-            }
+        // The key's expiry as it is now, after the last chunk: a key that expired or vanished
+        // while it was copied must end absent on the target, never truncated or without a TTL.
+        self.ctx.throttle(1).await;
+        let ttl = Ttl::from_reply(
+            &self
+                .source
+                .call(&[
+                    if absolute {
+                        &b"PEXPIRETIME"[..]
+                    } else {
+                        b"PTTL"
+                    },
+                    key,
+                ])
+                .await?,
+            absolute,
+        );
+        let lapsed = match ttl {
+            Ttl::Gone => true,
+            Ttl::At(ms) => ms <= crate::util::now_ms(),
+            _ => false,
         };
+        if !started || lapsed {
+            return self.gone_meanwhile(&temp, &target_key).await;
+        }
         match ttl {
             Ttl::At(_) | Ttl::In(_) => ttl.queue_apply(&mut self.target, &temp),
             _ => self.target.queue(&[&b"PERSIST"[..], &temp]),
         }
         self.target.queue(&[&b"RENAME"[..], &temp, &target_key]);
         self.target.send().await?;
-        self.expect_ok(2).await?;
+        match self.expect_ok(2).await {
+            // The expiry passed between the check and the rename: the temporary key is gone.
+            Err(Error::Server { message, .. }) if message.contains("no such key") => {
+                return self.gone_meanwhile(&temp, &target_key).await;
+            }
+            other => other?,
+        }
         bump(&self.ctx.stats.copied, 1);
         bump(&self.ctx.stats.struct_copied, 1);
+        Ok(())
+    }
+}
+
+impl Copier {
+    /// A key that vanished or expired while it was copied in chunks: its temporary key and
+    /// any older copy on the target go, and it counts as gone.
+    async fn gone_meanwhile(&mut self, temp: &[u8], target_key: &[u8]) -> Result<()> {
+        self.target.queue(&[&b"DEL"[..], temp]);
+        self.target.queue(&[&b"DEL"[..], target_key]);
+        self.target.send().await?;
+        self.expect_ok(2).await?;
+        bump(&self.ctx.stats.gone, 1);
         Ok(())
     }
 }

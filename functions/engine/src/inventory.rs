@@ -126,7 +126,7 @@ impl ServerInfo {
         let maxclients = config_get(conn, "maxclients")
             .await?
             .and_then(|d| d.parse().ok());
-        let modules = crate::module_types::module_names(conn).await;
+        let modules = crate::module_types::module_names(&info);
         let databases = config_get(conn, "databases")
             .await?
             .and_then(|d| d.parse().ok());

@@ -1,5 +1,5 @@
 //! Key types beyond the six core ones (vector sets, JSON, Bloom filters and other module types):
-//! which the source may hold (its `MODULE LIST`), whether the target can take them, and the
+//! which the source may hold (the modules its INFO lists), whether the target can take them, and the
 //! preflight that finds one before anything is written. Such keys copy only by DUMP/RESTORE
 //! into a target that has the same module and loads the source's payloads; per-type copies know
 //! only the core types.
@@ -9,7 +9,6 @@ use bytes::Bytes;
 use crate::conn::Conn;
 use crate::error::Result;
 use crate::inventory::{restore_accepts, ServerInfo};
-use crate::resp::Reply;
 
 /// The key types each module (as `MODULE LIST` names it) adds.
 const TYPES_OF_MODULE: [(&str, &[&str]); 5] = [
@@ -92,19 +91,22 @@ pub async fn find_key(conn: &mut Conn, type_name: &str) -> Result<Option<Bytes>>
     }
 }
 
-/// The module names a server lists, lowercase; none where `MODULE LIST` is refused.
-pub async fn module_names(conn: &mut Conn) -> Vec<String> {
-    let Ok(Reply::Array(modules)) = conn.call(&["MODULE", "LIST"]).await else {
-        return Vec::new();
-    };
-    modules
-        .into_iter()
-        .filter_map(|m| {
-            let fields = m.into_array()?;
-            let at = fields
-                .iter()
-                .position(|f| f.as_bytes().is_some_and(|b| &b[..] == b"name"))?;
-            Some(fields.get(at + 1)?.as_text()?.to_lowercase())
-        })
+/// The loaded modules an `INFO` text lists (`module:name=…` lines of its Modules section),
+/// lowercase. INFO rather than `MODULE LIST`: an admin command a read-only source user may not run.
+pub fn module_names(info: &str) -> Vec<String> {
+    info.lines()
+        .filter_map(|l| l.trim().strip_prefix("module:name="))
+        .filter_map(|rest| rest.split(',').next())
+        .map(str::to_lowercase)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn modules_come_from_info() {
+        let info =
+            "# Modules\r\nmodule:name=vectorset,ver=1,api=1\r\nmodule:name=ReJSON,ver=20803\r\n";
+        assert_eq!(super::module_names(info), vec!["vectorset", "rejson"]);
+    }
 }
