@@ -324,3 +324,37 @@ async fn a_key_expiring_during_its_chunked_copy_ends_absent() {
         "a temporary key was left: {t}"
     );
 }
+
+/// Vector-set writes raise no keyspace event; live mode still carries them (their command
+/// counters move, every vector set is re-synced), including a VREM that deletes its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mode_carries_writes_that_raise_no_keyspace_event() {
+    let (source, target) = (server(Version::Redis82), server(Version::Redis82));
+    source.cmd(&["CONFIG", "SET", "notify-keyspace-events", "KA"]);
+    source.cmd(&["VADD", "vs:kept", "VALUES", "2", "1", "2", "a"]);
+    source.cmd(&["VADD", "vs:emptied", "VALUES", "2", "3", "4", "only"]);
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("live.json");
+    let run = common::live::LiveRun::start(&source.url(), &target.url(), &report);
+    run.wait_for("target caught up", std::time::Duration::from_secs(30))
+        .await;
+    source.cmd(&["VADD", "vs:kept", "VALUES", "2", "5", "6", "b"]);
+    source.cmd(&["VSETATTR", "vs:kept", "a", r#"{"n":1}"#]);
+    source.cmd(&["VADD", "vs:new", "VALUES", "2", "7", "8", "c"]);
+    source.cmd(&["VREM", "vs:emptied", "only"]);
+    // An ordinary write now and then keeps the run from going idle before the watcher looks.
+    for i in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        source.cmd(&["SET", "tick", &i.to_string()]);
+    }
+    let (code, out) = run.finish().await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(target.cmd(&["EXISTS", "vs:emptied"]), ":0", "{out}");
+    assert_eq!(target.cmd(&["VCARD", "vs:kept"]), ":2", "{out}");
+    assert_eq!(
+        target.cmd(&["VGETATTR", "vs:kept", "a"]),
+        r#"{"n":1}"#,
+        "{out}"
+    );
+    assert_eq!(target.cmd(&["VCARD", "vs:new"]), ":1", "{out}");
+}

@@ -21,6 +21,7 @@ pub mod resp;
 pub mod scan;
 pub mod scope;
 pub mod seed;
+pub mod silent;
 pub mod tail;
 pub mod util;
 pub mod value;

@@ -250,7 +250,10 @@ async fn find_on_source(
         let mut conn = Conn::connect(&scan::node_endpoint(&m.source, &node.addr)?).await?;
         for &db in dbs.iter().filter(|db| node.dbs.contains_key(db)) {
             conn.select(db).await?;
-            if let Some(key) = module_types::find_key(&mut conn, type_name).await? {
+            if let Some(key) = module_types::scan_type(&mut conn, type_name, 1)
+                .await?
+                .pop()
+            {
                 return Ok(Some((db, key)));
             }
         }

@@ -4,6 +4,8 @@
 //! into a target that has the same module and loads the source's payloads; per-type copies know
 //! only the core types.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
 use crate::conn::Conn;
@@ -28,6 +30,49 @@ const TYPES_OF_MODULE: [(&str, &[&str]); 5] = [
     ),
     ("timeseries", &["TSDB-TYPE"]),
 ];
+
+/// Write commands that raise no keyspace event (checked on Redis 8.2 with RedisBloom: only
+/// `JSON.*` of the module commands notifies), with the type of key they write. Live mode watches
+/// their calls in `INFO commandstats` and re-syncs every key of the type when they move.
+const SILENT_WRITES: [(&str, &str); 25] = [
+    ("vadd", "vectorset"),
+    ("vrem", "vectorset"),
+    ("vsetattr", "vectorset"),
+    ("bf.add", "MBbloom--"),
+    ("bf.madd", "MBbloom--"),
+    ("bf.insert", "MBbloom--"),
+    ("bf.reserve", "MBbloom--"),
+    ("bf.loadchunk", "MBbloom--"),
+    ("cf.add", "MBbloomCF"),
+    ("cf.addnx", "MBbloomCF"),
+    ("cf.insert", "MBbloomCF"),
+    ("cf.insertnx", "MBbloomCF"),
+    ("cf.del", "MBbloomCF"),
+    ("cf.reserve", "MBbloomCF"),
+    ("cf.loadchunk", "MBbloomCF"),
+    ("cms.initbydim", "CMSk-TYPE"),
+    ("cms.initbyprob", "CMSk-TYPE"),
+    ("cms.incrby", "CMSk-TYPE"),
+    ("cms.merge", "CMSk-TYPE"),
+    ("topk.reserve", "TopK-TYPE"),
+    ("topk.add", "TopK-TYPE"),
+    ("topk.incrby", "TopK-TYPE"),
+    ("tdigest.create", "TDIS-TYPE"),
+    ("tdigest.add", "TDIS-TYPE"),
+    ("tdigest.merge", "TDIS-TYPE"),
+];
+
+/// Calls of silent write commands per key type, from `INFO commandstats` text.
+pub fn silent_write_calls(commandstats: &str) -> BTreeMap<&'static str, u64> {
+    let mut per_type = BTreeMap::new();
+    for (name, calls) in crate::inventory::command_calls(commandstats) {
+        let name = name.to_lowercase();
+        if let Some((_, t)) = SILENT_WRITES.iter().find(|(c, _)| *c == name) {
+            *per_type.entry(*t).or_insert(0) += calls;
+        }
+    }
+    per_type
+}
 
 /// Modules that add no key type ferry must carry (scripting, search indexes are not keys).
 const KEYLESS_MODULES: [&str; 3] = ["lua", "search", "ft"];
@@ -63,9 +108,10 @@ pub fn target_takes(type_name: &str, source: &ServerInfo, target: &ServerInfo, d
         && restore_accepts(target.rdb_version, source.rdb_version)
 }
 
-/// A key of `type_name` in the connection's current db, found by a server-side filtered SCAN
-/// (cheap: the server skips the other keys), or `None`.
-pub async fn find_key(conn: &mut Conn, type_name: &str) -> Result<Option<Bytes>> {
+/// Keys of `type_name` in the connection's current db (at most `limit`), found by a server-side
+/// filtered SCAN: cheap, the server skips the other keys.
+pub async fn scan_type(conn: &mut Conn, type_name: &str, limit: usize) -> Result<Vec<Bytes>> {
+    let mut found = Vec::new();
     let mut cursor = Bytes::from_static(b"0");
     loop {
         let reply = conn
@@ -79,13 +125,12 @@ pub async fn find_key(conn: &mut Conn, type_name: &str) -> Result<Option<Bytes>>
             ])
             .await?;
         let Some((next, keys)) = crate::scan::parse_scan_reply(reply) else {
-            return Ok(None);
+            return Ok(found);
         };
-        if let Some(k) = keys.into_iter().next() {
-            return Ok(Some(k));
-        }
-        if next == 0 {
-            return Ok(None);
+        found.extend(keys);
+        if next == 0 || found.len() >= limit {
+            found.truncate(limit);
+            return Ok(found);
         }
         cursor = Bytes::from(next.to_string());
     }
@@ -103,6 +148,19 @@ pub fn module_names(info: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn silent_writes_are_counted_per_type() {
+        let stats = "cmdstat_VADD:calls=3,usec=1\r\ncmdstat_VREM:calls=1,usec=1\r\ncmdstat_BF.EXISTS:calls=9,usec=1\r\ncmdstat_bf.add:calls=2,usec=1\r\ncmdstat_set:calls=7,usec=1\r\n";
+        let calls = super::silent_write_calls(stats);
+        assert_eq!(calls.get("vectorset"), Some(&4));
+        assert_eq!(
+            calls.get("MBbloom--"),
+            Some(&2),
+            "BF.EXISTS reads, it does not write"
+        );
+        assert_eq!(calls.len(), 2);
+    }
+
     #[test]
     fn modules_come_from_info() {
         let info =

@@ -192,7 +192,15 @@ impl Tail {
         for _ in 0..shared.options.workers.max(1) {
             tasks.spawn(copy_worker(shared.clone()));
         }
-        tasks.spawn(gap_watcher(shared.clone(), subscriptions, gap_tx.clone()));
+        // The first look at every node is taken now, subscribed and before any copy: a flush or
+        // a silent write from this moment on is a change the watcher sees.
+        let watch = NodeWatch::first_look(&shared, &subscriptions).await?;
+        tasks.spawn(gap_watcher(
+            shared.clone(),
+            subscriptions,
+            watch,
+            gap_tx.clone(),
+        ));
         tasks.spawn(healer(shared.clone(), gap_rx, gap_tx));
         Ok(Tail {
             dirty,
@@ -576,8 +584,36 @@ fn flush_calls(commandstats: &str) -> u64 {
         .sum()
 }
 
-/// What the gap watcher last saw of a node: its run id and flush count.
-type NodeMark = (String, u64);
+/// The gap watcher's last look at every node, and its connections.
+struct NodeWatch {
+    marks: std::collections::HashMap<String, NodeMark>,
+    conns: std::collections::HashMap<String, Conn>,
+}
+
+impl NodeWatch {
+    /// A look at every subscribed node.
+    async fn first_look(shared: &Shared, subscriptions: &Subscriptions) -> Result<NodeWatch> {
+        let mut watch = NodeWatch {
+            marks: Default::default(),
+            conns: Default::default(),
+        };
+        for (node, _) in &subscriptions.nodes {
+            let mark = node_mark(&mut watch.conns, &node.endpoint, &shared.copy).await?;
+            watch.marks.insert(node.endpoint.addr(), mark);
+        }
+        Ok(watch)
+    }
+}
+
+/// What the gap watcher last saw of a node.
+struct NodeMark {
+    /// A restart changes it.
+    run_id: String,
+    /// FLUSHALL, FLUSHDB and SWAPDB calls.
+    flushes: u64,
+    /// Calls of writes that raise no keyspace event, per key type they write.
+    silent: std::collections::BTreeMap<&'static str, u64>,
+}
 
 /// Watches the source for gaps (design §4.5): each node's INFO for flushes (commandstats) and
 /// restarts (run id), and a cluster's primaries for failovers and slot moves, which it follows
@@ -585,10 +621,13 @@ type NodeMark = (String, u64);
 async fn gap_watcher(
     shared: Arc<Shared>,
     mut subscriptions: Subscriptions,
+    watch: NodeWatch,
     gaps: mpsc::UnboundedSender<String>,
 ) -> Result<()> {
-    let mut marks: std::collections::HashMap<String, NodeMark> = Default::default();
-    let mut conns: std::collections::HashMap<String, Conn> = Default::default();
+    let NodeWatch {
+        mut marks,
+        mut conns,
+    } = watch;
     let clustered = subscriptions.nodes.iter().any(|(n, _)| !n.slots.is_empty());
     while !shared.stop.load(Ordering::Relaxed) {
         tokio::time::sleep(shared.options.gap_poll).await;
@@ -610,10 +649,16 @@ async fn gap_watcher(
             match node_mark(&mut conns, &ep, &shared.copy).await {
                 Ok(now) => {
                     if let Some(before) = marks.get(&addr) {
-                        if before.0 != now.0 {
+                        if before.run_id != now.run_id {
                             let _ = gaps.send(format!("{addr} restarted"));
-                        } else if before.1 != now.1 {
+                        } else if before.flushes != now.flushes {
                             let _ = gaps.send(format!("FLUSHALL/FLUSHDB/SWAPDB on {addr}"));
+                        } else {
+                            let moved = (&before.silent, &now.silent);
+                            if let Err(e) = resync_silent_writes(&shared, &ep, moved).await {
+                                tracing::warn!(error = %e, "could not list the keys silent writes touched: healing");
+                                let _ = gaps.send(format!("silent writes on {addr}"));
+                            }
                         }
                     }
                     marks.insert(addr, now);
@@ -660,7 +705,46 @@ async fn node_mark(
         .unwrap_or_default()
         .trim()
         .to_string();
-    Ok((run_id, flush_calls(&stats)))
+    Ok(NodeMark {
+        run_id,
+        flushes: flush_calls(&stats),
+        silent: crate::module_types::silent_write_calls(&stats),
+    })
+}
+
+/// Calls of silent writes per key type, at the last look and now.
+type SilentCalls<'a> = (
+    &'a std::collections::BTreeMap<&'static str, u64>,
+    &'a std::collections::BTreeMap<&'static str, u64>,
+);
+
+/// Re-syncs every key of each type whose silent writes moved on `node` since the last look
+/// (see `silent`), counting each as a gap. On an error the caller reports a gap instead, and
+/// the heal pass's compare covers these keys too.
+async fn resync_silent_writes(
+    shared: &Shared,
+    node: &Endpoint,
+    moved: SilentCalls<'_>,
+) -> Result<()> {
+    let (before, now) = moved;
+    for (type_name, calls) in now {
+        if before.get(type_name) == Some(calls) {
+            continue;
+        }
+        shared.stats.gaps.fetch_add(1, Ordering::Relaxed);
+        let keys =
+            crate::silent::keys_to_resync(&shared.migration, node, &shared.dbs, type_name).await?;
+        tracing::warn!(
+            type_name,
+            keys = keys.len(),
+            "writes that raise no keyspace event on {}: re-syncing every key of the type",
+            node.addr()
+        );
+        for key in keys {
+            shared.dirty.mark(key);
+        }
+    }
+    Ok(())
 }
 
 /// Compares the cluster's primaries with the subscribed nodes; on a change (failover, slot
