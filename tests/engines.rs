@@ -358,3 +358,124 @@ async fn live_mode_carries_writes_that_raise_no_keyspace_event() {
     );
     assert_eq!(target.cmd(&["VCARD", "vs:new"]), ":1", "{out}");
 }
+
+/// A function library, as `FUNCTION LOAD` takes it.
+fn library(name: &str, returns: u32) -> String {
+    format!("#!lua name={name}\nredis.register_function('{name}_f', function(keys, args) return {returns} end)")
+}
+
+/// The target's libraries as `name=code` lines, read independently (redis-rs).
+async fn libraries_on(url: &str) -> Vec<(String, String)> {
+    let mut c = common::client(url).await;
+    let list: redis::Value = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .arg("WITHCODE")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    if let redis::Value::Array(libs) = list {
+        for lib in libs {
+            let fields: Vec<String> = match lib {
+                redis::Value::Array(f) => f
+                    .into_iter()
+                    .map(|v| redis::from_redis_value::<String>(v).unwrap_or_default())
+                    .collect(),
+                _ => continue,
+            };
+            let get = |k: &str| {
+                let at = fields.iter().position(|f| f == k).unwrap();
+                fields[at + 1].clone()
+            };
+            out.push((get("library_name"), get("library_code")));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Functions are copied to the target, verified by name and code, and followed in live mode
+/// (a library loaded and one deleted on the source while ferry follows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_libraries_are_copied_verified_and_followed() {
+    for (from, to) in [
+        (Version::Redis7, Version::Redis7),
+        (Version::Valkey91, Version::Redis82),
+    ] {
+        let (source, target) = (server(from), server(to));
+        source.cmd(&["FUNCTION", "LOAD", &library("first", 1)]);
+        source.cmd(&["FUNCTION", "LOAD", &library("second", 2)]);
+        source.cmd(&["SET", "k", "v"]);
+        let out = replicate(&source.url(), &target.url(), &[], &[]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{from:?} -> {to:?}: {t}");
+        assert!(t.contains("functions: ok 2, missing 0, different 0"), "{t}");
+        assert_eq!(
+            libraries_on(&source.url()).await,
+            libraries_on(&target.url()).await
+        );
+
+        // A changed library on the target is a difference, and --repair puts it back.
+        target.cmd(&["FUNCTION", "LOAD", "REPLACE", &library("first", 99)]);
+        let out = replicate(&source.url(), &target.url(), &["--mode", "compare"], &[]);
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        assert!(text(&out).contains("different 1"), "{}", text(&out));
+        let out = replicate(
+            &source.url(),
+            &target.url(),
+            &["--mode", "compare", "--repair"],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(
+            libraries_on(&source.url()).await,
+            libraries_on(&target.url()).await
+        );
+    }
+
+    // Live: a library loaded and one deleted while ferry follows.
+    let (source, target) = (server(Version::Redis7), server(Version::Redis7));
+    source.cmd(&["CONFIG", "SET", "notify-keyspace-events", "KA"]);
+    source.cmd(&["FUNCTION", "LOAD", &library("kept", 1)]);
+    source.cmd(&["FUNCTION", "LOAD", &library("dropped", 2)]);
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("live.json");
+    let run = common::live::LiveRun::start(&source.url(), &target.url(), &report);
+    run.wait_for("target caught up", std::time::Duration::from_secs(30))
+        .await;
+    source.cmd(&["FUNCTION", "LOAD", &library("added", 3)]);
+    source.cmd(&["FUNCTION", "DELETE", "dropped"]);
+    for i in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        source.cmd(&["SET", "tick", &i.to_string()]);
+    }
+    let (code, out) = run.finish().await;
+    assert_eq!(code, 0, "{out}");
+    let names: Vec<String> = libraries_on(&target.url())
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, vec!["added", "kept"], "{out}");
+}
+
+/// What cannot be carried is refused before anything is written: a target without functions
+/// (Redis 6.2), and a target library of the same name with other code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_libraries_that_cannot_be_carried_are_refused_before_writing() {
+    let source = server(Version::Redis7);
+    source.cmd(&["FUNCTION", "LOAD", &library("lib", 1)]);
+    source.cmd(&["SET", "k", "v"]);
+    let old = server(Version::Redis62);
+    let out = replicate(&source.url(), &old.url(), &[], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("has no functions"), "{}", text(&out));
+    assert_eq!(old.cmd(&["DBSIZE"]), ":0");
+
+    let clash = server(Version::Redis7);
+    clash.cmd(&["FUNCTION", "LOAD", &library("lib", 2)]);
+    let out = replicate(&source.url(), &clash.url(), &[], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("other code"), "{}", text(&out));
+    assert_eq!(clash.cmd(&["DBSIZE"]), ":0");
+}

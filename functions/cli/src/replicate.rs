@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use ferry_engine::cluster;
 use ferry_engine::copy::{CopyContext, CopyOptions, Method};
+use ferry_engine::functions::{self, FunctionCounts};
 use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
 use ferry_engine::tail::{self, Tail};
 use ferry_engine::verify::{Level, VerifyOptions};
@@ -155,6 +156,7 @@ async fn copy_and_verify(
     mut live: Option<Tail>,
 ) -> Result<i32, Error> {
     if a.mode != Mode::Compare {
+        let functions_copied = migrate::copy_functions(m).await?;
         let shards = migrate::plan_copy_shards(m, &inv.source);
         let planned = shards.len();
         let start = Instant::now();
@@ -178,6 +180,7 @@ async fn copy_and_verify(
             seconds,
             keys_per_sec: counts.copied as f64 / seconds.max(1e-9),
             shards: planned,
+            functions: functions_copied,
             ..CopySummary::default()
         };
         let shards = match result {
@@ -263,40 +266,43 @@ async fn copy_and_verify(
         deadline: None,
         flag: Some(stop.clone()),
     };
-    let (verify_report, complete) =
+    let (mut verify_report, complete) =
         migrate::verify_all(m, &inv, vctx.clone(), on_scanned, stopper).await?;
     progress.finish(verify_report.total.ok + verify_report.total.differences());
-    let differences = verify_report.total.differences();
-    if !complete {
-        report.verify = Some(VerifySummary {
-            level: format!("{level:?}").to_lowercase(),
-            seconds: start.elapsed().as_secs_f64(),
-            report: verify_report,
-            complete,
-        });
-        report.outcome = "interrupted".into();
-        return Ok(EXIT_INTERRUPTED);
-    }
-    if a.repair && differences > 0 {
-        let repaired =
-            migrate::repair(m, copy_ctx.clone(), vctx.clone(), &verify_report.diffs).await?;
-        let fixed = repaired.still_different == 0 && !verify_report.diffs_truncated;
-        report.repair = Some(repaired);
-        report.verify = Some(VerifySummary {
-            level: format!("{level:?}").to_lowercase(),
-            seconds: start.elapsed().as_secs_f64(),
-            report: verify_report,
-            complete,
-        });
-        report.outcome = if fixed { "repaired" } else { "different" }.into();
-        return Ok(if fixed { EXIT_OK } else { EXIT_DIFFERENT });
-    }
-    report.verify = Some(VerifySummary {
+    let mut functions = match complete {
+        true => functions::verify(&m.source, &m.target).await?,
+        false => FunctionCounts::default(),
+    };
+    let differences = verify_report.total.differences() + functions.differences();
+    let diffs_truncated = verify_report.diffs_truncated;
+    // The differing keys, for repair (never part of the report).
+    let diffs = std::mem::take(&mut verify_report.diffs);
+    let summary = |functions| VerifySummary {
         level: format!("{level:?}").to_lowercase(),
         seconds: start.elapsed().as_secs_f64(),
         report: verify_report,
         complete,
-    });
+        functions,
+    };
+    if !complete {
+        report.verify = Some(summary(functions));
+        report.outcome = "interrupted".into();
+        return Ok(EXIT_INTERRUPTED);
+    }
+    if a.repair && differences > 0 {
+        let mut repaired = migrate::repair(m, copy_ctx.clone(), vctx.clone(), &diffs).await?;
+        if functions.differences() > 0 {
+            migrate::copy_functions(m).await?;
+            functions = functions::verify(&m.source, &m.target).await?;
+            repaired.still_different += functions.differences();
+        }
+        let fixed = repaired.still_different == 0 && !diffs_truncated;
+        report.repair = Some(repaired);
+        report.verify = Some(summary(functions));
+        report.outcome = if fixed { "repaired" } else { "different" }.into();
+        return Ok(if fixed { EXIT_OK } else { EXIT_DIFFERENT });
+    }
+    report.verify = Some(summary(functions));
     if differences > 0 {
         report.outcome = "different".into();
         Ok(EXIT_DIFFERENT)

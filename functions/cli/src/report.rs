@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use ferry_engine::copy::Counts;
+use ferry_engine::functions::FunctionCounts;
 use ferry_engine::inventory::Inventory;
 use ferry_engine::migrate::RepairReport;
 use ferry_engine::plan::Shard;
@@ -64,6 +65,8 @@ pub struct CopySummary {
     pub shards: usize,
     /// Shards finished; the others' cursors are checkpoints.
     pub shards_done: usize,
+    /// Function libraries loaded on the target.
+    pub functions: usize,
     /// Unfinished shards with their cursors, when the run stopped early.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checkpoints: Vec<Shard>,
@@ -81,6 +84,8 @@ pub struct VerifySummary {
     pub report: VerifyReport,
     /// Whether every shard of both passes was compared (false: stopped early, counts partial).
     pub complete: bool,
+    /// The source's function libraries, compared on every target primary.
+    pub functions: FunctionCounts,
 }
 
 /// A failure, by stable kind name.
@@ -153,6 +158,9 @@ impl Report {
                 c.shards_done,
                 c.shards
             ));
+            if c.functions > 0 {
+                line(format!("  {} function libraries loaded", c.functions));
+            }
             if c.counts.skipped > 0 {
                 line(format!(
                     "  {} keys of a type the target cannot take left out (--skip-unsupported)",
@@ -188,6 +196,13 @@ impl Report {
                     (n, s) => format!(", unverified {n} (not ok), skipped {s}"),
                 }
             ));
+            let f = &v.functions;
+            if f.ok + f.differences() > 0 {
+                line(format!(
+                    "  functions: ok {}, missing {}, different {} (libraries, per target primary)",
+                    f.ok, f.missing, f.different
+                ));
+            }
             for d in &v.report.sample {
                 line(format!("    {:?} db{} {}", d.status, d.db, d.key));
             }

@@ -11,6 +11,7 @@ pub mod dirty;
 pub mod endpoint;
 pub mod error;
 pub mod field_ttl;
+pub mod functions;
 pub mod inventory;
 pub mod lease;
 pub mod migrate;

@@ -12,6 +12,7 @@ use crate::conn::Conn;
 use crate::copy::{Copier, CopyContext, CopyOptions, Method};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
+use crate::functions;
 use crate::inventory::{self, Inventory, ServerInfo};
 use crate::module_types;
 use crate::plan::{self, Shard};
@@ -174,6 +175,15 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
         notes.push(format!(
             "keys of type '{t}' are left out (--skip-unsupported): the target cannot take them"
         ));
+    }
+    if let Some(libs) = functions::libraries(&mut source_conn).await? {
+        if purpose == Purpose::Copy && !libs.is_empty() {
+            functions::preflight(&libs, &m.target).await?;
+            notes.push(format!(
+                "{} function libraries are copied to every target primary",
+                libs.len()
+            ));
+        }
     }
     for module in module_types::unknown_modules(&source) {
         notes.push(format!(
@@ -535,6 +545,14 @@ pub async fn verify_all(
         complete = reverse.iter().all(|s| s.done);
     }
     Ok((ctx.take_report(), complete))
+}
+
+/// Loads the source's function libraries on the target (every primary); returns how many.
+pub async fn copy_functions(m: &Migration) -> Result<usize> {
+    match functions::source_libraries(&m.source).await? {
+        Some(libs) if !libs.is_empty() => functions::sync(&libs, &[], &m.target).await,
+        _ => Ok(0),
+    }
 }
 
 /// The outcome of `--repair`.

@@ -588,14 +588,20 @@ fn flush_calls(commandstats: &str) -> u64 {
 struct NodeWatch {
     marks: std::collections::HashMap<String, NodeMark>,
     conns: std::collections::HashMap<String, Conn>,
+    /// The function libraries last copied to the target.
+    libraries: crate::functions::Libraries,
 }
 
 impl NodeWatch {
     /// A look at every subscribed node.
     async fn first_look(shared: &Shared, subscriptions: &Subscriptions) -> Result<NodeWatch> {
+        let libraries = crate::functions::source_libraries(&shared.migration.source)
+            .await?
+            .unwrap_or_default();
         let mut watch = NodeWatch {
             marks: Default::default(),
             conns: Default::default(),
+            libraries,
         };
         for (node, _) in &subscriptions.nodes {
             let mark = node_mark(&mut watch.conns, &node.endpoint, &shared.copy).await?;
@@ -613,6 +619,8 @@ struct NodeMark {
     flushes: u64,
     /// Calls of writes that raise no keyspace event, per key type they write.
     silent: std::collections::BTreeMap<&'static str, u64>,
+    /// Calls of FUNCTION LOAD/DELETE/FLUSH/RESTORE.
+    function_changes: u64,
 }
 
 /// Watches the source for gaps (design §4.5): each node's INFO for flushes (commandstats) and
@@ -627,6 +635,7 @@ async fn gap_watcher(
     let NodeWatch {
         mut marks,
         mut conns,
+        mut libraries,
     } = watch;
     let clustered = subscriptions.nodes.iter().any(|(n, _)| !n.slots.is_empty());
     while !shared.stop.load(Ordering::Relaxed) {
@@ -647,13 +656,23 @@ async fn gap_watcher(
                 .map(|(n, _)| n.endpoint.clone())
                 .expect("subscribed node");
             match node_mark(&mut conns, &ep, &shared.copy).await {
-                Ok(now) => {
+                Ok(mut now) => {
                     if let Some(before) = marks.get(&addr) {
                         if before.run_id != now.run_id {
                             let _ = gaps.send(format!("{addr} restarted"));
                         } else if before.flushes != now.flushes {
                             let _ = gaps.send(format!("FLUSHALL/FLUSHDB/SWAPDB on {addr}"));
                         } else {
+                            if before.function_changes != now.function_changes {
+                                if let Err(e) = resync_functions(&shared, &ep, &mut libraries).await
+                                {
+                                    if !e.is_transient() {
+                                        return fail(&shared, e);
+                                    }
+                                    tracing::warn!(error = %e, "could not re-sync function libraries; trying again");
+                                    now.function_changes = before.function_changes;
+                                }
+                            }
                             let moved = (&before.silent, &now.silent);
                             if let Err(e) = resync_silent_writes(&shared, &ep, moved).await {
                                 tracing::warn!(error = %e, "could not list the keys silent writes touched: healing");
@@ -709,7 +728,32 @@ async fn node_mark(
         run_id,
         flushes: flush_calls(&stats),
         silent: crate::module_types::silent_write_calls(&stats),
+        function_changes: crate::functions::change_calls(&stats),
     })
+}
+
+/// Loads `node`'s function libraries on the target and deletes there the ones the migration
+/// copied earlier that the source no longer has; `known` is what was copied last.
+async fn resync_functions(
+    shared: &Shared,
+    node: &Endpoint,
+    known: &mut crate::functions::Libraries,
+) -> Result<()> {
+    use crate::functions;
+    let now = functions::libraries(&mut Conn::connect(node).await?)
+        .await?
+        .unwrap_or_default();
+    let dropped = functions::dropped(known, &now);
+    functions::sync(&now, &dropped, &shared.migration.target).await?;
+    tracing::warn!(
+        libraries = now.len(),
+        deleted = dropped.len(),
+        "function libraries changed on {}: re-synced",
+        node.addr()
+    );
+    shared.stats.gaps.fetch_add(1, Ordering::Relaxed);
+    *known = now;
+    Ok(())
 }
 
 /// Calls of silent writes per key type, at the last look and now.

@@ -89,6 +89,11 @@ pub async fn inventory(ctx: Ctx, input: MigrationInput) -> Result<InventoryOutpu
 pub async fn plan(ctx: Ctx, input: MigrationInput) -> Result<PlanOutput, StepError> {
     let m = migration(&ctx, &input).await?;
     let source = migrate::server_info(&m.source).await?;
+    // Function libraries are server-level state: loaded once, here, before any shard is
+    // copied (LOAD REPLACE: a rerun of this step is harmless).
+    if input.mode != Mode::Compare {
+        migrate::copy_functions(&m).await?;
+    }
     let shards = migrate::plan_copy_shards(&m, &source);
     Ok(PlanOutput {
         count: shards.len(),
@@ -237,6 +242,16 @@ async fn verify_setup(
 pub async fn plan_verify(ctx: Ctx, input: MigrationInput) -> Result<VerifyPlanOutput, StepError> {
     let m = migration(&ctx, &input).await?;
     let source = migrate::server_info(&m.source).await?;
+    let functions = ferry_engine::functions::verify(&m.source, &m.target).await?;
+    if functions.differences() > 0 {
+        return Err(StepError::Named {
+            kind: "VerifyFailed",
+            message: format!(
+                "function libraries: ok {}, missing {}, different {} (per target primary)",
+                functions.ok, functions.missing, functions.different
+            ),
+        });
+    }
     let (vctx, target) = verify_setup(&m, &input).await?;
     let mut items: Vec<VerifyItem> = migrate::plan_shards(&m, &source)
         .into_iter()
