@@ -479,3 +479,49 @@ async fn function_libraries_that_cannot_be_carried_are_refused_before_writing() 
     assert!(text(&out).contains("other code"), "{}", text(&out));
     assert_eq!(clash.cmd(&["DBSIZE"]), ":0");
 }
+
+/// A target whose user may not RESTORE (as Redis Enterprise's Active-Active databases refuse
+/// it too) is copied per type: found by inventory's probe, or by a refused RESTORE mid-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_refuses_restore_is_copied_per_type() {
+    let source = Server::start();
+    common::write_every_type(&source.url()).await;
+    common::seed(&source.url(), "2000");
+    let target = Server::start();
+    let rules = [
+        "ACL",
+        "SETUSER",
+        "norestore",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-restore",
+    ];
+    assert_eq!(target.cmd(&rules), "+OK");
+    let url = format!("redis://norestore:pw@127.0.0.1:{}", target.port);
+
+    let out = replicate(&source.url(), &url, &["--type", "dump"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("refuses RESTORE"), "{}", text(&out));
+    assert_eq!(target.cmd(&["DBSIZE"]), ":0");
+
+    let out = replicate(&source.url(), &url, &[], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("refuses RESTORE") && t.contains("method struct"),
+        "{t}"
+    );
+    common::assert_servers_same(&source.url(), &target.url()).await;
+
+    // No probe before a compare: the repair's first RESTORE is refused, and it goes per type.
+    let fresh = Server::start();
+    assert_eq!(fresh.cmd(&rules), "+OK");
+    let url = format!("redis://norestore:pw@127.0.0.1:{}", fresh.port);
+    let out = replicate(&source.url(), &url, &["--mode", "compare", "--repair"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("outcome: repaired"), "{}", text(&out));
+    common::assert_servers_same(&source.url(), &fresh.url()).await;
+}

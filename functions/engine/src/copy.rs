@@ -167,6 +167,9 @@ pub struct CopyContext {
     pub limiter: Option<Arc<RateLimiter>>,
     /// What the struct path does with hash-field TTLs.
     pub field_ttls: FieldTtls,
+    /// Set when the target refused RESTORE itself (an ACL without `+restore`, an Active-Active
+    /// database): from then on every key goes per type.
+    restore_refused: AtomicBool,
     /// Set when `MEMORY USAGE` is refused, so the struct path stops probing sizes.
     memory_usage_refused: AtomicBool,
 }
@@ -197,6 +200,7 @@ impl CopyContext {
             all_struct,
             field_ttls,
             stats: Stats::default(),
+            restore_refused: AtomicBool::new(false),
             memory_usage_refused: AtomicBool::new(false),
         }
     }
@@ -207,6 +211,24 @@ impl CopyContext {
             l.acquire(ops).await;
         }
     }
+
+    /// Copies every key per type from now on: the target refuses RESTORE (found by inventory's
+    /// probe, or by a refused RESTORE during the copy).
+    pub fn refuse_restore(&self) {
+        self.restore_refused.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether keys go per type rather than by DUMP/RESTORE.
+    fn per_type(&self) -> bool {
+        self.all_struct || self.restore_refused.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether a RESTORE error says the target refuses the command itself (not the payload).
+fn refuses_restore(message: &str) -> bool {
+    message.starts_with("NOPERM")
+        || message.contains("unknown command")
+        || message.contains("not supported")
 }
 
 /// A source and a target connection that copy batches of keys.
@@ -261,7 +283,7 @@ impl Copier {
         while !rest.is_empty() {
             let (round, next) = rest.split_at(self.round_keys().min(rest.len()));
             rest = next;
-            if self.ctx.all_struct {
+            if self.ctx.per_type() {
                 big.extend(self.struct_copy(db, round).await?);
             } else {
                 let (refused, too_big) = self.dump_copy(db, round, &mut unacknowledged).await?;
@@ -420,6 +442,13 @@ impl Copier {
             match self.target.recv().await? {
                 Reply::Error(e) => {
                     let msg = String::from_utf8_lossy(&e).into_owned();
+                    if refuses_restore(&msg) && self.ctx.options.method == Method::Auto {
+                        if !self.ctx.restore_refused.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(error = %crate::error::server_text(&msg), "the target refuses RESTORE: copying per type from now on");
+                        }
+                        refused.push(k.clone());
+                        continue;
+                    }
                     // Redis words a bad version and a bad checksum alike; a payload whose
                     // version the target accepts can only have failed its checksum.
                     let version_fits = restore_accepts(self.ctx.target_rdb, self.ctx.source_rdb);

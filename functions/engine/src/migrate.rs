@@ -17,6 +17,7 @@ use crate::inventory::{self, Inventory, ServerInfo};
 use crate::module_types;
 use crate::plan::{self, Shard};
 use crate::ratelimit::RateLimiter;
+use crate::resp::Reply;
 use crate::scan::{self, BatchWorker, ScanConfig};
 use crate::scope::Scope;
 use crate::verify::{
@@ -72,12 +73,16 @@ impl Migration {
 impl Migration {
     /// The context every copier of this run shares, from what inventory found.
     pub fn copy_context(&self, inv: &Inventory) -> Arc<CopyContext> {
-        Arc::new(CopyContext::new(
+        let ctx = CopyContext::new(
             self.copy.clone(),
             self.scope.clone(),
             &inv.source,
             &inv.target,
-        ))
+        );
+        if inv.copy_method == "struct" {
+            ctx.refuse_restore();
+        }
+        Arc::new(ctx)
     }
 }
 
@@ -141,8 +146,26 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
             "{timed} hashes hold fields with TTLs the target cannot keep: copied without them (--drop-field-ttls)"
         ));
     }
+    let refusal = match m.copy.method {
+        Method::Struct => None,
+        _ if purpose == Purpose::Copy => restore_refusal(&m.target).await?,
+        _ => None,
+    };
     let copy_method = match m.copy.method {
         Method::Struct => "struct",
+        Method::Dump if refusal.is_some() => {
+            return Err(Error::Incompatible(format!(
+                "--type dump: the target refuses RESTORE ({}); use --type auto (it copies per type)",
+                refusal.unwrap_or_default()
+            )))
+        }
+        Method::Auto if refusal.is_some() => {
+            notes.push(format!(
+                "the target refuses RESTORE ({}): keys are copied per type (struct)",
+                refusal.unwrap_or_default()
+            ));
+            "struct"
+        }
         _ if inventory::restore_accepts(target.rdb_version, source.rdb_version) => "dump",
         Method::Auto => {
             notes.push(format!(
@@ -233,6 +256,49 @@ fn check_connections(m: &Migration, source: &ServerInfo) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Why the target refuses RESTORE itself (an ACL without `+restore`, an Active-Active
+/// database), found with a scratch key: `ferry:probe:{id}` is written, dumped and restored as
+/// `ferry:probe:{id}:r` (one hash slot), then both are deleted; `None` when it takes it.
+async fn restore_refusal(target: &Endpoint) -> Result<Option<String>> {
+    let mut ep = target.clone();
+    ep.db = ep.db_in_url.unwrap_or(0);
+    let mut conn = Conn::keyspace(&ep).await?;
+    let key = format!(
+        "{}{{{:016x}}}",
+        crate::scope::PROBE_PREFIX,
+        rand::random::<u64>()
+    );
+    let copy = format!("{key}:r");
+    conn.call(&["SET", &key, "1", "PX", "10000"]).await?;
+    let refusal = match conn.call(&["DUMP", &key]).await {
+        Ok(Reply::Bulk(payload)) => {
+            let restored = conn
+                .call(&[
+                    &b"RESTORE"[..],
+                    copy.as_bytes(),
+                    b"10000",
+                    &payload,
+                    b"REPLACE",
+                ])
+                .await;
+            match restored {
+                Err(
+                    Error::Server { message, .. }
+                    | Error::AuthFailed {
+                        reason: message, ..
+                    },
+                ) => Some(message),
+                Err(e) => return Err(e),
+                Ok(_) => None,
+            }
+        }
+        // A target that may not even DUMP gives no answer here; the copy finds out.
+        _ => None,
+    };
+    conn.call(&["DEL", &key, &copy]).await?;
+    Ok(refusal)
 }
 
 /// The non-core key types the source may hold that the target cannot take by the run's

@@ -240,9 +240,15 @@ pub const CANARY_PREFIX: &[u8] = b"ferry:canary:";
 /// The key of the target lease (see `lease`), in the target's db 0.
 pub const LEASE_KEY: &str = "ferry:lease";
 
-/// Whether a key is ferry's own (the canary, the lease): never copied, verified or deleted.
+/// Prefix of the scratch keys inventory writes on the target to learn whether it takes RESTORE.
+pub const PROBE_PREFIX: &str = "ferry:probe:";
+
+/// Whether a key is ferry's own (the canary, the lease, a probe): never copied, verified or
+/// deleted.
 pub fn is_ferry_key(key: &[u8]) -> bool {
-    key.starts_with(CANARY_PREFIX) || key == LEASE_KEY.as_bytes()
+    key.starts_with(CANARY_PREFIX)
+        || key == LEASE_KEY.as_bytes()
+        || key.starts_with(PROBE_PREFIX.as_bytes())
 }
 
 /// Escapes glob characters so a literal prefix can head a SCAN MATCH pattern.
