@@ -484,8 +484,10 @@ struct Sent {
     end: u64,
 }
 
-/// How many redirects one command may follow before the topology is declared unstable.
-const MAX_REDIRECTS: usize = 5;
+/// How many redirects one command may follow before the topology is declared unstable. From
+/// the second hop on ferry pauses (10 ms, doubling, at most 200 ms: under 1 s in all): while a
+/// slot changes owner, nodes may send a command back and forth until their configs converge.
+const MAX_REDIRECTS: usize = 8;
 
 impl Conn {
     /// Connects to the one server `ep` names, logs in and selects its database.
@@ -678,7 +680,11 @@ impl Conn {
         mut error: bytes::Bytes,
         command: Vec<u8>,
     ) -> Result<Reply> {
-        for _ in 0..MAX_REDIRECTS {
+        for hop in 0..MAX_REDIRECTS {
+            if hop > 0 {
+                let pause = Duration::from_millis(10 << hop.min(5)).min(Duration::from_millis(200));
+                tokio::time::sleep(pause).await;
+            }
             let text = String::from_utf8_lossy(&error).into_owned();
             let mut parts = text.split_whitespace();
             let (kind, slot, addr) = (parts.next(), parts.next(), parts.next());
