@@ -546,3 +546,19 @@ fn a_corrupted_dump_payload_is_named_a_checksum_error() {
         text(&out)
     );
 }
+
+/// A key that expired on the source a moment before the target reclaimed its copy is not an
+/// extra (issue 17 item 4: exact at TTL boundaries); one without such a TTL still is.
+#[test]
+fn a_target_key_about_to_expire_is_not_an_extra() {
+    let (source, target) = (Server::start(), Server::start());
+    put(&source, 0, "k:", 10);
+    put(&target, 0, "k:", 10);
+    target.cmd(&["SET", "expiring", "v", "PX", "1500"]);
+    target.cmd(&["SET", "stray", "v"]);
+    let out = replicate(&source.url(), &target.url(), &["--mode", "compare"], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(t.contains("extra 1,") && t.contains("stray"), "{t}");
+    assert!(!t.contains("expiring"), "{t}");
+}

@@ -578,12 +578,14 @@ pub async fn verify_reverse_shards(
         config.stop = flag;
     }
     config.limiter = None; // the reverse scan reads the target; its EXISTS are throttled
-    let source = m.source.clone();
+    let (source, target) = (m.source.clone(), m.target.clone());
     scan::run_shards(shards, config, move || {
-        let (source, ctx) = (source.clone(), ctx.clone());
+        let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
         async move {
+            let (s, t) = tokio::join!(Conn::keyspace(&source), Conn::keyspace(&target));
             Ok(ReverseWorker {
-                source: Conn::keyspace(&source).await?,
+                source: s?,
+                target: t?,
                 ctx,
             })
         }

@@ -520,6 +520,8 @@ impl BatchWorker for VerifyWorker {
 pub struct ReverseWorker {
     /// Source connection.
     pub source: Conn,
+    /// Target connection (the TTL of a would-be extra).
+    pub target: Conn,
     /// Shared settings and report.
     pub ctx: Arc<VerifyContext>,
 }
@@ -559,9 +561,28 @@ impl BatchWorker for ReverseWorker {
                 }
             }
         }
-        for (k, held) in asked {
-            if held == 0 {
-                local.record(target_db, &k, Status::Extra, &self.ctx.options);
+        let unheld: Vec<Bytes> = asked
+            .into_iter()
+            .filter(|(_, held)| *held == 0)
+            .map(|(k, _)| k)
+            .collect();
+        if !unheld.is_empty() {
+            // A key that expired on the source a moment before the target reclaimed its copy
+            // is not an extra: it is gone, or about to be, on the target too.
+            self.target.select(target_db).await?;
+            for k in &unheld {
+                self.target.queue(&[&b"PTTL"[..], k]);
+            }
+            self.target.send().await?;
+            for k in &unheld {
+                let ttl = Ttl::from_reply(&self.target.recv().await?, false);
+                let ending = match ttl {
+                    Ttl::Gone => true,
+                    ttl => expiring(ttl, self.ctx.options.ttl_tolerance_ms),
+                };
+                if !ending {
+                    local.record(target_db, k, Status::Extra, &self.ctx.options);
+                }
             }
         }
         self.ctx.merge(local);
