@@ -270,3 +270,29 @@ async fn live_mode_writes_nothing_to_the_source_but_its_canary() {
     );
     common::assert_servers_same(&source.url(), &target.url()).await;
 }
+
+/// Stopping never cuts a heal short (issue 12): a FLUSHDB raises no per-key event, so only the
+/// heal pass deletes the target's copies; a stop sent the moment that heal starts still ends
+/// with the target emptied and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_heal_waits_for_it() {
+    let (source, target) = (Server::start(), Server::start());
+    source.cmd(&["CONFIG", "SET", "notify-keyspace-events", "KA"]);
+    common::seed(&source.url(), "60000");
+    source.cmd(&["SET", "survivor", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("live.json");
+    let run = LiveRun::start_with(&source.url(), &target.url(), &report, &[]);
+    run.wait_for("target caught up", Duration::from_secs(60))
+        .await;
+    source.cmd(&["FLUSHDB"]);
+    source.cmd(&["SET", "after-the-flush", "1"]);
+    run.wait_for("gap on the source", Duration::from_secs(10))
+        .await;
+    run.signal("-INT");
+    let (code, out) = run.finish().await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("outcome: verified"), "{out}");
+    assert_eq!(target.cmd(&["DBSIZE"]), ":1", "{out}");
+    assert_eq!(target.cmd(&["GET", "after-the-flush"]), "1");
+}

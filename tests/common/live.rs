@@ -209,18 +209,20 @@ impl LiveRun {
     /// Starts ferry live from `source` to `target` (URLs), ending 1.5 s after writes stop,
     /// with its JSON report written to `report`.
     pub fn start(source: &str, target: &str, report: &std::path::Path) -> LiveRun {
+        LiveRun::start_with(source, target, report, &["--idle-timeout", "1.5"])
+    }
+
+    /// Starts ferry live with other options (`extra`), its JSON report written to `report`.
+    pub fn start_with(
+        source: &str,
+        target: &str,
+        report: &std::path::Path,
+        extra: &[&str],
+    ) -> LiveRun {
         let mut child = Command::new(rig::ferry_bin())
-            .args([
-                "replicate",
-                "--mode",
-                "live",
-                "--idle-timeout",
-                "1.5",
-                "--source",
-                source,
-                "--target",
-                target,
-            ])
+            .args(["replicate", "--mode", "live", "--source", source])
+            .args(["--target", target])
+            .args(extra)
             .args(["--json", report.to_str().unwrap()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -241,6 +243,15 @@ impl LiveRun {
             });
         }
         LiveRun { child, output }
+    }
+
+    /// Sends ferry a signal (`-INT`, `-TERM`).
+    pub fn signal(&self, sig: &str) {
+        let sent = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {sig}");
     }
 
     /// Everything ferry printed so far.
