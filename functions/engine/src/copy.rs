@@ -20,6 +20,7 @@ use crate::conn::Conn;
 use crate::error::{Error, Result};
 use crate::field_ttl::{self, FieldTtls};
 use crate::inventory::{payload_rdb_version, restore_accepts};
+use crate::module_values;
 use crate::ratelimit::RateLimiter;
 use crate::resp::{self, Reply};
 use crate::scope::Scope;
@@ -167,6 +168,8 @@ pub struct CopyContext {
     pub limiter: Option<Arc<RateLimiter>>,
     /// What the struct path does with hash-field TTLs.
     pub field_ttls: FieldTtls,
+    /// Module key types the target has (a per-type copy of JSON and filters needs them).
+    pub target_types: Vec<&'static str>,
     /// Set when the target refused RESTORE itself (an ACL without `+restore`, an Active-Active
     /// database): from then on every key goes per type.
     restore_refused: AtomicBool,
@@ -199,6 +202,7 @@ impl CopyContext {
             target_stream_counters: target.has_stream_counters(),
             all_struct,
             field_ttls,
+            target_types: crate::module_types::types_of(target),
             stats: Stats::default(),
             restore_refused: AtomicBool::new(false),
             memory_usage_refused: AtomicBool::new(false),
@@ -509,9 +513,10 @@ impl Copier {
         }
         self.source.send().await?;
         let mut batch = Vec::with_capacity(keys.len());
-        let (mut one_by_one, mut big) = (Vec::new(), Vec::new());
+        let (mut one_by_one, mut big, mut module_keys) = (Vec::new(), Vec::new(), Vec::new());
         for k in keys {
-            let kind = Kind::from_type_reply(&self.source.recv().await?);
+            let type_reply = self.source.recv().await?;
+            let kind = Kind::from_type_reply(&type_reply);
             let ttl = Ttl::from_reply(&self.source.recv().await?, absolute);
             let size = match probe {
                 true => {
@@ -520,6 +525,10 @@ impl Copier {
                 }
                 false => 0,
             };
+            if let (Err(_), Some(name)) = (&kind, self.module_copyable(&type_reply)) {
+                module_keys.push((k.clone(), name, ttl));
+                continue;
+            }
             let Some(kind) = self.supported(k, kind)? else {
                 continue;
             };
@@ -574,6 +583,9 @@ impl Copier {
         self.expect_ok(writes).await?;
         bump(&self.ctx.stats.copied, written);
         bump(&self.ctx.stats.struct_copied, written);
+        for (k, type_name, ttl) in module_keys {
+            self.module_copy(db, &k, &type_name, ttl).await?;
+        }
         for k in one_by_one {
             self.chunked_copy(db, &k).await?;
         }
@@ -793,6 +805,54 @@ impl Copier {
 }
 
 impl Copier {
+    /// The type name of a module key this run copies per type (JSON, Bloom, Cuckoo, with the
+    /// module on the target), if `type_reply` names one.
+    fn module_copyable(&self, type_reply: &Reply) -> Option<Bytes> {
+        let name = type_reply.as_bytes()?;
+        let on_target = self
+            .ctx
+            .target_types
+            .iter()
+            .any(|t| t.as_bytes() == &name[..]);
+        (on_target && module_values::copyable(name)).then(|| name.clone())
+    }
+
+    /// Copies one module key by its own commands: built under a temporary name in its hash slot,
+    /// given its expiry, and renamed over the key (as chunked keys are).
+    async fn module_copy(
+        &mut self,
+        db: u32,
+        key: &Bytes,
+        type_name: &[u8],
+        ttl: Ttl,
+    ) -> Result<()> {
+        self.ctx.throttle(1).await;
+        let target_key = self.ctx.scope.target_key(db, key);
+        let temp = temp_key(&target_key);
+        let value = module_values::read(&mut self.source, type_name, key).await?;
+        let lapsed = matches!(ttl, Ttl::At(ms) if ms <= crate::util::now_ms());
+        let Some(value) = value.filter(|_| !lapsed && ttl != Ttl::Gone) else {
+            return self.gone_meanwhile(&temp, &target_key).await;
+        };
+        let mut n = module_values::queue_write(&mut self.target, &temp, &value);
+        match ttl {
+            Ttl::At(_) | Ttl::In(_) => ttl.queue_apply(&mut self.target, &temp),
+            _ => self.target.queue(&[&b"PERSIST"[..], &temp]),
+        }
+        self.target.queue(&[&b"RENAME"[..], &temp, &target_key]);
+        n += 2;
+        self.target.send().await?;
+        match self.expect_ok(n).await {
+            Err(Error::Server { message, .. }) if message.contains("no such key") => {
+                return self.gone_meanwhile(&temp, &target_key).await;
+            }
+            other => other?,
+        }
+        bump(&self.ctx.stats.copied, 1);
+        bump(&self.ctx.stats.struct_copied, 1);
+        Ok(())
+    }
+
     /// A key that vanished or expired while it was copied in chunks: its temporary key and
     /// any older copy on the target go, and it counts as gone.
     async fn gone_meanwhile(&mut self, temp: &[u8], target_key: &[u8]) -> Result<()> {

@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod lease;
 pub mod migrate;
 pub mod module_types;
+pub mod module_values;
 pub mod plan;
 pub mod ratelimit;
 pub mod resp;

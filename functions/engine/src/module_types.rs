@@ -101,11 +101,13 @@ pub fn unknown_modules(server: &ServerInfo) -> Vec<String> {
         .collect()
 }
 
-/// Whether the target can take keys of `type_name` from the source: by DUMP/RESTORE, which
-/// needs the type on the target and payloads it loads, and a method that uses it.
+/// Whether the target can take keys of `type_name` from the source: it needs the type (the
+/// module), and either a per-type copy of it (JSON, Bloom, Cuckoo) or DUMP/RESTORE with payloads
+/// it loads and a method that uses it.
 pub fn target_takes(type_name: &str, source: &ServerInfo, target: &ServerInfo, dump: bool) -> bool {
-    dump && types_of(target).contains(&type_name)
-        && restore_accepts(target.rdb_version, source.rdb_version)
+    types_of(target).contains(&type_name)
+        && (crate::module_values::copyable(type_name.as_bytes())
+            || (dump && restore_accepts(target.rdb_version, source.rdb_version)))
 }
 
 /// Keys of `type_name` in the connection's current db (at most `limit`), found by a server-side

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::conn::Conn;
 use crate::error::Result;
 use crate::field_ttl;
+use crate::module_values;
 use crate::ratelimit::RateLimiter;
 use crate::resp::Reply;
 use crate::scan::BatchWorker;
@@ -338,7 +339,7 @@ impl VerifyWorker {
         );
         let (src, dst) = (src?, dst?);
         let mut out = Vec::with_capacity(keys.len());
-        let (mut small, mut big, mut vector_sets) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut small, mut big, mut by_reads) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (s, t)) in src.iter().zip(&dst).enumerate() {
             let skipped = s
                 .type_name
@@ -358,8 +359,8 @@ impl VerifyWorker {
                     small.push(i);
                     None
                 }
-                Look::ByVectorSetReads => {
-                    vector_sets.push(i);
+                Look::ByVectorSetReads | Look::ByModuleReads => {
+                    by_reads.push(i);
                     None
                 }
             };
@@ -383,10 +384,20 @@ impl VerifyWorker {
             let b = value::digest_key(&mut self.target, &target_keys[i]).await?;
             out[i] = digest_status(a, b);
         }
-        for i in vector_sets {
+        for i in by_reads {
             ctx.throttle(1).await;
-            let a = vectorset::digest(&mut self.source, &keys[i]).await?;
-            let b = vectorset::digest(&mut self.target, &target_keys[i]).await?;
+            let name = src[i].type_name.clone().unwrap_or_default();
+            let (a, b) = if &name[..] == vectorset::TYPE_NAME {
+                (
+                    vectorset::digest(&mut self.source, &keys[i]).await?,
+                    vectorset::digest(&mut self.target, &target_keys[i]).await?,
+                )
+            } else {
+                (
+                    module_values::digest(&mut self.source, &name, &keys[i]).await?,
+                    module_values::digest(&mut self.target, &name, &target_keys[i]).await?,
+                )
+            };
             out[i] = match (a, b) {
                 (None, _) => None,
                 (Some(a), Some(b)) if a == b => Some(Status::Ok),
@@ -447,6 +458,8 @@ enum Look {
     ByContents,
     /// A vector set whose payloads differ (they are not byte-stable): its own reads decide.
     ByVectorSetReads,
+    /// A JSON document or filter whose payloads differ: its own reads decide.
+    ByModuleReads,
 }
 
 /// Existence, type and TTL for every type; in full mode the DUMP payloads, which also decide a
@@ -463,6 +476,9 @@ fn first_look(s: &Seen, t: &Seen, full: bool, tolerance: i64) -> Look {
         _ if s.payload.is_some() && s.payload == t.payload => Some(Status::Ok),
         _ if s.kind.is_some() => return Look::ByContents,
         _ if s.type_name.as_deref() == Some(vectorset::TYPE_NAME) => return Look::ByVectorSetReads,
+        _ if s.type_name.as_deref().is_some_and(module_values::copyable) => {
+            return Look::ByModuleReads
+        }
         _ => {
             let version =
                 |p: &Option<Bytes>| p.as_deref().and_then(crate::inventory::payload_rdb_version);
@@ -634,9 +650,15 @@ mod tests {
         assert_eq!(look(&vs(&a12), &vs(&a12), true), decided(Status::Ok));
         assert_eq!(look(&vs(&a12), &vs(&b12), true), Look::ByVectorSetReads);
         assert_eq!(look(&vs(&a12), &vs(&a80), false), decided(Status::Ok));
-        assert_eq!(look(&json(&a12), &json(&b12), true), decided(Status::Value));
+        let other = |p: &[u8]| seen("TSDB-TYPE", Some(p));
+        assert_eq!(look(&json(&a12), &json(&b12), true), Look::ByModuleReads);
+        assert_eq!(look(&json(&a12), &json(&a80), true), Look::ByModuleReads);
         assert_eq!(
-            look(&json(&a12), &json(&a80), true),
+            look(&other(&a12), &other(&b12), true),
+            decided(Status::Value)
+        );
+        assert_eq!(
+            look(&other(&a12), &other(&a80), true),
             decided(Status::Unverified)
         );
         assert_eq!(look(&vs(&a12), &json(&a12), true), decided(Status::Type));
