@@ -263,6 +263,30 @@ fn owner<'a>(cluster: &'a Cluster, key: &str) -> &'a Server {
 }
 
 /// Starts moving `key`'s slot from its owner to another primary; returns (from, to, slot).
+/// Waits (10 s at most) until every primary sends `key` to the node on `port`.
+fn wait_for_owner(cluster: &Cluster, key: &str, slot: &str, port: u16) {
+    let moved = format!("-MOVED {slot} 127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    loop {
+        let agree = cluster.primaries().into_iter().all(|n| {
+            let reply = n.cmd(&["GET", key]);
+            if n.port == port {
+                !reply.starts_with("-MOVED")
+            } else {
+                reply == moved
+            }
+        });
+        if agree {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the nodes do not agree that slot {slot} is on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn start_slot_move<'a>(cluster: &'a Cluster, key: &str) -> (&'a Server, &'a Server, String) {
     let from = owner(cluster, key);
     let to = cluster
@@ -311,6 +335,9 @@ async fn the_routed_connection_follows_moved_and_ask() {
             "+OK"
         );
     }
+    // As `redis-cli --cluster` does after a reassignment, wait until every node agrees (under
+    // load their configs take a moment to converge; ferry's own runs retry such moments).
+    wait_for_owner(&cluster, "moved-key", &slot, to.port);
     conn.call(&["SET", "moved-key", "here"]).await.unwrap();
     assert_eq!(to.cmd(&["GET", "moved-key"]), "here");
     assert!(from.cmd(&["GET", "moved-key"]).starts_with("-MOVED"));

@@ -680,7 +680,9 @@ impl Conn {
         mut error: bytes::Bytes,
         command: Vec<u8>,
     ) -> Result<Reply> {
+        let mut chain: Vec<String> = Vec::new();
         for hop in 0..MAX_REDIRECTS {
+            chain.push(crate::error::server_text(&String::from_utf8_lossy(&error)));
             if hop > 0 {
                 let pause = Duration::from_millis(10 << hop.min(5)).min(Duration::from_millis(200));
                 tokio::time::sleep(pause).await;
@@ -718,7 +720,8 @@ impl Conn {
         Err(Error::ConnectionLost {
             addr: self.addr().to_string(),
             reason: format!(
-                "still redirected after {MAX_REDIRECTS} hops: the cluster's slots are moving"
+                "still redirected after {MAX_REDIRECTS} hops ({}): the cluster's slots are moving",
+                chain.join(" -> ")
             ),
         })
     }
