@@ -138,3 +138,50 @@ pub fn bulk(s: &[u8]) -> Vec<u8> {
     out.extend_from_slice(b"\r\n");
     out
 }
+
+impl FakeServer {
+    /// A proxy in front of the real server on `real_port`: every command is forwarded over one
+    /// shared connection (so only db 0 makes sense) and `tweak` may change the reply first,
+    /// e.g. make SCAN return a key twice as a real server does while its table is resized.
+    pub fn proxy(
+        real_port: u16,
+        tweak: impl Fn(&[Vec<u8>], redis::Value) -> redis::Value + Send + Sync + 'static,
+    ) -> FakeServer {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{real_port}")).expect("url");
+        let conn =
+            std::sync::Mutex::new(client.get_connection().expect("connect to the real server"));
+        FakeServer::start(move |command| {
+            let mut cmd = redis::cmd(&name(command));
+            for arg in &command[1..] {
+                cmd.arg(arg);
+            }
+            let reply = match cmd.query::<redis::Value>(&mut *conn.lock().expect("conn")) {
+                Ok(v) => tweak(command, v),
+                Err(e) => {
+                    return Answer::Bytes(
+                        format!("-{}\r\n", e.to_string().replace(['\r', '\n'], " ")).into_bytes(),
+                    )
+                }
+            };
+            Answer::Bytes(encode(&reply))
+        })
+    }
+}
+
+/// A reply in RESP2.
+pub fn encode(value: &redis::Value) -> Vec<u8> {
+    use redis::Value as V;
+    match value {
+        V::Nil => b"$-1\r\n".to_vec(),
+        V::Int(n) => format!(":{n}\r\n").into_bytes(),
+        V::BulkString(b) => bulk(b),
+        V::SimpleString(s) => format!("+{s}\r\n").into_bytes(),
+        V::Okay => b"+OK\r\n".to_vec(),
+        V::Array(items) | V::Set(items) => {
+            let mut out = format!("*{}\r\n", items.len()).into_bytes();
+            items.iter().for_each(|i| out.extend(encode(i)));
+            out
+        }
+        other => panic!("the proxy does not encode {other:?}"),
+    }
+}

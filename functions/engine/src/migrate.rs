@@ -417,6 +417,7 @@ fn scan_config(
         stop: Arc::new(AtomicBool::new(false)),
         limiter: ctx_limiter,
         on_scanned,
+        distinct: false,
     }
 }
 
@@ -524,6 +525,7 @@ pub async fn verify_shards(
     stop: StopWhen,
 ) -> Result<Vec<Shard>> {
     let mut config = scan_config(m, &m.source, ctx.limiter.clone(), on_scanned);
+    config.distinct = true;
     config.deadline = stop.deadline;
     if let Some(flag) = stop.flag {
         config.stop = flag;
@@ -569,6 +571,7 @@ pub async fn verify_reverse_shards(
     stop: StopWhen,
 ) -> Result<Vec<Shard>> {
     let mut config = scan_config(m, &m.target, None, Arc::new(|_| {}));
+    config.distinct = true;
     config.pattern = None;
     if let (Some(p), false) = (&m.scope.pattern, reverse_prefixed(m, &ctx)) {
         config.pattern = Some(p.clone());
