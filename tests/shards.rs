@@ -45,6 +45,7 @@ async fn scan_all(server: &Server, bits: u8, count: u32, parallel: usize) -> Has
         stop: Arc::new(AtomicBool::new(false)),
         limiter: None,
         on_scanned: Arc::new(|_| {}),
+        distinct: false,
     };
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let collected = seen.clone();
