@@ -24,6 +24,7 @@ use crate::module_values;
 use crate::ratelimit::RateLimiter;
 use crate::resp::{self, Reply};
 use crate::scope::Scope;
+use crate::stream_pel::Placeholders;
 use crate::value::{self, ChunkReader, Kind, StreamMeta, Ttl};
 
 /// How keys are copied.
@@ -721,13 +722,24 @@ impl Copier {
         let target_key = self.ctx.scope.target_key(db, key);
         let temp = temp_key(&target_key);
         let mut reader = ChunkReader::new(kind, key.clone());
+        let mut placeholders = Placeholders::default();
+        if kind == Kind::Stream {
+            if let Some(meta) = StreamMeta::read(&mut self.source, key).await? {
+                placeholders = Placeholders::for_pending(&meta);
+            }
+        }
         let mut has_entries = false;
         let mut started = false;
         loop {
             self.ctx.throttle(1).await;
-            let Some(chunk) = reader.next(&mut self.source).await? else {
-                break;
+            let mut chunk = match reader.next(&mut self.source).await? {
+                Some(chunk) => chunk,
+                None => match placeholders.rest() {
+                    Some(last) => last,
+                    None => break,
+                },
             };
+            placeholders.merge_into(&mut chunk);
             has_entries |= matches!(&chunk, value::Chunk::Entries(e) if !e.is_empty());
             let expiries = self
                 .read_field_ttls(&[(key, kind)], &[Some(&chunk)])
@@ -749,12 +761,10 @@ impl Copier {
         }
         if kind == Kind::Stream {
             if let Some(meta) = StreamMeta::read(&mut self.source, key).await? {
-                let n = meta.queue_apply(
-                    &mut self.target,
-                    &temp,
-                    self.ctx.target_stream_counters,
-                    has_entries,
-                );
+                let counters = self.ctx.target_stream_counters;
+                let mut n = meta.queue_groups(&mut self.target, &temp, counters, has_entries);
+                n += placeholders.queue_delete(&mut self.target, &temp);
+                n += meta.queue_ids(&mut self.target, &temp, counters);
                 self.target.send().await?;
                 self.expect_ok(n).await?;
                 started = true;

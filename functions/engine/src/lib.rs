@@ -24,6 +24,7 @@ pub mod scan;
 pub mod scope;
 pub mod seed;
 pub mod silent;
+pub mod stream_pel;
 pub mod tail;
 pub mod util;
 pub mod value;

@@ -497,9 +497,10 @@ impl StreamMeta {
         Ok(Some(meta))
     }
 
-    /// Queues the commands that give an already-written stream this metadata; returns how
-    /// many replies to read. `counters` says whether the target takes the 7.0 arguments.
-    pub fn queue_apply(
+    /// Queues the commands that give an already-written stream its consumer groups, their
+    /// consumers and pending entries; returns how many replies to read. `counters` says
+    /// whether the target takes the 7.0 arguments. [`StreamMeta::queue_ids`] comes after.
+    pub fn queue_groups(
         &self,
         conn: &mut Conn,
         key: &[u8],
@@ -520,19 +521,6 @@ impl StreamMeta {
             ]);
             replies += 1;
         }
-        let mut args: Vec<Vec<u8>> = vec![b"XSETID".to_vec(), key.to_vec(), self.last_id.to_vec()];
-        if counters {
-            if let Some(added) = self.entries_added {
-                args.push(b"ENTRIESADDED".to_vec());
-                args.push(added.to_string().into_bytes());
-            }
-            if let Some(max_deleted) = &self.max_deleted_id {
-                args.push(b"MAXDELETEDID".to_vec());
-                args.push(max_deleted.to_vec());
-            }
-        }
-        conn.queue(&args);
-        replies += 1;
         for g in &self.groups {
             let mut create: Vec<&[u8]> =
                 vec![b"XGROUP", b"CREATE", key, &g.name, &g.last_delivered];
@@ -567,18 +555,45 @@ impl StreamMeta {
         replies
     }
 
-    /// Feeds what verify compares into a digest: ids and groups, not times or counters that
-    /// older servers do not keep.
-    fn digest_into(&self, h: &mut Xxh3) {
-        h.update(&self.last_id);
-        for g in &self.groups {
-            for part in [&g.name, &g.last_delivered] {
-                h.update(&(part.len() as u64).to_le_bytes());
-                h.update(part);
+    /// Queues the XSETID that gives the stream its last id and (`counters`) its 7.0 counters,
+    /// once nothing else will add or delete an entry; returns how many replies to read.
+    pub fn queue_ids(&self, conn: &mut Conn, key: &[u8], counters: bool) -> usize {
+        let mut args: Vec<Vec<u8>> = vec![b"XSETID".to_vec(), key.to_vec(), self.last_id.to_vec()];
+        if counters {
+            if let Some(added) = self.entries_added {
+                args.push(b"ENTRIESADDED".to_vec());
+                args.push(added.to_string().into_bytes());
             }
-            for (id, consumer, _) in &g.pending {
-                h.update(id);
-                h.update(consumer);
+            if let Some(max_deleted) = &self.max_deleted_id {
+                args.push(b"MAXDELETEDID".to_vec());
+                args.push(max_deleted.to_vec());
+            }
+        }
+        conn.queue(&args);
+        1
+    }
+
+    /// Feeds what verify compares into a digest: ids, groups, consumers with entries
+    /// pending and delivery counts (idle times differ by nature), and, when both servers keep
+    /// them (`counters`, 7.0+), the entries-added and max-deleted-id counters. Groups'
+    /// entries-read are compared apart ([`Digested`]): a replica may not know them.
+    fn digest_into(&self, h: &mut Xxh3, counters: bool) {
+        let mut part = |bytes: &[u8]| {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        part(&self.last_id);
+        if counters {
+            part(format!("{:?}", self.entries_added).as_bytes());
+            part(self.max_deleted_id.as_deref().unwrap_or(b"-"));
+        }
+        for g in &self.groups {
+            part(&g.name);
+            part(&g.last_delivered);
+            for (id, consumer, deliveries) in &g.pending {
+                part(id);
+                part(consumer);
+                part(&deliveries.to_le_bytes());
             }
         }
     }
@@ -634,8 +649,9 @@ impl Digest {
         }
     }
 
-    /// The final digest, with the stream metadata if any.
-    pub fn finish(mut self, kind: Kind, meta: Option<&StreamMeta>) -> u128 {
+    /// The final digest, with the stream metadata if any (`counters`: see
+    /// [`StreamMeta::digest_into`]).
+    pub fn finish(mut self, kind: Kind, meta: Option<&StreamMeta>, counters: bool) -> u128 {
         self.unordered.sort_unstable();
         self.unordered.dedup();
         let mut h = Xxh3::new();
@@ -645,14 +661,39 @@ impl Digest {
             h.update(&e.to_le_bytes());
         }
         if let Some(m) = meta {
-            m.digest_into(&mut h);
+            m.digest_into(&mut h, counters);
         }
         h.digest128()
     }
 }
 
-/// The digest of one key read in chunks from `conn`; `None` if the key is gone.
-pub async fn digest_key(conn: &mut Conn, key: &Bytes) -> Result<Option<(Kind, u128)>> {
+/// What verify compares of a key read by its type: the type, a digest of the contents, and
+/// each stream group's entries-read, which count as equal where either side does not know
+/// them (a Redis 7.0 replica keeps none; copied from one, the target has none either).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Digested {
+    pub kind: Kind,
+    pub digest: u128,
+    pub entries_read: Vec<Option<i64>>,
+}
+
+impl Digested {
+    /// Whether both sides hold the same, counters unknown on one side aside.
+    pub fn matches(&self, other: &Digested) -> bool {
+        self.kind == other.kind
+            && self.digest == other.digest
+            && self.entries_read.len() == other.entries_read.len()
+            && self
+                .entries_read
+                .iter()
+                .zip(&other.entries_read)
+                .all(|(a, b)| a.is_none() || b.is_none() || a == b)
+    }
+}
+
+/// The digest of one key read in chunks from `conn`; `None` if the key is gone. `counters`:
+/// both servers keep stream counters (7.0+), so they are compared.
+pub async fn digest_key(conn: &mut Conn, key: &Bytes, counters: bool) -> Result<Option<Digested>> {
     let Some(kind) = Kind::from_type_reply(&conn.call(&[&b"TYPE"[..], key]).await?)? else {
         return Ok(None);
     };
@@ -665,7 +706,15 @@ pub async fn digest_key(conn: &mut Conn, key: &Bytes) -> Result<Option<(Kind, u1
         Kind::Stream => StreamMeta::read(conn, key).await?,
         _ => None,
     };
-    Ok(Some((kind, digest.finish(kind, meta.as_ref()))))
+    let entries_read = match (&meta, counters) {
+        (Some(m), true) => m.groups.iter().map(|g| g.entries_read).collect(),
+        _ => Vec::new(),
+    };
+    Ok(Some(Digested {
+        kind,
+        digest: digest.finish(kind, meta.as_ref(), counters),
+        entries_read,
+    }))
 }
 
 /// Digests of small keys, read whole in one pipelined round (TYPE, then one read per key);
@@ -673,7 +722,8 @@ pub async fn digest_key(conn: &mut Conn, key: &Bytes) -> Result<Option<(Kind, u1
 pub async fn digest_small_keys(
     conn: &mut Conn,
     keys: &[&Bytes],
-) -> Result<Vec<Option<(Kind, u128)>>> {
+    counters: bool,
+) -> Result<Vec<Option<Digested>>> {
     for k in keys {
         conn.queue(&[&b"TYPE"[..], k]);
     }
@@ -696,14 +746,18 @@ pub async fn digest_small_keys(
                 if let Some(chunk) = chunk_from_reply(*kind, conn.recv().await?) {
                     digest.add(*kind, &chunk);
                 }
-                Some((*kind, digest.finish(*kind, None)))
+                Some(Digested {
+                    kind: *kind,
+                    digest: digest.finish(*kind, None, counters),
+                    entries_read: Vec::new(),
+                })
             }
             _ => None,
         });
     }
     for (i, kind) in kinds.iter().enumerate() {
         if *kind == Some(Kind::Stream) {
-            out[i] = digest_key(conn, keys[i]).await?;
+            out[i] = digest_key(conn, keys[i], counters).await?;
         }
     }
     Ok(out)
@@ -724,7 +778,7 @@ mod tests {
             for c in &chunks {
                 d.add(kind, c);
             }
-            d.finish(kind, None)
+            d.finish(kind, None, true)
         };
         let set1 = d(Kind::Set, vec![Chunk::Items(vec![b("a"), b("b")])]);
         let set2 = d(

@@ -17,7 +17,7 @@ use crate::ratelimit::RateLimiter;
 use crate::resp::Reply;
 use crate::scan::BatchWorker;
 use crate::scope::{display_key, Scope};
-use crate::value::{self, Kind, Ttl};
+use crate::value::{self, Digested, Kind, Ttl};
 use crate::vectorset;
 
 /// How deep verify looks.
@@ -206,6 +206,8 @@ pub struct VerifyContext {
     pub absolute_ttl: bool,
     /// Both servers have hash-field TTLs: hashes' field expiries are compared too.
     pub field_ttls: bool,
+    /// Both servers keep streams' 7.0 counters: they are compared too.
+    pub stream_counters: bool,
     /// Types the run left out (`--skip-unsupported`): their keys count as skipped.
     pub skipped_types: Vec<Bytes>,
     /// Source dbs in scope (for mapping target keys back in the reverse pass).
@@ -371,8 +373,8 @@ impl VerifyWorker {
             let source_keys: Vec<&Bytes> = small.iter().map(|&i| &keys[i]).collect();
             let target_keys_: Vec<&Bytes> = small.iter().map(|&i| &target_keys[i]).collect();
             let (a, b) = tokio::join!(
-                value::digest_small_keys(&mut self.source, &source_keys),
-                value::digest_small_keys(&mut self.target, &target_keys_)
+                value::digest_small_keys(&mut self.source, &source_keys, ctx.stream_counters),
+                value::digest_small_keys(&mut self.target, &target_keys_, ctx.stream_counters)
             );
             for ((i, a), b) in small.iter().zip(a?).zip(b?) {
                 out[*i] = digest_status(a, b);
@@ -380,8 +382,9 @@ impl VerifyWorker {
         }
         for i in big {
             ctx.throttle(1).await;
-            let a = value::digest_key(&mut self.source, &keys[i]).await?;
-            let b = value::digest_key(&mut self.target, &target_keys[i]).await?;
+            let a = value::digest_key(&mut self.source, &keys[i], ctx.stream_counters).await?;
+            let b =
+                value::digest_key(&mut self.target, &target_keys[i], ctx.stream_counters).await?;
             out[i] = digest_status(a, b);
         }
         for i in by_reads {
@@ -492,10 +495,10 @@ fn first_look(s: &Seen, t: &Seen, full: bool, tolerance: i64) -> Look {
 }
 
 /// The status of a key compared by digest on both sides (`None`: gone from the source).
-fn digest_status(source: Option<(Kind, u128)>, target: Option<(Kind, u128)>) -> Option<Status> {
+fn digest_status(source: Option<Digested>, target: Option<Digested>) -> Option<Status> {
     match (source, target) {
         (None, _) => None,
-        (Some(a), Some(b)) if a == b => Some(Status::Ok),
+        (Some(a), Some(b)) if a.matches(&b) => Some(Status::Ok),
         (Some(_), None) => Some(Status::Missing),
         _ => Some(Status::Value),
     }
