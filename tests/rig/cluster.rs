@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{free_port, Config, Server};
+use crate::{free_port, Config, Server, Version};
 
 /// A running cluster; every node stops when dropped.
 pub struct Cluster {
@@ -16,6 +16,12 @@ impl Cluster {
     /// A cluster of `primaries` × (1 + `replicas`) Redis 7.0 nodes, each started with `args`
     /// too (e.g. `--notify-keyspace-events KA`).
     pub fn start(primaries: usize, replicas: usize, args: &[&str]) -> Cluster {
+        Self::with(Version::Redis7, primaries, replicas, args)
+    }
+
+    /// Like [`Cluster::start`], of `version` nodes (e.g. Valkey 9.1 with
+    /// `--cluster-databases 4`).
+    pub fn with(version: Version, primaries: usize, replicas: usize, args: &[&str]) -> Cluster {
         let total = primaries * (1 + replicas);
         let nodes: Vec<Server> = (0..total)
             .map(|_| {
@@ -34,6 +40,7 @@ impl Cluster {
                 node_args.push(free_port().to_string());
                 node_args.extend(args.iter().map(|s| s.to_string()));
                 Server::with(Config {
+                    version,
                     args: node_args,
                     ..Config::default()
                 })

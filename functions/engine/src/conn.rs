@@ -511,13 +511,6 @@ impl Conn {
         let Some(primaries) = cluster::primaries(&mut seed, ep.tls.is_some()).await? else {
             return Ok(seed);
         };
-        if ep.db != 0 {
-            return Err(Error::Incompatible(format!(
-                "{} {} is a cluster, which has only db 0",
-                ep.role,
-                ep.addr()
-            )));
-        }
         let mut wires = Vec::with_capacity(primaries.len());
         let mut slot_wire = vec![0u16; cluster::SLOTS];
         for (i, p) in primaries.iter().enumerate() {
@@ -566,16 +559,28 @@ impl Conn {
         self.wires[0].db
     }
 
-    /// Selects `db` if it is not already selected (queued and awaited). A cluster has db 0 only.
+    /// Selects `db` if it is not already selected (queued and awaited). On a cluster, on every
+    /// node (Valkey 9+ keeps numbered databases in cluster mode; other clusters refuse any but
+    /// db 0), and on nodes connected later too.
     pub async fn select(&mut self, db: u32) -> Result<()> {
-        if self.routes.is_some() && db != 0 {
-            return Err(Error::Incompatible(format!(
-                "{} {} is a cluster, which has only db 0; map other dbs with --db-map",
-                self.wires[0].role,
-                self.addr()
-            )));
+        let Some(routes) = self.routes.as_deref_mut() else {
+            return self.wires[0].select(db).await;
+        };
+        let wires = self
+            .wires
+            .iter_mut()
+            .chain(routes.side.iter_mut().map(|(_, w)| w));
+        for wire in wires {
+            wire.select(db).await.map_err(|e| match e {
+                Error::Incompatible(m) => Error::Incompatible(format!(
+                    "{m} (a cluster has only db 0 unless it is Valkey 9+ with cluster-databases \
+                     set; map other dbs with --db-map)"
+                )),
+                other => other,
+            })?;
         }
-        self.wires[0].select(db).await
+        routes.base.db = db;
+        Ok(())
     }
 
     /// Appends a command to the pipeline; nothing is sent until [`Conn::send`].

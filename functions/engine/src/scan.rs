@@ -17,7 +17,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::conn::Conn;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::plan::Shard;
+use crate::plan::{Range, Shard};
 use crate::ratelimit::RateLimiter;
 use crate::resp::Reply;
 
@@ -332,6 +332,11 @@ async fn scan_shard(
         let mut keys = keys;
         // ferry's own canary key is never copied or verified.
         keys.retain(|k| !crate::scope::is_ferry_key(k));
+        // A per-slot SCAN call runs on into the following slots until it has COUNT keys; those
+        // belong to the next shard.
+        if let Range::Slots { start, end } = shard.range {
+            keys.retain(|k| (start..end).contains(&crate::cluster::key_slot(k)));
+        }
         if config.distinct {
             keys.retain(|k| seen.insert(xxh3_64(k)));
         }
