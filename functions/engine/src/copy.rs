@@ -247,6 +247,9 @@ pub struct Copier {
     avg_payload: f64,
     /// Keys found gone from the source during the current `copy_keys` call.
     gone: Vec<Bytes>,
+    /// Replies to per-type writes not read yet: like RESTOREs, they are read once per batch,
+    /// so the target works through one round while the source serves the next.
+    unacked_writes: usize,
 }
 
 /// Payload bytes one pipeline round aims at: enough to keep the servers busy, small enough that
@@ -268,6 +271,7 @@ impl Copier {
             ctx,
             avg_payload: 0.0,
             gone: Vec::new(),
+            unacked_writes: 0,
         }
     }
 
@@ -298,6 +302,7 @@ impl Copier {
         }
         let refused = self.restore_replies(&unacknowledged).await?;
         big.extend(self.struct_copy(db, &refused).await?);
+        self.ack_writes().await?;
         for key in &big {
             bump(&self.ctx.stats.big_keys, 1);
             self.chunked_copy(db, key).await?;
@@ -322,6 +327,23 @@ impl Copier {
     fn note_gone(&mut self, key: &Bytes) {
         bump(&self.ctx.stats.gone, 1);
         self.gone.push(key.clone());
+    }
+
+    /// Adds a round of `keys` keys that moved `bytes` to the average that sizes rounds.
+    fn note_round(&mut self, keys: usize, bytes: usize) {
+        if keys > 0 {
+            let round_avg = bytes as f64 / keys as f64;
+            self.avg_payload = match self.avg_payload {
+                0.0 => round_avg,
+                avg => 0.7 * avg + 0.3 * round_avg,
+            };
+        }
+    }
+
+    /// Reads the replies of the per-type writes sent so far.
+    async fn ack_writes(&mut self) -> Result<()> {
+        let n = std::mem::take(&mut self.unacked_writes);
+        self.expect_ok(n).await
     }
 
     /// Keys per pipeline round: the batch, cut so a round moves about [`ROUND_BYTES`].
@@ -399,13 +421,7 @@ impl Copier {
                 _ => self.note_gone(k),
             }
         }
-        if !restored.is_empty() {
-            let round_avg = bytes as f64 / restored.len() as f64;
-            self.avg_payload = match self.avg_payload {
-                0.0 => round_avg,
-                avg => 0.7 * avg + 0.3 * round_avg,
-            };
-        }
+        self.note_round(restored.len(), bytes);
         self.target.send().await?;
         unacknowledged.extend(restored);
         bump(&self.ctx.stats.bytes, bytes as u64);
@@ -493,39 +509,30 @@ impl Copier {
     }
 
     /// Copies keys with native commands: small keys batched, streams one by one. Returns the
-    /// keys over the big-key limit (by `MEMORY USAGE`), for the chunked path.
+    /// keys over the big-key limit, for the chunked path.
+    ///
+    /// Three pipelined rounds on the source: TYPE and expiry; then a string's value (read with
+    /// the big-key limit, like a DUMP payload) or a collection's `MEMORY USAGE` (so a huge one
+    /// is never read whole); then the small collections whole. A string is written with one
+    /// `SET … PXAT`, which replaces any old value and its expiry atomically; a collection in a
+    /// MULTI of DEL, writes and expiry, so a duplicate copy can never interleave with it.
     async fn struct_copy(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<Bytes>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let absolute = self.ctx.source_absolute_ttl;
-        let probe = self.ctx.options.big_key_bytes > 0
-            && !self.ctx.memory_usage_refused.load(Ordering::Relaxed);
-        self.ctx
-            .throttle((2 + probe as u64) * keys.len() as u64)
-            .await;
+        self.ctx.throttle(2 * keys.len() as u64).await;
         for k in keys {
             self.source.queue(&[&b"TYPE"[..], k]);
             Ttl::queue_read(&mut self.source, k, absolute);
-            if probe {
-                self.source
-                    .queue(&[&b"MEMORY"[..], b"USAGE", k, b"SAMPLES", b"5"]);
-            }
         }
         self.source.send().await?;
-        let mut batch = Vec::with_capacity(keys.len());
-        let (mut one_by_one, mut big, mut module_keys) = (Vec::new(), Vec::new(), Vec::new());
+        let mut found = Vec::with_capacity(keys.len());
+        let (mut one_by_one, mut module_keys) = (Vec::new(), Vec::new());
         for k in keys {
             let type_reply = self.source.recv().await?;
             let kind = Kind::from_type_reply(&type_reply);
             let ttl = Ttl::from_reply(&self.source.recv().await?, absolute);
-            let size = match probe {
-                true => {
-                    let reply = self.source.recv().await?;
-                    self.memory_usage(reply)
-                }
-                false => 0,
-            };
             if let (Err(_), Some(name)) = (&kind, self.module_copyable(&type_reply)) {
                 module_keys.push((k.clone(), name, ttl));
                 continue;
@@ -534,12 +541,12 @@ impl Copier {
                 continue;
             };
             match kind {
-                Some(_) if size > self.ctx.options.big_key_bytes => big.push(k.clone()),
                 Some(Kind::Stream) => one_by_one.push(k.clone()),
-                Some(kind) if ttl != Ttl::Gone => batch.push((k.clone(), kind, ttl)),
+                Some(kind) if ttl != Ttl::Gone => found.push((k.clone(), kind, ttl)),
                 _ => self.note_gone(k),
             }
         }
+        let (strings, big, batch) = self.read_strings_and_sizes(found).await?;
         self.ctx.throttle(batch.len() as u64).await;
         for (k, kind, _) in &batch {
             value::queue_read_whole(&mut self.source, *kind, k);
@@ -557,17 +564,25 @@ impl Copier {
             .into_iter();
         let mut writes = 0;
         let mut written = 0;
+        let mut bytes = 0;
+        for (k, value, ttl) in &strings {
+            bytes += value.len();
+            let target_key = self.ctx.scope.target_key(db, k);
+            queue_set(&mut self.target, &target_key, value, *ttl);
+            writes += 1;
+            written += 1;
+        }
         for ((k, kind, ttl), chunk) in batch.iter().zip(chunks) {
             let expiries = field_expiries.next().unwrap_or_default();
             let target_key = self.ctx.scope.target_key(db, k);
-            // One transaction per key: a duplicate copy of the same key by another worker
-            // (SCAN may return a key twice) can never interleave with this one.
             self.target.route_to(&target_key);
             self.target.queue(&[&b"MULTI"[..]]);
             self.target.queue(&[&b"DEL"[..], &target_key]);
             writes += 3;
             if let Some(chunk) = chunk {
+                let before = self.target.unsent();
                 value::queue_write_chunk(&mut self.target, *kind, &target_key, &chunk);
+                bytes += self.target.unsent().saturating_sub(before);
                 writes += value::write_chunk_replies(&chunk);
                 writes += self.apply_field_ttls(k, &target_key, &chunk, &expiries)?;
                 if matches!(ttl, Ttl::At(_) | Ttl::In(_)) {
@@ -581,7 +596,13 @@ impl Copier {
             self.target.queue(&[&b"EXEC"[..]]);
         }
         self.target.send().await?;
-        self.expect_ok(writes).await?;
+        self.unacked_writes += writes;
+        self.note_round(strings.len() + batch.len(), bytes);
+        // Keys copied one by one read their replies as they go; so does a batch with RESTOREs
+        // pending on the same connection.
+        if !module_keys.is_empty() || !one_by_one.is_empty() || !self.ctx.per_type() {
+            self.ack_writes().await?;
+        }
         bump(&self.ctx.stats.copied, written);
         bump(&self.ctx.stats.struct_copied, written);
         for (k, type_name, ttl) in module_keys {
@@ -591,6 +612,58 @@ impl Copier {
             self.chunked_copy(db, &k).await?;
         }
         Ok(big)
+    }
+
+    /// The second struct round: the values of the strings among `found` (over the big-key
+    /// limit: left to the chunked path) and the sizes of the collections. Returns the strings
+    /// read, the big keys, and the collections small enough to read whole.
+    #[allow(clippy::type_complexity)]
+    async fn read_strings_and_sizes(
+        &mut self,
+        found: Vec<(Bytes, Kind, Ttl)>,
+    ) -> Result<(
+        Vec<(Bytes, Bytes, Ttl)>,
+        Vec<Bytes>,
+        Vec<(Bytes, Kind, Ttl)>,
+    )> {
+        let probe = self.ctx.options.big_key_bytes > 0
+            && !self.ctx.memory_usage_refused.load(Ordering::Relaxed);
+        let asked = found
+            .iter()
+            .filter(|(_, kind, _)| probe || *kind == Kind::String)
+            .count();
+        self.ctx.throttle(asked as u64).await;
+        for (k, kind, _) in &found {
+            match kind {
+                Kind::String => self.source.queue(&[&b"GET"[..], k]),
+                _ if probe => {
+                    self.source
+                        .queue(&[&b"MEMORY"[..], b"USAGE", k, b"SAMPLES", b"5"]);
+                }
+                _ => {}
+            }
+        }
+        self.source.send().await?;
+        let limit = self.big_limit();
+        let (mut strings, mut big, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, kind, ttl) in found {
+            match kind {
+                Kind::String => match self.source.recv_limited(limit).await? {
+                    Reply::Bulk(v) => strings.push((k, v, ttl)),
+                    Reply::Skipped(_) => big.push(k),
+                    _ => self.note_gone(&k),
+                },
+                _ if probe => {
+                    let reply = self.source.recv().await?;
+                    match self.memory_usage(reply) > self.ctx.options.big_key_bytes {
+                        true => big.push(k),
+                        false => rest.push((k, kind, ttl)),
+                    }
+                }
+                _ => rest.push((k, kind, ttl)),
+            }
+        }
+        Ok((strings, big, rest))
     }
 
     /// The field expiries of the hash chunks among `chunks` (of `keys`, with their kinds), read
@@ -877,6 +950,17 @@ impl Copier {
 
 /// How long a half-built temporary key survives a copy that was cut off.
 const TEMP_KEY_TTL_MS: &[u8] = b"3600000";
+
+/// Queues `SET key value` with the key's expiry in the same command (PXAT, or PX from a PTTL),
+/// replacing any old value and expiry at once.
+fn queue_set(conn: &mut Conn, key: &[u8], value: &[u8], ttl: Ttl) {
+    let mut n = itoa::Buffer::new();
+    match ttl {
+        Ttl::At(ms) => conn.queue(&[b"SET", key, value, b"PXAT", n.format(ms.max(1)).as_bytes()]),
+        Ttl::In(ms) => conn.queue(&[b"SET", key, value, b"PX", n.format(ms.max(1)).as_bytes()]),
+        Ttl::Persist | Ttl::Gone => conn.queue(&[b"SET", key, value]),
+    }
+}
 
 /// A fresh temporary key name in the same cluster hash slot as `key`: the key's own hash tag
 /// is kept when it has one, otherwise the whole key becomes the tag.
