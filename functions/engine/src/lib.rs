@@ -21,6 +21,7 @@ pub mod plan;
 pub mod ratelimit;
 pub mod resp;
 pub mod scan;
+pub mod scan_boundary;
 pub mod scope;
 pub mod seed;
 pub mod silent;

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::plan::{Range, Shard};
 use crate::ratelimit::RateLimiter;
 use crate::resp::Reply;
+use crate::scan_boundary::Boundaries;
 
 /// Something that processes batches of keys of one database, with its own connections.
 pub trait BatchWorker: Send + 'static {
@@ -110,29 +111,36 @@ where
     }
     drop(rx);
 
+    let boundaries = Arc::new(Boundaries::default());
     let mut scanners = tokio::task::JoinSet::new();
     for _ in 0..config.parallel.max(1).min(total.max(1)) {
-        let (queue, finished, failed, tx, config) = (
+        let (queue, finished, failed, tx, config, boundaries) = (
             queue.clone(),
             finished.clone(),
             failed.clone(),
             tx.clone(),
             config.clone(),
+            boundaries.clone(),
         );
         scanners.spawn(async move {
             let mut conns: Vec<(String, Conn)> = Vec::new();
+            let at = Scanning {
+                config: &config,
+                tx: &tx,
+                failed: &failed,
+                boundaries: &boundaries,
+            };
             loop {
                 let next = queue.lock().expect("queue").pop();
                 let Some((index, mut shard)) = next else {
                     return Ok(());
                 };
-                let result = scan_with_retry(&mut conns, &mut shard, &config, &tx, &failed).await;
+                let result = scan_with_retry(&mut conns, &mut shard, &at).await;
                 finished.lock().expect("finished").push((index, shard));
                 result?;
             }
         });
     }
-    drop(tx);
 
     let mut first_error: Option<Error> = None;
     while let Some(r) = scanners.join_next().await {
@@ -141,6 +149,11 @@ where
             first_error.get_or_insert(e);
         }
     }
+    for (db, keys) in boundaries.unsettled() {
+        // A send fails only when the workers stopped on an error, reported below.
+        let _ = send_batches(&tx, db, keys, config.batch_keys).await;
+    }
+    drop(tx);
     while let Some(r) = workers.join_next().await {
         if let Err(e) = r.unwrap_or_else(|e| Err(Error::Cancelled(e.to_string()))) {
             // A worker's error is the cause; a scanner's "channel closed" is its consequence.
@@ -217,24 +230,30 @@ where
     }
 }
 
+/// What a scanner task shares with the rest of the run.
+struct Scanning<'a> {
+    config: &'a ScanConfig,
+    tx: &'a async_channel::Sender<Batch>,
+    failed: &'a AtomicBool,
+    boundaries: &'a Boundaries,
+}
+
 /// Scans a shard, reconnecting and resuming from its cursor (its checkpoint) while errors are
 /// transient.
 async fn scan_with_retry(
     conns: &mut Vec<(String, Conn)>,
     shard: &mut Shard,
-    config: &ScanConfig,
-    tx: &async_channel::Sender<Batch>,
-    failed: &AtomicBool,
+    at: &Scanning<'_>,
 ) -> Result<()> {
     let (mut attempt, mut since) = (0, None);
     let mut seen = HashSet::new();
     loop {
-        let result = match node_conn(conns, &config.endpoint, &shard.node).await {
-            Ok(conn) => scan_shard(conn, shard, config, tx, failed, &mut seen).await,
+        let result = match node_conn(conns, &at.config.endpoint, &shard.node).await {
+            Ok(conn) => scan_shard(conn, shard, at, &mut seen).await,
             Err(e) => Err(e),
         };
         match result {
-            Err(e) if e.is_transient() && !failed.load(Ordering::Relaxed) => {
+            Err(e) if e.is_transient() && !at.failed.load(Ordering::Relaxed) => {
                 tracing::warn!(error = %e, shard = %shard.id, "scan interrupted; resuming from the shard's cursor");
                 conns.retain(|(n, _)| n != &shard.node);
                 if !backoff(&mut attempt, &mut since).await {
@@ -283,12 +302,13 @@ pub fn node_endpoint(base: &Endpoint, node: &str) -> Result<Endpoint> {
 async fn scan_shard(
     conn: &mut Conn,
     shard: &mut Shard,
-    config: &ScanConfig,
-    tx: &async_channel::Sender<Batch>,
-    failed: &AtomicBool,
+    at: &Scanning<'_>,
     seen: &mut HashSet<u64>,
 ) -> Result<()> {
+    let (config, failed) = (at.config, at.failed);
     conn.select(shard.db).await?;
+    // A shard that starts at its range's start meets the shard before it (scan_boundary).
+    let mut meeting = shard.cursor == shard.range.start_cursor();
     let start_fraction = shard.range.fraction_done(shard.cursor);
     let mut scanned = 0u64;
     let mut first = true;
@@ -340,15 +360,33 @@ async fn scan_shard(
         if config.distinct {
             keys.retain(|k| seen.insert(xxh3_64(k)));
         }
-        while !keys.is_empty() {
-            let rest = keys.split_off(keys.len().min(config.batch_keys));
-            let batch = Batch { db: shard.db, keys };
-            if tx.send(batch).await.is_err() {
-                return Err(Error::Cancelled("workers stopped".into()));
-            }
-            keys = rest;
+        if meeting {
+            let (released, again) = at.boundaries.later(shard, &keys, next);
+            meeting = again;
+            send_batches(at.tx, shard.db, released, config.batch_keys).await?;
         }
+        if shard.range.is_done(next) {
+            keys = at.boundaries.crossing(shard, keys, next);
+        }
+        send_batches(at.tx, shard.db, keys, config.batch_keys).await?;
         shard.advance(next);
+    }
+    Ok(())
+}
+
+/// Hands `keys` of `db` to the workers in batches of at most `batch_keys`.
+async fn send_batches(
+    tx: &async_channel::Sender<Batch>,
+    db: u32,
+    mut keys: Vec<Bytes>,
+    batch_keys: usize,
+) -> Result<()> {
+    while !keys.is_empty() {
+        let rest = keys.split_off(keys.len().min(batch_keys.max(1)));
+        if tx.send(Batch { db, keys }).await.is_err() {
+            return Err(Error::Cancelled("workers stopped".into()));
+        }
+        keys = rest;
     }
     Ok(())
 }
