@@ -490,6 +490,7 @@ pub fn verify_context(
         absolute_ttl: inv.source.has_pexpiretime() && inv.target.has_pexpiretime(),
         field_ttls: inv.source.has_field_ttls() && inv.target.has_field_ttls(),
         stream_counters: inv.source.has_stream_counters() && inv.target.has_stream_counters(),
+        same_payloads: inv.source.rdb_version == inv.target.rdb_version,
         skipped_types: match m.copy.skip_unsupported {
             true => unsupported_types(m, &inv.source, &inv.target)
                 .into_iter()

@@ -717,48 +717,91 @@ pub async fn digest_key(conn: &mut Conn, key: &Bytes, counters: bool) -> Result<
     }))
 }
 
-/// Digests of small keys, read whole in one pipelined round (TYPE, then one read per key);
-/// streams are read key by key for their metadata. `None` for keys that are gone.
+/// A digest read in one bounded command: the key's digest (`None`: gone), or too big to read
+/// whole (more than [`CHUNK_ITEMS`] elements, or a string over the limit), for
+/// [`digest_key`] to read in chunks.
+#[derive(Debug)]
+pub enum WholeRead {
+    Digest(Option<Digested>),
+    TooBig,
+}
+
+/// Queues a read of a key of `kind` that returns it whole when it holds at most
+/// [`CHUNK_ITEMS`] elements, and shows that it holds more otherwise (one element past the
+/// bound, or a SCAN cursor that is not 0): never a huge reply, whatever the key.
+fn queue_read_bounded(conn: &mut Conn, kind: Kind, key: &[u8]) {
+    let mut n = itoa::Buffer::new();
+    let bound = n.format(CHUNK_ITEMS).as_bytes();
+    match kind {
+        Kind::String => conn.queue(&[&b"GET"[..], key]),
+        Kind::List => conn.queue(&[&b"LRANGE"[..], key, b"0", bound]),
+        Kind::ZSet => conn.queue(&[&b"ZRANGE"[..], key, b"0", bound, b"WITHSCORES"]),
+        Kind::Hash => conn.queue(&[&b"HSCAN"[..], key, b"0", b"COUNT", bound]),
+        Kind::Set => conn.queue(&[&b"SSCAN"[..], key, b"0", b"COUNT", bound]),
+        Kind::Stream => {}
+    }
+}
+
+/// The chunk a [`queue_read_bounded`] reply holds, `Ok(None)` when the key is gone, or
+/// `Err(())` when the key is bigger than one read.
+fn bounded_chunk(kind: Kind, reply: Reply) -> std::result::Result<Option<Chunk>, ()> {
+    let over = |n: usize| n > CHUNK_ITEMS;
+    match (kind, reply) {
+        (_, Reply::Skipped(_)) => Err(()),
+        (Kind::List, Reply::Array(items)) if over(items.len()) => Err(()),
+        (Kind::ZSet, Reply::Array(items)) if over(items.len() / 2) => Err(()),
+        (Kind::Hash | Kind::Set, Reply::Array(parts)) => {
+            let mut parts = parts.into_iter();
+            let cursor = parts.next().and_then(bulk);
+            if cursor.as_deref() != Some(b"0") {
+                return Err(());
+            }
+            Ok(parts.next().and_then(|items| chunk_from_reply(kind, items)))
+        }
+        (kind, reply) => Ok(chunk_from_reply(kind, reply)),
+    }
+}
+
+/// Digests of small keys of known kinds, each read in one bounded command, all in one
+/// pipelined round (`limit`: the largest string read whole). Streams, whose metadata takes
+/// more reads, come back [`WholeRead::TooBig`] like keys over the bound.
 pub async fn digest_small_keys(
     conn: &mut Conn,
-    keys: &[&Bytes],
+    keys: &[(&Bytes, Kind)],
     counters: bool,
-) -> Result<Vec<Option<Digested>>> {
-    for k in keys {
-        conn.queue(&[&b"TYPE"[..], k]);
-    }
-    conn.send().await?;
-    let mut kinds = Vec::with_capacity(keys.len());
-    for _ in keys {
-        kinds.push(Kind::from_type_reply(&conn.recv().await?)?);
-    }
-    for (k, kind) in keys.iter().zip(&kinds) {
-        if let Some(kind) = kind.filter(|k| *k != Kind::Stream) {
-            queue_read_whole(conn, kind, k);
+    limit: usize,
+) -> Result<Vec<WholeRead>> {
+    for (k, kind) in keys {
+        if *kind != Kind::Stream {
+            queue_read_bounded(conn, *kind, k);
         }
     }
     conn.send().await?;
     let mut out = Vec::with_capacity(keys.len());
-    for kind in &kinds {
-        out.push(match kind {
-            Some(kind) if *kind != Kind::Stream => {
+    for (_, kind) in keys {
+        if *kind == Kind::Stream {
+            out.push(WholeRead::TooBig);
+            continue;
+        }
+        let reply = match kind {
+            Kind::String => conn.recv_limited(limit).await?,
+            _ => conn.recv().await?,
+        };
+        out.push(match bounded_chunk(*kind, reply) {
+            Err(()) => WholeRead::TooBig,
+            Ok(chunk) => {
                 let mut digest = Digest::default();
-                if let Some(chunk) = chunk_from_reply(*kind, conn.recv().await?) {
-                    digest.add(*kind, &chunk);
+                let exists = chunk.is_some();
+                if let Some(chunk) = &chunk {
+                    digest.add(*kind, chunk);
                 }
-                Some(Digested {
+                WholeRead::Digest(exists.then(|| Digested {
                     kind: *kind,
                     digest: digest.finish(*kind, None, counters),
                     entries_read: Vec::new(),
-                })
+                }))
             }
-            _ => None,
         });
-    }
-    for (i, kind) in kinds.iter().enumerate() {
-        if *kind == Some(Kind::Stream) {
-            out[i] = digest_key(conn, keys[i], counters).await?;
-        }
     }
     Ok(out)
 }

@@ -17,7 +17,7 @@ use crate::ratelimit::RateLimiter;
 use crate::resp::Reply;
 use crate::scan::BatchWorker;
 use crate::scope::{display_key, Scope};
-use crate::value::{self, Digested, Kind, Ttl};
+use crate::value::{self, Digested, Kind, Ttl, WholeRead};
 use crate::vectorset;
 
 /// How deep verify looks.
@@ -208,6 +208,9 @@ pub struct VerifyContext {
     pub field_ttls: bool,
     /// Both servers keep streams' 7.0 counters: they are compared too.
     pub stream_counters: bool,
+    /// Both servers write the same RDB version, so equal DUMP payloads prove equal values;
+    /// otherwise full verify skips DUMP and compares every key by its contents.
+    pub same_payloads: bool,
     /// Types the run left out (`--skip-unsupported`): their keys count as skipped.
     pub skipped_types: Vec<Bytes>,
     /// Source dbs in scope (for mapping target keys back in the reverse pass).
@@ -322,20 +325,22 @@ impl VerifyWorker {
         self.source.select(db).await?;
         self.target.select(ctx.scope.target_of(db).db).await?;
         let target_keys: Vec<Bytes> = keys.iter().map(|k| ctx.scope.target_key(db, k)).collect();
-        ctx.throttle(keys.len() * if full { 3 } else { 2 }).await;
+        ctx.throttle(keys.len() * if full && ctx.same_payloads { 3 } else { 2 })
+            .await;
+        let dump = full && ctx.same_payloads;
         let (src, dst) = tokio::join!(
             Self::look(
                 &mut self.source,
                 keys,
                 ctx.absolute_ttl,
-                full,
+                dump,
                 o.big_key_bytes
             ),
             Self::look(
                 &mut self.target,
                 &target_keys,
                 ctx.absolute_ttl,
-                full,
+                dump,
                 o.big_key_bytes
             )
         );
@@ -370,14 +375,25 @@ impl VerifyWorker {
         }
         if !small.is_empty() {
             ctx.throttle(small.len()).await;
-            let source_keys: Vec<&Bytes> = small.iter().map(|&i| &keys[i]).collect();
-            let target_keys_: Vec<&Bytes> = small.iter().map(|&i| &target_keys[i]).collect();
+            let limit = match o.big_key_bytes {
+                0 => usize::MAX,
+                n => n as usize,
+            };
+            let kind = |i: usize| src[i].kind.expect("read by contents");
+            let source_keys: Vec<(&Bytes, Kind)> =
+                small.iter().map(|&i| (&keys[i], kind(i))).collect();
+            let target_keys_: Vec<(&Bytes, Kind)> =
+                small.iter().map(|&i| (&target_keys[i], kind(i))).collect();
+            let counters = ctx.stream_counters;
             let (a, b) = tokio::join!(
-                value::digest_small_keys(&mut self.source, &source_keys, ctx.stream_counters),
-                value::digest_small_keys(&mut self.target, &target_keys_, ctx.stream_counters)
+                value::digest_small_keys(&mut self.source, &source_keys, counters, limit),
+                value::digest_small_keys(&mut self.target, &target_keys_, counters, limit)
             );
-            for ((i, a), b) in small.iter().zip(a?).zip(b?) {
-                out[*i] = digest_status(a, b);
+            for ((&i, a), b) in small.iter().zip(a?).zip(b?) {
+                match (a, b) {
+                    (WholeRead::Digest(a), WholeRead::Digest(b)) => out[i] = digest_status(a, b),
+                    _ => big.push(i),
+                }
             }
         }
         for i in big {
