@@ -289,6 +289,14 @@ pub struct LiveArgs {
     /// Live mode: workers copying dirty keys.
     #[arg(long, default_value_t = 4)]
     pub tail_workers: usize,
+    /// Cutover (SIGUSR1 during live): the longest time writes are held on the source
+    /// (CLIENT PAUSE ... WRITE); the server lifts the fence by itself then.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_seconds)]
+    pub fence_secs: f64,
+    /// Cutover: after the release, how long to keep following the source and report writes
+    /// still reaching it (stragglers) and the clients still connected.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = positive_seconds)]
+    pub watch_secs: f64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,6 +1,6 @@
 //! Following the source live: the status loop, the tail's options, and `ferry tail`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use ferry_engine::migrate::{self, Migration, Purpose};
@@ -23,8 +23,23 @@ pub fn tail_options(l: &LiveArgs) -> TailOptions {
     }
 }
 
-/// Follows live changes until a signal or `idle` seconds without an event, printing status.
-pub async fn follow(t: &mut Tail, stop: &AtomicBool, idle: Option<f64>) -> Result<(), Error> {
+/// Why following ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Followed {
+    /// A stop signal, or `idle` seconds without an event.
+    Stopped,
+    /// The operator asked for a cutover (SIGUSR1; `cutover` counts them).
+    Cutover,
+}
+
+/// Follows live changes until a signal, `idle` seconds without an event, or a cutover request
+/// (`cutover` moving past `seen`), printing status.
+pub async fn follow(
+    t: &mut Tail,
+    stop: &AtomicBool,
+    idle: Option<f64>,
+    cutover: Option<(&AtomicU64, u64)>,
+) -> Result<Followed, Error> {
     let started = Instant::now();
     let period = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         2.0
@@ -37,7 +52,10 @@ pub async fn follow(t: &mut Tail, stop: &AtomicBool, idle: Option<f64>) -> Resul
             return Err(e);
         }
         if stop.load(Ordering::Relaxed) {
-            return Ok(());
+            return Ok(Followed::Stopped);
+        }
+        if cutover.is_some_and(|(count, seen)| count.load(Ordering::SeqCst) > seen) {
+            return Ok(Followed::Cutover);
         }
         let quiet = t
             .dirty
@@ -45,7 +63,7 @@ pub async fn follow(t: &mut Tail, stop: &AtomicBool, idle: Option<f64>) -> Resul
             .unwrap_or(started.elapsed())
             .min(started.elapsed());
         if idle.is_some_and(|secs| quiet.as_secs_f64() >= secs) {
-            return Ok(());
+            return Ok(Followed::Stopped);
         }
         if last_status.elapsed().as_secs_f64() >= period {
             let r = t.report();
@@ -121,7 +139,7 @@ async fn tail_leased(a: &TailArgs, m: &Migration, report: &mut Report) -> Result
         let dbs = migrate::source_dbs(&m.scope, &inv.source);
         let mut t = Tail::start(m, ctx, dbs, tail_options(&a.live), false).await?;
         eprintln!("tail: subscribed to keyspace events; the canary key arrived; following");
-        follow(&mut t, &stop, a.live.idle_timeout).await?;
+        follow(&mut t, &stop, a.live.idle_timeout, None).await?;
         let timeout = std::time::Duration::from_secs_f64(a.live.drain_timeout);
         let drained = t.drain(DRAIN_QUIET, timeout).await?;
         if !drained {

@@ -8,6 +8,7 @@ mod args;
 mod connect;
 #[cfg(feature = "aws")]
 mod control;
+mod cutover;
 mod live;
 mod progress;
 mod replicate;

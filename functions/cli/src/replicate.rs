@@ -9,17 +9,19 @@ use std::time::Instant;
 use ferry_engine::cluster;
 use ferry_engine::copy::{CopyContext, CopyOptions, Method};
 use ferry_engine::functions::{self, FunctionCounts};
+use ferry_engine::inventory::Inventory;
 use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
 use ferry_engine::tail::{self, Tail};
-use ferry_engine::verify::{Level, VerifyOptions};
+use ferry_engine::verify::{Level, VerifyContext, VerifyOptions};
 use ferry_engine::Error;
 
 use crate::args::{CopyType, Mode, ReplicateArgs, VerifyLevel};
 use crate::connect::{holding_lease, migration};
-use crate::live::{follow, tail_options, DRAIN_QUIET};
+use crate::cutover::{self, Confirmations, Cutover};
+use crate::live::{follow, tail_options, Followed, DRAIN_QUIET};
 use crate::progress::Progress;
 use crate::report::{emit, exit_code_of, CopySummary, ErrorSummary, Report, VerifySummary};
-use crate::signals::{remember_restore, restore_flags, stop_on_signal};
+use crate::signals::{count_cutover_signals, remember_restore, restore_flags, stop_on_signal};
 use crate::{EXIT_DIFFERENT, EXIT_INTERRUPTED, EXIT_NOT_DRAINED, EXIT_OK};
 
 /// `ferry replicate`.
@@ -150,7 +152,7 @@ async fn copy_and_verify(
     a: &ReplicateArgs,
     report: &mut Report,
     m: &Migration,
-    inv: &ferry_engine::inventory::Inventory,
+    inv: &Inventory,
     copy_ctx: Arc<CopyContext>,
     stop: Arc<AtomicBool>,
     mut live: Option<Tail>,
@@ -214,7 +216,29 @@ async fn copy_and_verify(
             "live: target caught up ({replayed} keys touched during the snapshot replayed); following changes until Ctrl-C{}",
             a.live.idle_timeout.map(|s| format!(" or {s}s without events")).unwrap_or_default()
         );
-        follow(&mut t, &stop, a.live.idle_timeout).await?;
+        let signals = count_cutover_signals();
+        let mut confirm = Confirmations {
+            count: &signals,
+            seen: 0,
+        };
+        loop {
+            let asked = Some((&*signals, confirm.seen));
+            if follow(&mut t, &stop, a.live.idle_timeout, asked).await? == Followed::Stopped {
+                break;
+            }
+            confirm.seen = signals.load(Ordering::SeqCst);
+            match cutover::run(a, m, inv, &copy_ctx, &mut t, &mut confirm, &stop).await? {
+                Cutover::Done(done) => {
+                    report.live = Some(t.stop().await?);
+                    report.cutover = Some(*done);
+                    report.outcome = "cut over".into();
+                    return Ok(EXIT_OK);
+                }
+                Cutover::Refused(why) => {
+                    eprintln!("cutover refused: {why}; still following (SIGUSR1 to try again)")
+                }
+            }
+        }
         eprintln!("live: stopping: draining the tail");
         if !t.drain(DRAIN_QUIET, drain_timeout).await? {
             report.still_dirty = t.dirty_sample(20);
@@ -236,21 +260,7 @@ async fn copy_and_verify(
         VerifyLevel::Quick => Level::Quick,
         VerifyLevel::Full => Level::Full,
     };
-    let options = VerifyOptions {
-        level,
-        ttl_tolerance_ms: a.ttl_tolerance_ms,
-        big_key_bytes: a.big_key_bytes,
-        ..VerifyOptions::default()
-    };
-    // Fresh counts: keys and dbs may have come and gone since inventory (live mode).
-    let start_inv = inv;
-    let inv = ferry_engine::inventory::Inventory {
-        source: migrate::server_info(&m.source).await?,
-        target: migrate::server_info(&m.target).await?,
-        ..inv.clone()
-    };
-    let known_dbs = migrate::source_dbs(&m.scope, &start_inv.source);
-    let vctx = migrate::verify_context(m, &inv, &known_dbs, copy_ctx.limiter.clone(), options);
+    let (inv, vctx) = fresh_verify_context(a, m, inv, &copy_ctx, level).await?;
     let start = Instant::now();
     let checked = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let count = checked.clone();
@@ -310,4 +320,29 @@ async fn copy_and_verify(
         report.outcome = "verified".into();
         Ok(EXIT_OK)
     }
+}
+
+/// A verify context on fresh counts (keys and dbs may have come and gone since inventory in
+/// live mode), with the run's settings at `level`.
+pub async fn fresh_verify_context(
+    a: &ReplicateArgs,
+    m: &Migration,
+    inv: &Inventory,
+    copy_ctx: &CopyContext,
+    level: Level,
+) -> Result<(Inventory, Arc<VerifyContext>), Error> {
+    let options = VerifyOptions {
+        level,
+        ttl_tolerance_ms: a.ttl_tolerance_ms,
+        big_key_bytes: a.big_key_bytes,
+        ..VerifyOptions::default()
+    };
+    let fresh = Inventory {
+        source: migrate::server_info(&m.source).await?,
+        target: migrate::server_info(&m.target).await?,
+        ..inv.clone()
+    };
+    let known_dbs = migrate::source_dbs(&m.scope, &inv.source);
+    let vctx = migrate::verify_context(m, &fresh, &known_dbs, copy_ctx.limiter.clone(), options);
+    Ok((fresh, vctx))
 }

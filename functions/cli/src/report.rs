@@ -42,6 +42,9 @@ pub struct Report {
     /// What --repair did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairReport>,
+    /// What the cutover did (live mode, SIGUSR1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<crate::cutover::CutoverReport>,
     /// Keys still dirty when a live stop gave up draining (a sample: db and key).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub still_dirty: Vec<(u32, String)>,

@@ -1,7 +1,7 @@
 //! Signals: the first SIGINT or SIGTERM stops gracefully, a second forces the exit after
 //! putting back what ferry changed on the source (the notification flags).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ferry_engine::migrate::Migration;
@@ -61,4 +61,21 @@ pub async fn restore_flags(m: &Migration, original: &Option<String>) {
             eprintln!("warning: could not restore notify-keyspace-events to '{flags}': {e}");
         }
     }
+}
+
+/// Counts SIGUSR1s: in live mode the operator's cutover request, then each confirmation the
+/// cutover asks for (`kill -USR1 <pid>`).
+pub fn count_cutover_signals() -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = count.clone();
+    if let Ok(mut usr1) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+    {
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    count
 }

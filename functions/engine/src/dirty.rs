@@ -261,6 +261,44 @@ impl Histogram {
     }
 }
 
+/// The keys the tail copied or deleted since a point (a cutover's full verify): what the
+/// fenced check must look at again. Bounded: past `limit` keys it only says it overflowed.
+#[derive(Debug, Default)]
+pub struct Touched {
+    keys: std::collections::HashSet<(u32, Bytes)>,
+    limit: usize,
+    /// More keys were touched than `limit`.
+    pub overflowed: bool,
+}
+
+impl Touched {
+    /// Records up to `limit` keys.
+    pub fn new(limit: usize) -> Touched {
+        Touched {
+            limit,
+            ..Touched::default()
+        }
+    }
+
+    /// Records one key.
+    pub fn add(&mut self, db: u32, key: &Bytes) {
+        if self.keys.len() < self.limit {
+            self.keys.insert((db, key.clone()));
+        } else if !self.keys.contains(&(db, key.clone())) {
+            self.overflowed = true;
+        }
+    }
+
+    /// The keys recorded, by db.
+    pub fn by_db(&self) -> std::collections::BTreeMap<u32, Vec<Bytes>> {
+        let mut out: std::collections::BTreeMap<u32, Vec<Bytes>> = Default::default();
+        for (db, k) in &self.keys {
+            out.entry(*db).or_default().push(k.clone());
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ pub mod copy;
 pub mod dirty;
 pub mod endpoint;
 pub mod error;
+pub mod fence;
 pub mod field_ttl;
 pub mod functions;
 pub mod inventory;

@@ -639,6 +639,50 @@ pub struct RepairReport {
     pub still_different: u64,
 }
 
+/// Checks exactly `keys` (by source db) both ways: the fenced check of a cutover.
+pub async fn check_keys(
+    m: &Migration,
+    verify: Arc<VerifyContext>,
+    keys: &std::collections::BTreeMap<u32, Vec<Bytes>>,
+) -> Result<crate::verify::VerifyReport> {
+    let (s, t) = tokio::join!(Conn::keyspace(&m.source), Conn::keyspace(&m.target));
+    let mut checker = VerifyWorker {
+        source: s?,
+        target: t?,
+        ctx: verify,
+    };
+    let mut report = crate::verify::VerifyReport::default();
+    for (db, keys) in keys {
+        for chunk in keys.chunks(m.copy.batch_keys.max(1)) {
+            checker.check(*db, chunk, &mut report).await?;
+        }
+    }
+    Ok(report)
+}
+
+/// Adds the keys a verify found different to `keys` (by source db), for a later check: an
+/// extra by every source key that could own it.
+pub fn add_differing(
+    m: &Migration,
+    diffs: &[crate::verify::Diff],
+    source_dbs: &[u32],
+    keys: &mut std::collections::BTreeMap<u32, Vec<Bytes>>,
+) {
+    for d in diffs {
+        let owners = match d.status {
+            Status::Extra => m.scope.owners_of(d.db, &d.key, source_dbs),
+            _ => vec![(d.db, d.key.clone())],
+        };
+        for (db, key) in owners {
+            keys.entry(db).or_default().push(key);
+        }
+    }
+    for list in keys.values_mut() {
+        list.sort_unstable();
+        list.dedup();
+    }
+}
+
 /// Re-copies exactly the differing keys (deleting extras from the target), then checks them again.
 pub async fn repair(
     m: &Migration,

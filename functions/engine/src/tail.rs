@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::cluster;
 use crate::conn::Conn;
 use crate::copy::{Copier, CopyContext};
-use crate::dirty::DirtySet;
+use crate::dirty::{DirtySet, Touched};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::inventory::{config_get, notifications_cover};
@@ -134,6 +134,7 @@ pub struct Tail {
     tasks: tokio::task::JoinSet<Result<()>>,
     fatal: mpsc::UnboundedReceiver<Error>,
     started: Instant,
+    touched: Arc<std::sync::Mutex<Option<Touched>>>,
 }
 
 struct Shared {
@@ -147,6 +148,8 @@ struct Shared {
     dbs: Vec<u32>,
     options: TailOptions,
     fatal: mpsc::UnboundedSender<Error>,
+    /// Keys copied or deleted since [`Tail::record_touched`], while recording.
+    touched: Arc<std::sync::Mutex<Option<Touched>>>,
 }
 
 impl Tail {
@@ -181,6 +184,7 @@ impl Tail {
             dbs,
             options,
             fatal: fatal_tx,
+            touched: Default::default(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         let (gap_tx, gap_rx) = mpsc::unbounded_channel::<String>();
@@ -203,6 +207,7 @@ impl Tail {
         ));
         tasks.spawn(healer(shared.clone(), gap_rx, gap_tx));
         Ok(Tail {
+            touched: shared.touched.clone(),
             dirty,
             stats: shared.stats.clone(),
             stop: shared.stop.clone(),
@@ -220,6 +225,17 @@ impl Tail {
         let n = self.dirty.close_window();
         self.stats.replayed.fetch_add(n as u64, Ordering::Relaxed);
         n
+    }
+
+    /// Starts recording the keys copied or deleted from now on (at most `limit`), for a
+    /// cutover's fenced check; replaces an earlier recording.
+    pub fn record_touched(&self, limit: usize) {
+        *self.touched.lock().expect("touched") = Some(Touched::new(limit));
+    }
+
+    /// Stops recording and returns what was recorded.
+    pub fn take_touched(&self) -> Option<Touched> {
+        self.touched.lock().expect("touched").take()
     }
 
     /// A fatal error a task hit (target out of memory, auth revoked), if any.
@@ -556,6 +572,9 @@ async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
                     .stats
                     .copied
                     .fetch_add(batch.len() as u64 - deleted, Ordering::Relaxed);
+                if let Some(t) = shared.touched.lock().expect("touched").as_mut() {
+                    batch.iter().for_each(|((db, key), _)| t.add(*db, key));
+                }
                 shared.dirty.complete(&batch);
                 backoff = Duration::from_millis(50);
             }

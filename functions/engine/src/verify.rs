@@ -537,6 +537,46 @@ fn ttl_matches(a: Ttl, b: Ttl, tolerance: i64) -> bool {
     }
 }
 
+impl VerifyWorker {
+    /// Compares `keys` of source `db` both ways (a cutover's fenced check of the keys the tail
+    /// touched): a key the source has is compared as in a verify pass; one it no longer has
+    /// must be gone from the target too.
+    pub async fn check(
+        &mut self,
+        db: u32,
+        keys: &[Bytes],
+        report: &mut VerifyReport,
+    ) -> Result<()> {
+        let statuses = self.compare(db, keys).await?;
+        let options = self.ctx.options.clone();
+        let mut gone = Vec::new();
+        for (k, status) in keys.iter().zip(statuses) {
+            match status {
+                Some(status) => report.record(db, k, status, &options),
+                None => gone.push(k),
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let target = self.ctx.scope.target_of(db).db;
+        self.target.select(target).await?;
+        for k in &gone {
+            self.target
+                .queue(&[&b"EXISTS"[..], &self.ctx.scope.target_key(db, k)]);
+        }
+        self.target.send().await?;
+        for k in gone {
+            let status = match self.target.recv().await?.as_int() {
+                Some(0) => Status::Ok,
+                _ => Status::Extra,
+            };
+            report.record(db, k, status, &options);
+        }
+        Ok(())
+    }
+}
+
 impl BatchWorker for VerifyWorker {
     async fn process(&mut self, db: u32, keys: Vec<Bytes>) -> Result<()> {
         let statuses = self.compare(db, &keys).await?;

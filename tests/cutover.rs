@@ -1,0 +1,152 @@
+//! The cutover of a live run (issue 12 item 1, CLI): fence → drain → check → release → watch,
+//! with an application writing to the source the whole time. Its write in flight when the
+//! fence goes up waits, and lands on the source after the release: a straggler, copied to the
+//! target and reported with the client that sent it.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::live::LiveRun;
+use rig::{Config, Server};
+
+fn server() -> Server {
+    Server::with(Config {
+        args: vec!["--notify-keyspace-events".into(), "KA".into()],
+        ..Config::default()
+    })
+}
+
+/// The application: writes `app:<n>` to the source as fast as it can until told to switch; the
+/// write in flight then (held by the fence) completes, is recorded, and the connection stays
+/// open (an old client that has not reconnected).
+struct App {
+    switch: Arc<AtomicBool>,
+    last: Arc<Mutex<Option<String>>>,
+    written: Arc<AtomicU64>,
+    local_port: u16,
+}
+
+impl App {
+    fn start(url: &str) -> App {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg("app")
+            .query(&mut conn)
+            .unwrap();
+        let local: String = redis::cmd("CLIENT").arg("INFO").query(&mut conn).unwrap();
+        let local_port = local
+            .split(' ')
+            .find_map(|f| f.strip_prefix("addr="))
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap();
+        let (switch, last, written) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Mutex::new(None)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (sw, la, wr) = (switch.clone(), last.clone(), written.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !sw.load(Ordering::SeqCst) {
+                let key = format!("app:{n}");
+                let _: () = redis::cmd("SET").arg(&key).arg(n).query(&mut conn).unwrap();
+                *la.lock().unwrap() = Some(key);
+                wr.fetch_add(1, Ordering::SeqCst);
+                n += 1;
+            }
+            std::thread::sleep(Duration::from_secs(120)); // keeps the connection open
+        });
+        App {
+            switch,
+            last,
+            written,
+            local_port,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cutover_with_writers_running_fences_checks_releases_and_reports_stragglers() {
+    let (source, target) = (server(), server());
+    common::seed(&source.url(), "20000");
+    let app = App::start(&source.url());
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("live.json");
+    let run = LiveRun::start_with(
+        &source.url(),
+        &target.url(),
+        &report,
+        &["--fence-secs", "20", "--watch-secs", "2"],
+    );
+    run.wait_for("target caught up", Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.signal("-USR1");
+    run.wait_for(
+        "Switch the application to the target now",
+        Duration::from_secs(60),
+    )
+    .await;
+    // The fence holds the application's write in flight: it has not completed for a while.
+    let written = app.written.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.written.load(Ordering::SeqCst),
+        written,
+        "writes are held"
+    );
+    // The application switches: new writes go to the target; its old connection's held write
+    // will still land on the source.
+    app.switch.store(true, Ordering::SeqCst);
+    target.cmd(&["SET", "after:switch", "1"]);
+    let released = Instant::now();
+    run.signal("-USR1");
+    let (code, text) = run.finish().await;
+    assert_eq!(code, 0, "{text}");
+    assert!(released.elapsed() < Duration::from_secs(30), "{text}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let c = &r["cutover"];
+    assert_eq!(r["outcome"], "cut over", "{r}");
+    assert_eq!(c["fence"], "client pause", "{r}");
+    assert_eq!(c["check"]["ok"].as_u64(), c["checked_keys"].as_u64(), "{r}");
+    assert!(c["checked_keys"].as_u64().unwrap() > 0, "{r}");
+    let fence_ms = c["fence_ms"].as_u64().unwrap();
+    assert!(fence_ms < 20_000, "the release lifted the fence: {r}");
+    assert!(c["stragglers"].as_u64().unwrap() >= 1, "{r}");
+    let straggler = app
+        .last
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the held write completed");
+    assert_eq!(
+        target.cmd(&["GET", &straggler]),
+        source.cmd(&["GET", &straggler]),
+        "the straggler {straggler} was copied: {text}"
+    );
+    let clients = c["source_clients"].as_array().unwrap();
+    let app_client = clients
+        .iter()
+        .find(|cl| {
+            cl["addr"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{}", app.local_port))
+        })
+        .unwrap_or_else(|| panic!("the application's connection is reported: {r}"));
+    assert_eq!(app_client["name"], "app");
+    assert_eq!(app_client["last_command"], "set");
+    assert_eq!(
+        target.cmd(&["GET", "after:switch"]),
+        "1",
+        "the target's own writes stay"
+    );
+    eprintln!("fence held {fence_ms} ms");
+}
