@@ -150,3 +150,85 @@ async fn a_cutover_with_writers_running_fences_checks_releases_and_reports_strag
     );
     eprintln!("fence held {fence_ms} ms");
 }
+
+/// A difference no write explains (a key changed on the target behind ferry's back) fails the
+/// fenced check: the fence is lifted at once, the cutover refused, and the run goes on following
+/// until it is stopped, ending with the difference reported (exit 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_check_lifts_the_fence_and_refuses_the_cutover() {
+    let (source, target) = (server(), server());
+    common::seed(&source.url(), "2000");
+    source.cmd(&["SET", "steady", "source"]);
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("live.json");
+    let run = LiveRun::start_with(
+        &source.url(),
+        &target.url(),
+        &report,
+        &["--fence-secs", "30"],
+    );
+    run.wait_for("target caught up", Duration::from_secs(60))
+        .await;
+    target.cmd(&["SET", "steady", "changed behind ferry's back"]);
+    run.signal("-USR1");
+    run.wait_for("cutover refused", Duration::from_secs(60))
+        .await;
+    let text = run.text();
+    assert!(
+        text.contains("fenced check found 1 differences") && text.contains("steady"),
+        "{text}"
+    );
+    assert!(!text.contains("Switch the application"), "{text}");
+    // The fence is down: the source takes writes at once.
+    let start = Instant::now();
+    source.cmd(&["SET", "after", "1"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the fence was lifted"
+    );
+    run.signal("-INT");
+    let (code, text) = run.finish().await;
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("Value db0 steady"), "{text}");
+}
+
+/// A source that refuses CLIENT PAUSE (here an ACL user without it) gets the operator's fence:
+/// ferry asks for the writers to be stopped and a SIGUSR1, then checks and releases as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_client_pause_the_operator_confirms_the_fence() {
+    let source = Server::with(Config {
+        acl_user: Some(("migrator".into(), "s3cret".into())),
+        args: vec!["--notify-keyspace-events".into(), "KA".into()],
+        ..Config::default()
+    });
+    source.cmd(&["ACL", "SETUSER", "migrator", "-client|pause"]);
+    let target = server();
+    common::seed(&source.url(), "2000");
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("live.json");
+    let run = LiveRun::start_with(
+        &source.url(),
+        &target.url(),
+        &report,
+        &["--watch-secs", "1"],
+    );
+    run.wait_for("target caught up", Duration::from_secs(60))
+        .await;
+    run.signal("-USR1");
+    run.wait_for("stop every writer of the source", Duration::from_secs(60))
+        .await;
+    assert!(run.text().contains("NOPERM"), "{}", run.text());
+    run.signal("-USR1");
+    run.wait_for(
+        "Switch the application to the target now",
+        Duration::from_secs(60),
+    )
+    .await;
+    run.signal("-USR1");
+    let (code, text) = run.finish().await;
+    assert_eq!(code, 0, "{text}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["cutover"]["fence"], "operator", "{r}");
+    assert_eq!(r["outcome"], "cut over", "{r}");
+}
