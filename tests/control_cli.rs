@@ -20,10 +20,18 @@ struct Deployed {
     queue: String,
 }
 
-/// moto with a stack whose `StateMachineArn` output names the test state machine.
+/// moto with a stack whose `StateMachineArn` output names the test state machine, running
+/// its executions.
 async fn deployed() -> Deployed {
+    deployed_with(true).await
+}
+
+/// Like [`deployed`]; without `run`, moto only records executions (they stay RUNNING).
+async fn deployed_with(run: bool) -> Deployed {
     let moto = Moto::start();
-    moto.run_state_machines();
+    if run {
+        moto.run_state_machines();
+    }
     let aws = common::aws::moto_aws(&moto).await;
     let queue = aws
         .sqs
@@ -236,4 +244,97 @@ async fn abort_stops_the_newest_execution() {
     assert!(arn.ends_with(":ferry-waiting:second"), "{arn}");
     let s = ferry_steps::executions::status(&d.aws, &arn).await.unwrap();
     assert_eq!(s.status, "ABORTED");
+}
+
+/// Executions are named after their migration_id: the same migration cannot be started twice,
+/// and with several migrations running, cutover and abort refuse to guess and take
+/// `--migration ID` (moto here only records executions, so they stay RUNNING).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_are_named_after_their_migration_and_never_guessed() {
+    let d = deployed_with(false).await;
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/execution-input.json"
+    );
+    let (code, stdout, stderr) = ferry(
+        &d,
+        &["start", "--stack", STACK, "--input", fixture, "--json"],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(":execution:ferry-test-migration:orders-2026-11"),
+        "{stdout}"
+    );
+
+    // The same migration again (other settings, same id) is refused: one id, one execution.
+    // AWS (StartExecution API reference): a name already used by a closed execution, or by a
+    // running one with a different input, is `ExecutionAlreadyExists`; the same name and
+    // input while it runs returns that execution again (idempotent), never a second one.
+    let dir = tempfile::tempdir().unwrap();
+    let mut input: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    input["options"] = json!({ "verify": "quick" });
+    let again = dir.path().join("again.json");
+    std::fs::write(&again, input.to_string()).unwrap();
+    let (code, stdout, stderr) = ferry(
+        &d,
+        &[
+            "start",
+            "--stack",
+            STACK,
+            "--input",
+            again.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("already exists") && stderr.contains("orders-2026-11"),
+        "{stderr}"
+    );
+
+    // A second migration: now two are running, and no command guesses between them.
+    input["migration_id"] = json!("invoices-2026-11");
+    let second = dir.path().join("second.json");
+    std::fs::write(&second, input.to_string()).unwrap();
+    let (code, stdout, stderr) = ferry(
+        &d,
+        &[
+            "start",
+            "--stack",
+            STACK,
+            "--input",
+            second.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for command in ["cutover", "abort", "status"] {
+        let (code, stdout, stderr) = ferry(&d, &[command, "--stack", STACK]);
+        assert_eq!(code, 2, "{command}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("2 executions are running") && stderr.contains("--migration"),
+            "{command}: {stderr}"
+        );
+    }
+    let (code, stdout, stderr) = ferry(
+        &d,
+        &[
+            "abort",
+            "--stack",
+            STACK,
+            "--migration",
+            "invoices-2026-11",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(":invoices-2026-11"), "{stdout}");
+    // One running again: it is the one commands act on.
+    let s = status(&d);
+    assert!(
+        s["execution_arn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":orders-2026-11"),
+        "{s}"
+    );
 }

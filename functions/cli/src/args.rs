@@ -84,7 +84,7 @@ pub struct StartArgs {
     /// Manager ARN only.
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
-    /// The execution's name (default: generated).
+    /// The execution's name (default: the input's migration_id).
     #[arg(long)]
     pub name: Option<String>,
 }
@@ -92,9 +92,13 @@ pub struct StartArgs {
 #[cfg(feature = "aws")]
 #[derive(Debug, Clone, Args)]
 pub struct ExecutionArgs {
-    /// The execution's ARN (default: the newest execution of the stack's state machine).
+    /// The execution's ARN (default: the one running; with several running, name one; with
+    /// none, the newest).
     #[arg(value_name = "EXECUTION")]
     pub execution: Option<String>,
+    /// The migration's id, which names its execution (`ferry start` names it so).
+    #[arg(long, value_name = "ID", conflicts_with = "execution")]
+    pub migration: Option<String>,
     #[command(flatten)]
     pub deployed: DeployedArgs,
     /// status: refresh every SECS until the execution ends.

@@ -31,9 +31,15 @@ async fn state_machine(aws: &Aws, d: &DeployedArgs) -> Result<String, StepError>
 }
 
 async fn execution(aws: &Aws, a: &ExecutionArgs) -> Result<String, StepError> {
-    match &a.execution {
-        Some(arn) => Ok(arn.clone()),
-        None => executions::latest(aws, &state_machine(aws, &a.deployed).await?).await,
+    match (&a.execution, &a.migration) {
+        (Some(arn), _) => Ok(arn.clone()),
+        (None, Some(id)) => Ok(executions::execution_named(
+            &state_machine(aws, &a.deployed).await?,
+            id,
+        )),
+        (None, None) => {
+            executions::only_running_or_latest(aws, &state_machine(aws, &a.deployed).await?).await
+        }
     }
 }
 

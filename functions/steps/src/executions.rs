@@ -29,8 +29,10 @@ pub async fn state_machine_of_stack(aws: &Aws, stack: &str) -> Result<String, St
 }
 
 /// Starts a migration after checking its input the way the Inventory step will (unknown
-/// fields and inline credentials are refused here, before anything is sent). Returns the
-/// execution ARN.
+/// fields and inline credentials are refused here, before anything is sent). The execution is
+/// named after the migration's `migration_id` (or `name`), so a second start of the same
+/// migration is refused by Step Functions, and `ferry cutover|abort|status --migration ID`
+/// finds it. Returns the execution ARN.
 pub async fn start(
     aws: &Aws,
     state_machine: &str,
@@ -38,21 +40,37 @@ pub async fn start(
     name: Option<&str>,
 ) -> Result<String, StepError> {
     // The execution input is the migration itself (the Start state files it under $.migration).
-    let body = serde_json::to_string(&MigrationInput::from_json(input)?).expect("serializes");
+    let migration = MigrationInput::from_json(input)?;
+    let name = name.unwrap_or(&migration.migration_id).to_string();
+    let body = serde_json::to_string(&migration).expect("serializes");
     let out = aws
         .sfn
         .start_execution()
         .state_machine_arn(state_machine)
         .input(body)
-        .set_name(name.map(str::to_string))
+        .name(&name)
         .send()
         .await
-        .map_err(|e| StepError::from_aws("StartExecution", e))?;
+        .map_err(|e| match e.as_service_error() {
+            Some(se) if se.is_execution_already_exists() => StepError::invalid(format!(
+                "an execution named '{name}' already exists for this state machine (running, or ended within the last 90 days): one migration_id is one execution; give this migration a new migration_id (or --name)"
+            )),
+            _ => StepError::from_aws("StartExecution", e),
+        })?;
     Ok(out.execution_arn)
 }
 
-/// The newest execution of a state machine.
-pub async fn latest(aws: &Aws, state_machine: &str) -> Result<String, StepError> {
+/// The ARN of the execution named `name` (a migration_id) of `state_machine`.
+pub fn execution_named(state_machine: &str, name: &str) -> String {
+    format!(
+        "{}:{name}",
+        state_machine.replacen(":stateMachine:", ":execution:", 1)
+    )
+}
+
+/// The execution an operator's command acts on when none is named: the one running (refusing
+/// to guess between several), else the newest.
+pub async fn only_running_or_latest(aws: &Aws, state_machine: &str) -> Result<String, StepError> {
     let out = aws
         .sfn
         .list_executions()
@@ -61,11 +79,29 @@ pub async fn latest(aws: &Aws, state_machine: &str) -> Result<String, StepError>
         .send()
         .await
         .map_err(|e| StepError::from_aws("ListExecutions", e))?;
-    out.executions
+    let running: Vec<_> = out
+        .executions
         .iter()
-        .max_by_key(|e| e.start_date.as_nanos())
-        .map(|e| e.execution_arn.clone())
-        .ok_or_else(|| StepError::invalid(format!("{state_machine} has no executions")))
+        .filter(|e| e.status == aws_sdk_sfn::types::ExecutionStatus::Running)
+        .collect();
+    match running.as_slice() {
+        [one] => Ok(one.execution_arn.clone()),
+        [] => out
+            .executions
+            .iter()
+            .max_by_key(|e| e.start_date.as_nanos())
+            .map(|e| e.execution_arn.clone())
+            .ok_or_else(|| StepError::invalid(format!("{state_machine} has no executions"))),
+        several => Err(StepError::invalid(format!(
+            "{} executions are running ({}): name one with --migration ID or its ARN",
+            several.len(),
+            several
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// Shards of the running Map: done of total.
