@@ -588,13 +588,14 @@ async fn json_and_filters_are_copied_verified_and_followed() {
     }
 }
 
-/// The rest of the matrix: Redis 7.0 → Valkey 9.1 (Valkey loads RDB 10 payloads) and Valkey
-/// 9.1 → Redis 7.0 (per type), every core type and encoding and streams with groups, each ending
+/// The rest of the matrix: Redis 7.0 → Valkey 9.1 and → Redis 8.2 (both load RDB 10 payloads)
+/// and Valkey 9.1 → Redis 7.0 (per type), every core type and encoding and streams with groups, each ending
 /// verified and compared independently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_7_and_valkey_9_both_ways() {
+async fn redis_7_to_the_new_engines_and_back() {
     for (from, to, method) in [
         (Version::Redis7, Version::Valkey91, "method dump"),
+        (Version::Redis7, Version::Redis82, "method dump"),
         (Version::Valkey91, Version::Redis7, "method struct"),
     ] {
         let (source, target) = (server(from), server(to));
