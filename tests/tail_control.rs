@@ -93,6 +93,7 @@ fn definition(control: &str, test: &str) -> Value {
 struct Rig {
     _moto: Moto,
     moto_url: String,
+    moto_port: u16,
     aws: Aws,
     control: String,
     test: String,
@@ -118,6 +119,7 @@ async fn rig() -> Rig {
         .clone();
     Rig {
         moto_url: moto.url(),
+        moto_port: moto.port,
         _moto: moto,
         aws,
         control,
@@ -161,6 +163,11 @@ impl Rig {
 
     /// What ECS would do for the real StartTail state: run the container with its overrides.
     fn launch_tail(&self, start: &Value) -> Child {
+        self.launch_tail_via(start, &self.moto_url)
+    }
+
+    /// Like [`Rig::launch_tail`], with the tail's AWS calls sent to `endpoint`.
+    fn launch_tail_via(&self, start: &Value, endpoint: &str) -> Child {
         Command::new(rig::ferry_bin())
             .args(["tail", "--from-state-machine", "--log-json", "-v"])
             .env("FERRY_TASK_TOKEN", start["task_token"].as_str().unwrap())
@@ -170,7 +177,7 @@ impl Rig {
             .env("FERRY_POLL_SECS", "1")
             .env("FERRY_HEARTBEAT_SECS", "0.5")
             .env("FERRY_DRAIN_QUIET_SECS", "1")
-            .env("AWS_ENDPOINT_URL", &self.moto_url)
+            .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -372,4 +379,41 @@ async fn a_failed_execution_stops_the_tail() {
     assert!(output.contains("the execution has ended"), "{output}");
     let done = rig.wait_done(&execution).await;
     assert_eq!(done.status, ExecutionStatus::Failed);
+}
+
+/// AWS failing every call for longer than the SDK's own retries (500 InternalFailure on SQS and
+/// Step Functions for 8 s, through a proxy in the rig) does not end the tail: it retries with
+/// backoff, then answers the barrier and the drain, and the execution succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_errors_do_not_kill_the_tail() {
+    let rig = rig().await;
+    let (source, target) = (source(), Server::start());
+    let proxy = rig::FaultProxy::start(rig.moto_port);
+    let execution = rig
+        .start("faults-1", migration(&rig, &source, &target).await)
+        .await;
+    let start = rig.next_step("start").await;
+    let tail = rig.launch_tail_via(&start, &proxy.url());
+    let copy = rig.next_step("copy").await;
+    proxy.fail_for(Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_millis(8500)).await;
+    assert!(
+        proxy.failed.load(std::sync::atomic::Ordering::Relaxed) > 3,
+        "AWS calls failed"
+    );
+    source.cmd(&["SET", "after:outage", "1"]);
+    rig.answer(&copy).await;
+    let cutover = rig.next_step("cutover").await;
+    rig.answer(&cutover).await;
+    let done = rig.wait_done(&execution).await;
+    let (code, output) = finish(tail);
+    assert_eq!(
+        done.status,
+        ExecutionStatus::Succeeded,
+        "{:?}\n{output}",
+        done.cause
+    );
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("AWS call failed; retrying"), "{output}");
+    assert_eq!(target.cmd(&["GET", "after:outage"]), "1");
 }

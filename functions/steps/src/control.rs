@@ -1,6 +1,8 @@
 //! The tail's line to the state machine (design §6): requests arrive on the SQS control queue,
 //! each carrying a Step Functions task token; the tail heartbeats a token while it works and
-//! answers it with SendTaskSuccess or SendTaskFailure. A thin adapter: no Redis here.
+//! answers it with SendTaskSuccess or SendTaskFailure. A thin adapter: no Redis here. Every
+//! call rides out throttling and AWS-side errors (retried with backoff for up to 15 minutes):
+//! a transient AWS error must never end a tail that is keeping a target current.
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,6 +30,32 @@ pub struct Control {
     poll_wait: Duration,
 }
 
+/// How long a control call keeps retrying through throttling and AWS-side errors (after the
+/// SDK's own few attempts) before the tail gives up on it: long enough for a regional hiccup,
+/// short of the task tokens' lifetimes.
+const RETRY_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Runs `call` until it succeeds, fails with an error that is not worth retrying, or
+/// [`RETRY_WINDOW`] has passed, waiting 0.5 s doubling to 15 s between attempts.
+async fn retrying<T, F, Fut>(what: &str, call: F) -> Result<T, StepError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, StepError>>,
+{
+    let started = std::time::Instant::now();
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match call().await {
+            Err(e) if e.is_retryable() && started.elapsed() < RETRY_WINDOW => {
+                tracing::warn!(error = %e, call = what, retry_in_ms = wait.as_millis() as u64, "AWS call failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(15));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Control {
     /// The control line of `migration_id` on `queue_url`.
     pub fn new(aws: Aws, queue_url: String, migration_id: String, poll_wait: Duration) -> Control {
@@ -43,16 +71,18 @@ impl Control {
     /// put back at once; a message that is not a request is logged and deleted (it would only
     /// come back).
     pub async fn receive(&self) -> Result<Vec<Received>, StepError> {
-        let out = self
-            .aws
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .wait_time_seconds(self.poll_wait.as_secs() as i32)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .map_err(|e| StepError::from_aws("ReceiveMessage", e))?;
+        let out = retrying("ReceiveMessage", || async {
+            self.aws
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .wait_time_seconds(self.poll_wait.as_secs() as i32)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .map_err(|e| StepError::from_aws("ReceiveMessage", e))
+        })
+        .await?;
         let mut mine = Vec::new();
         for message in out.messages.unwrap_or_default() {
             let receipt = message.receipt_handle.unwrap_or_default();
@@ -80,55 +110,67 @@ impl Control {
     }
 
     async fn delete_receipt(&self, receipt: &str) -> Result<(), StepError> {
-        self.aws
-            .sqs
-            .delete_message()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt)
-            .send()
-            .await
-            .map_err(|e| StepError::from_aws("DeleteMessage", e))?;
+        retrying("DeleteMessage", || async {
+            self.aws
+                .sqs
+                .delete_message()
+                .queue_url(&self.queue_url)
+                .receipt_handle(receipt)
+                .send()
+                .await
+                .map_err(|e| StepError::from_aws("DeleteMessage", e))
+        })
+        .await?;
         Ok(())
     }
 
     async fn release(&self, receipt: &str) -> Result<(), StepError> {
-        self.aws
-            .sqs
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt)
-            .visibility_timeout(0)
-            .send()
-            .await
-            .map_err(|e| StepError::from_aws("ChangeMessageVisibility", e))?;
+        retrying("ChangeMessageVisibility", || async {
+            self.aws
+                .sqs
+                .change_message_visibility()
+                .queue_url(&self.queue_url)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .map_err(|e| StepError::from_aws("ChangeMessageVisibility", e))
+        })
+        .await?;
         Ok(())
     }
 
     /// Answers a token: the state moves on with `output` as its result.
     pub async fn succeed(&self, token: &str, output: &impl Serialize) -> Result<(), StepError> {
         let output = serde_json::to_string(output).expect("answers serialize");
-        self.aws
-            .sfn
-            .send_task_success()
-            .task_token(token)
-            .output(output)
-            .send()
-            .await
-            .map_err(|e| StepError::from_aws("SendTaskSuccess", e))?;
+        retrying("SendTaskSuccess", || async {
+            self.aws
+                .sfn
+                .send_task_success()
+                .task_token(token)
+                .output(&output)
+                .send()
+                .await
+                .map_err(|e| StepError::from_aws("SendTaskSuccess", e))
+        })
+        .await?;
         Ok(())
     }
 
     /// Fails a token with the step error's stable type name, which the state's Catch matches.
     pub async fn fail(&self, token: &str, error: &StepError) -> Result<(), StepError> {
-        self.aws
-            .sfn
-            .send_task_failure()
-            .task_token(token)
-            .error(error.error_type())
-            .cause(error.to_string())
-            .send()
-            .await
-            .map_err(|e| StepError::from_aws("SendTaskFailure", e))?;
+        retrying("SendTaskFailure", || async {
+            self.aws
+                .sfn
+                .send_task_failure()
+                .task_token(token)
+                .error(error.error_type())
+                .cause(error.to_string())
+                .send()
+                .await
+                .map_err(|e| StepError::from_aws("SendTaskFailure", e))
+        })
+        .await?;
         Ok(())
     }
 
@@ -163,14 +205,16 @@ impl Control {
     /// Whether the execution that started the tail still runs (false once it succeeded, failed
     /// or was aborted: the tail then stops on its own).
     pub async fn execution_running(&self, execution_arn: &str) -> Result<bool, StepError> {
-        let out = self
-            .aws
-            .sfn
-            .describe_execution()
-            .execution_arn(execution_arn)
-            .send()
-            .await
-            .map_err(|e| StepError::from_aws("DescribeExecution", e))?;
+        let out = retrying("DescribeExecution", || async {
+            self.aws
+                .sfn
+                .describe_execution()
+                .execution_arn(execution_arn)
+                .send()
+                .await
+                .map_err(|e| StepError::from_aws("DescribeExecution", e))
+        })
+        .await?;
         Ok(out.status == aws_sdk_sfn::types::ExecutionStatus::Running)
     }
 }
