@@ -5,6 +5,8 @@
 //! DescribeCacheParameters and ModifyReplicationGroup with responses shaped like ElastiCache's,
 //! including its refusal to modify a `default.` group and to delete a group in use.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -474,4 +476,108 @@ async fn a_serverless_cache_is_backed_up_once_and_polled_until_available() {
         done.ready && done.status.as_deref() == Some("available"),
         "{done:?}"
     );
+}
+
+/// `ferry abort` (or any end the state machine's Catch cannot see) still puts the source's
+/// notification settings back: the stack's EventBridge rule sends the execution's status change
+/// to the Cleanup Lambda, which finds EnableNotifications' record in the execution's history.
+/// Step Functions runs on moto (a real aborted execution and its history), ElastiCache on the
+/// stand-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_execution_is_cleaned_up_from_its_history() {
+    use ferry_steps::after_end::{self, CleanupRequest};
+
+    let state: Shared = Default::default();
+    {
+        let mut st = state.lock().unwrap();
+        st.attached = "default.redis7".into();
+        st.groups.insert(
+            "default.redis7".into(),
+            (
+                "redis7".into(),
+                "Default parameter group for redis7".into(),
+                String::new(),
+            ),
+        );
+    }
+    let rules = stand_in(&state);
+    let mocked = ctx_with(&rules).await;
+    let recorded = elasticache::enable_notifications(mocked.clone(), live_input())
+        .await
+        .unwrap();
+    assert_eq!(state.lock().unwrap().attached, "ferry-orders");
+
+    let moto = rig::Moto::start();
+    moto.run_state_machines();
+    let aws = common::aws::moto_aws(&moto).await;
+    // The states that matter here: EnableNotifications' record kept under $.notifications (as
+    // the real "Keep notification settings" does), then a long wait the operator aborts.
+    let definition = json!({
+        "StartAt": "Keep notification settings",
+        "States": {
+            "Keep notification settings": { "Type": "Pass", "Result": serde_json::to_value(&recorded).unwrap(), "ResultPath": "$.notifications", "Next": "Await cutover" },
+            "Await cutover": { "Type": "Wait", "Seconds": 600, "End": true }
+        }
+    });
+    let machine = aws
+        .sfn
+        .create_state_machine()
+        .name("ferry-abort")
+        .definition(definition.to_string())
+        .role_arn("arn:aws:iam::123456789012:role/ferry")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn;
+    let input = serde_json::to_string(&live_input()).unwrap();
+    let execution = aws
+        .sfn
+        .start_execution()
+        .state_machine_arn(&machine)
+        .name("orders-1")
+        .input(input)
+        .send()
+        .await
+        .unwrap()
+        .execution_arn;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    aws.sfn
+        .stop_execution()
+        .execution_arn(&execution)
+        .send()
+        .await
+        .unwrap();
+    let ctx = Ctx {
+        aws: Arc::new(Aws {
+            elasticache: mocked.aws.elasticache.clone(),
+            ..aws
+        }),
+        deadline: None,
+    };
+    // The event as EventBridge delivers it (fields the handler does not use included).
+    let event = |status: &str| {
+        json!({
+            "version": "0", "id": "315c1398-40ff-a850-213b-158f73e60175",
+            "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+            "account": "123456789012", "time": "2026-11-30T10:00:00Z", "region": "us-east-1",
+            "resources": [execution.clone()],
+            "detail": { "executionArn": execution.clone(), "stateMachineArn": machine.clone(),
+                "name": "orders-1", "status": status, "startDate": 1, "stopDate": 2,
+                "input": "{}", "output": null }
+        })
+    };
+    let succeeded: CleanupRequest = ferry_steps::lambda::parse(event("SUCCEEDED")).unwrap();
+    let out = after_end::cleanup_request(ctx.clone(), succeeded).await.unwrap();
+    assert!(
+        out.restored.is_empty(),
+        "a success is the Clean up state's business"
+    );
+    assert_eq!(state.lock().unwrap().attached, "ferry-orders");
+
+    let aborted: CleanupRequest = ferry_steps::lambda::parse(event("ABORTED")).unwrap();
+    let out = after_end::cleanup_request(ctx.clone(), aborted).await.unwrap();
+    assert_eq!(out.restored.len(), 2, "{out:?}");
+    let st = state.lock().unwrap();
+    assert_eq!(st.attached, "default.redis7");
+    assert!(!st.groups.contains_key("ferry-orders"));
 }

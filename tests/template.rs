@@ -249,7 +249,11 @@ fn calls_of(sources: &str, handler: &str) -> BTreeSet<String> {
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
             let called = rest[ident.len()..].starts_with("()");
-            if called && ident == "get_secret_value" {
+            // A call made right on the Step Functions client: `….aws.sfn.describe_execution()`.
+            let on_sfn = b[..i].trim_end().ends_with(".sfn");
+            if called && on_sfn {
+                actions.insert(format!("states:{}", pascal(&ident)));
+            } else if called && ident == "get_secret_value" {
                 actions.insert("secretsmanager:GetSecretValue".to_string());
             } else if called
                 && ["describe_", "create_", "modify_", "delete_"]
@@ -285,7 +289,13 @@ fn each_function_may_do_exactly_what_its_code_does() {
     let steps = format!("{}/functions/steps/src", root());
     let read = |f: &str| std::fs::read_to_string(format!("{steps}/{f}")).unwrap();
     // The handlers and the helpers they call; the entry points live apart in lambda.rs.
-    let sources = [read("handlers.rs"), read("elasticache.rs"), read("aws.rs")].join("\n");
+    let sources = [
+        read("handlers.rs"),
+        read("elasticache.rs"),
+        read("after_end.rs"),
+        read("aws.rs"),
+    ]
+    .join("\n");
     let entries = read("lambda.rs");
     for (id, (binary, granted)) in functions(&t) {
         let source = read(&format!("bin/{binary}.rs"));

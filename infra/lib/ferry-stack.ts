@@ -10,7 +10,7 @@ import {
   Stack, StackProps, CfnParameter, CfnOutput, Fn, Aws, DockerImage, ILocalBundling,
   aws_iam as iam, aws_lambda as lambda, aws_s3_assets as assets, aws_sqs as sqs,
   aws_sns as sns, aws_ecs as ecs, aws_logs as logs, aws_stepfunctions as sfn,
-  aws_scheduler as scheduler, aws_cloudwatch as cloudwatch,
+  aws_scheduler as scheduler, aws_cloudwatch as cloudwatch, aws_events as events,
 } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 
@@ -74,6 +74,10 @@ export class FerryStack extends Stack {
     const secrets = [sourceSecretArn.valueAsString, targetSecretArn.valueAsString];
     const readSecrets: iam.PolicyStatementProps = { actions: ['secretsmanager:GetSecretValue'], resources: secrets };
 
+    const machineName = `${Aws.STACK_NAME}-migration`;
+    const machineArn = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:stateMachine:${machineName}`;
+    const executions = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${machineName}`;
+
     const steps: Step[] = [
       { id: 'Inventory', binary: 'ferry-inventory', description: 'Preflight of both servers before anything is written.', statements: [readSecrets] },
       { id: 'Plan', binary: 'ferry-plan', description: 'The shard plan (SCAN cursor ranges).', statements: [readSecrets] },
@@ -91,9 +95,11 @@ export class FerryStack extends Stack {
         'elasticache:ModifyReplicationGroup'], resources: ANY }] },
       { id: 'NotificationsStatus', binary: 'ferry-notifications-status', description: 'Reports whether every member applies the parameter group.', statements: [{ actions: [
         'elasticache:DescribeReplicationGroups', 'elasticache:DescribeCacheClusters'], resources: ANY }] },
-      { id: 'Cleanup', binary: 'ferry-cleanup', description: 'Puts back the notification settings.', statements: [{ actions: [
+      { id: 'Cleanup', binary: 'ferry-cleanup', description: 'Puts back the notification settings (also after an abort or an uncaught failure).', statements: [{ actions: [
         'elasticache:DescribeReplicationGroups', 'elasticache:DescribeCacheClusters', 'elasticache:DescribeCacheParameters',
-        'elasticache:ModifyCacheParameterGroup', 'elasticache:ModifyReplicationGroup', 'elasticache:DeleteCacheParameterGroup'], resources: ANY }] },
+        'elasticache:ModifyCacheParameterGroup', 'elasticache:ModifyReplicationGroup', 'elasticache:DeleteCacheParameterGroup'], resources: ANY },
+        // An execution that ended outside the state machine's Catch: its input and history.
+        { actions: ['states:DescribeExecution', 'states:GetExecutionHistory'], resources: [`${executions}:*`] }] },
     ];
 
     const functions: Record<string, lambda.CfnFunction> = {};
@@ -130,14 +136,26 @@ export class FerryStack extends Stack {
       functions[step.id] = fn;
     }
 
+    // Step Functions runs no Catch on an abort, a timeout, or a States.Runtime / data or history
+    // limit failure: EventBridge tells Cleanup instead (the ARN from the machine's fixed name).
+    const executionEnded = new events.CfnRule(this, 'CleanupFunctionExecutionEnded', {
+      eventPattern: {
+        source: ['aws.states'],
+        'detail-type': ['Step Functions Execution Status Change'],
+        detail: { status: ['ABORTED', 'TIMED_OUT', 'FAILED'], stateMachineArn: [machineArn] },
+      },
+      targets: [{ id: 'Cleanup', arn: functions.Cleanup.attrArn }],
+    });
+    new lambda.CfnPermission(this, 'CleanupFunctionExecutionEndedPermission', {
+      action: 'lambda:InvokeFunction', functionName: functions.Cleanup.ref,
+      principal: 'events.amazonaws.com', sourceArn: executionEnded.attrArn,
+    });
+
     const controlQueue = new sqs.CfnQueue(this, 'ControlQueue', {
       visibilityTimeout: 60, messageRetentionPeriod: 86400, sqsManagedSseEnabled: true });
     const cutoverTopic = new sns.CfnTopic(this, 'CutoverTopic', { displayName: 'ferry cutover' });
     const tailCluster = new ecs.CfnCluster(this, 'TailCluster');
     const tailLogGroup = new logs.CfnLogGroup(this, 'TailLogGroup', { retentionInDays: 30 });
-    const machineName = `${Aws.STACK_NAME}-migration`;
-    const machineArn = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:stateMachine:${machineName}`;
-    const executions = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${machineName}`;
 
     const tailExecutionRole = new iam.CfnRole(this, 'TailExecutionRole', {
       assumeRolePolicyDocument: assume('ecs-tasks.amazonaws.com'),

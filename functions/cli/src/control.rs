@@ -199,7 +199,7 @@ pub async fn abort(a: ExecutionArgs) -> i32 {
             executions::abort(&aws, &arn, "aborted by the operator (ferry abort)").await
         },
         |arn| {
-            format!("aborted {arn}\nthe tail stops by itself. Cleanup does not run on an abort: if EnableNotifications changed the source's parameter group, its output in the execution's history names the original group and value to put back")
+            format!("aborted {arn}\nthe tail stops by itself; the stack's Cleanup Lambda, told by EventBridge, puts back the source's notification settings (see its logs)")
         },
     )
     .await

@@ -114,8 +114,8 @@ pub mod steps {
     pub async fn notifications_status() -> Outcome {
         super::run(elasticache::notifications_status).await
     }
-    /// The Cleanup Lambda.
+    /// The Cleanup Lambda: the Clean up states, and executions that ended outside them.
     pub async fn cleanup() -> Outcome {
-        super::run(elasticache::cleanup).await
+        super::run(crate::after_end::cleanup_request).await
     }
 }

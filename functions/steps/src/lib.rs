@@ -3,6 +3,7 @@
 //! its result into JSON. Credentials come from Secrets Manager by ARN only; errors carry
 //! stable type names the state machine's Retry and Catch match.
 
+pub mod after_end;
 pub mod aws;
 pub mod contracts;
 pub mod control;
