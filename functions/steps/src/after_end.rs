@@ -33,7 +33,7 @@ pub struct EndedDetail {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum CleanupRequest {
-    Step(NotificationsStep),
+    Step(Box<NotificationsStep>),
     Ended(ExecutionEnded),
 }
 
@@ -43,7 +43,7 @@ pub async fn cleanup_request(
     request: CleanupRequest,
 ) -> Result<CleanupOutput, StepError> {
     match request {
-        CleanupRequest::Step(step) => elasticache::cleanup(ctx, step).await,
+        CleanupRequest::Step(step) => elasticache::cleanup(ctx, *step).await,
         CleanupRequest::Ended(ended) => cleanup_after_end(ctx, ended).await,
     }
 }
