@@ -19,6 +19,25 @@ fn server() -> Server {
     })
 }
 
+/// A live run from `source` to `target` with `extra` options, once it has caught up; its JSON
+/// report goes to `live.json` in the returned directory.
+async fn caught_up(
+    source: &Server,
+    target: &Server,
+    extra: &[&str],
+) -> (LiveRun, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = LiveRun::start_with(
+        &source.url(),
+        &target.url(),
+        &dir.path().join("live.json"),
+        extra,
+    );
+    run.wait_for("target caught up", Duration::from_secs(60))
+        .await;
+    (run, dir)
+}
+
 /// The application: writes `app:<n>` to the source as fast as it can until told to switch; the
 /// write in flight then (held by the fence) completes, is recorded, and the connection stays
 /// open (an old client that has not reconnected).
@@ -76,16 +95,13 @@ async fn a_cutover_with_writers_running_fences_checks_releases_and_reports_strag
     let (source, target) = (server(), server());
     common::seed(&source.url(), "20000");
     let app = App::start(&source.url());
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("live.json");
-    let run = LiveRun::start_with(
-        &source.url(),
-        &target.url(),
-        &report,
+    let (run, dir) = caught_up(
+        &source,
+        &target,
         &["--fence-secs", "20", "--watch-secs", "2"],
-    );
-    run.wait_for("target caught up", Duration::from_secs(60))
-        .await;
+    )
+    .await;
+    let report = dir.path().join("live.json");
     tokio::time::sleep(Duration::from_millis(500)).await;
     run.signal("-USR1");
     run.wait_for(
@@ -159,16 +175,7 @@ async fn a_failed_check_lifts_the_fence_and_refuses_the_cutover() {
     let (source, target) = (server(), server());
     common::seed(&source.url(), "2000");
     source.cmd(&["SET", "steady", "source"]);
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("live.json");
-    let run = LiveRun::start_with(
-        &source.url(),
-        &target.url(),
-        &report,
-        &["--fence-secs", "30"],
-    );
-    run.wait_for("target caught up", Duration::from_secs(60))
-        .await;
+    let (run, _dir) = caught_up(&source, &target, &["--fence-secs", "30"]).await;
     target.cmd(&["SET", "steady", "changed behind ferry's back"]);
     run.signal("-USR1");
     run.wait_for("cutover refused", Duration::from_secs(60))
@@ -204,16 +211,8 @@ async fn without_client_pause_the_operator_confirms_the_fence() {
     source.cmd(&["ACL", "SETUSER", "migrator", "-client|pause"]);
     let target = server();
     common::seed(&source.url(), "2000");
-    let dir = tempfile::tempdir().unwrap();
+    let (run, dir) = caught_up(&source, &target, &["--watch-secs", "1"]).await;
     let report = dir.path().join("live.json");
-    let run = LiveRun::start_with(
-        &source.url(),
-        &target.url(),
-        &report,
-        &["--watch-secs", "1"],
-    );
-    run.wait_for("target caught up", Duration::from_secs(60))
-        .await;
     run.signal("-USR1");
     run.wait_for("stop every writer of the source", Duration::from_secs(60))
         .await;

@@ -255,6 +255,24 @@ fn stand_in(state: &Shared) -> Vec<Rule> {
     ]
 }
 
+/// A source on ElastiCache's default group for its family, as most are.
+fn on_the_default_group() -> Shared {
+    let state: Shared = Default::default();
+    {
+        let mut st = state.lock().unwrap();
+        st.attached = "default.redis7".into();
+        st.groups.insert(
+            "default.redis7".into(),
+            (
+                "redis7".into(),
+                "Default parameter group for redis7".into(),
+                String::new(),
+            ),
+        );
+    }
+    state
+}
+
 async fn ctx_with(rules: &[Rule]) -> Ctx {
     let refs: Vec<&Rule> = rules.iter().collect();
     let elasticache = mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, refs.as_slice());
@@ -294,19 +312,7 @@ async fn status(ctx: &Ctx, out: &NotificationsOutput) -> bool {
 
 #[tokio::test]
 async fn a_default_group_is_copied_attached_restored_and_a_second_run_changes_nothing() {
-    let state: Shared = Default::default();
-    {
-        let mut st = state.lock().unwrap();
-        st.attached = "default.redis7".into();
-        st.groups.insert(
-            "default.redis7".into(),
-            (
-                "redis7".into(),
-                "Default parameter group for redis7".into(),
-                String::new(),
-            ),
-        );
-    }
+    let state = on_the_default_group();
     let rules = stand_in(&state);
     let ctx = ctx_with(&rules).await;
 
@@ -487,19 +493,7 @@ async fn a_serverless_cache_is_backed_up_once_and_polled_until_available() {
 async fn an_aborted_execution_is_cleaned_up_from_its_history() {
     use ferry_steps::after_end::{self, CleanupRequest};
 
-    let state: Shared = Default::default();
-    {
-        let mut st = state.lock().unwrap();
-        st.attached = "default.redis7".into();
-        st.groups.insert(
-            "default.redis7".into(),
-            (
-                "redis7".into(),
-                "Default parameter group for redis7".into(),
-                String::new(),
-            ),
-        );
-    }
+    let state = on_the_default_group();
     let rules = stand_in(&state);
     let mocked = ctx_with(&rules).await;
     let recorded = elasticache::enable_notifications(mocked.clone(), live_input())
@@ -567,7 +561,9 @@ async fn an_aborted_execution_is_cleaned_up_from_its_history() {
         })
     };
     let succeeded: CleanupRequest = ferry_steps::lambda::parse(event("SUCCEEDED")).unwrap();
-    let out = after_end::cleanup_request(ctx.clone(), succeeded).await.unwrap();
+    let out = after_end::cleanup_request(ctx.clone(), succeeded)
+        .await
+        .unwrap();
     assert!(
         out.restored.is_empty(),
         "a success is the Clean up state's business"
@@ -575,7 +571,9 @@ async fn an_aborted_execution_is_cleaned_up_from_its_history() {
     assert_eq!(state.lock().unwrap().attached, "ferry-orders");
 
     let aborted: CleanupRequest = ferry_steps::lambda::parse(event("ABORTED")).unwrap();
-    let out = after_end::cleanup_request(ctx.clone(), aborted).await.unwrap();
+    let out = after_end::cleanup_request(ctx.clone(), aborted)
+        .await
+        .unwrap();
     assert_eq!(out.restored.len(), 2, "{out:?}");
     let st = state.lock().unwrap();
     assert_eq!(st.attached, "default.redis7");
