@@ -338,3 +338,86 @@ async fn executions_are_named_after_their_migration_and_never_guessed() {
         "{s}"
     );
 }
+
+/// `ferry cutover` (and `ferry status`) look the tail's Fargate task up from the StartTail
+/// submission in the execution's history and ask ECS about it: a stopped task refuses the
+/// cutover. Neither emulator can play this: moto's Step Functions fails the real StartTail
+/// state (`States.Runtime` on `LaunchType` and `Overrides`), and its ECS answers `cpu` as a
+/// number where AWS (and the SDK) have a string. So the submission event is built as AWS
+/// records it, and ECS is the SDK's own test facility (aws-smithy-mocks), answering
+/// DescribeTasks for exactly that cluster and task.
+#[tokio::test]
+async fn a_stopped_tail_task_refuses_the_cutover() {
+    use aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput;
+    use aws_sdk_ecs::types::Task;
+    use aws_sdk_sfn::types::{HistoryEvent, HistoryEventType, TaskSubmittedEventDetails};
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    const CLUSTER: &str = "arn:aws:ecs:us-east-1:123456789012:cluster/ferry-tail";
+    const TASK: &str = "arn:aws:ecs:us-east-1:123456789012:task/ferry-tail/2cf787af60da";
+    // The TaskSubmitted event of `ecs:runTask.waitForTaskToken`: its output is the task's
+    // description (DescribeTasks' shape, capitalised).
+    let output = json!({ "Tasks": [{ "TaskArn": TASK, "ClusterArn": CLUSTER,
+        "LastStatus": "PROVISIONING" }], "Failures": [] });
+    let events = [HistoryEvent::builder()
+        .id(9)
+        .timestamp(aws_sdk_sfn::primitives::DateTime::from_secs(0))
+        .r#type(HistoryEventType::TaskSubmitted)
+        .task_submitted_event_details(
+            TaskSubmittedEventDetails::builder()
+                .resource_type("ecs")
+                .resource("runTask.waitForTaskToken")
+                .output(output.to_string())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()];
+    let answering = |status: &'static str, reason: Option<&'static str>| {
+        mock!(aws_sdk_ecs::Client::describe_tasks)
+            .match_requests(|r| r.cluster() == Some(CLUSTER) && r.tasks() == [TASK])
+            .then_output(move || {
+                let task = Task::builder()
+                    .task_arn(TASK)
+                    .last_status(status)
+                    .set_stopped_reason(reason.map(str::to_string));
+                DescribeTasksOutput::builder().tasks(task.build()).build()
+            })
+    };
+    let with_ecs = |rule: &aws_smithy_mocks::Rule| {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        Aws {
+            ecs: mock_client!(aws_sdk_ecs, RuleMode::MatchAny, &[rule]),
+            ..Aws::from_config(&config)
+        }
+    };
+
+    let running = answering("RUNNING", None);
+    let alive = ferry_steps::executions::tail_task(&with_ecs(&running), &events)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(alive.running(), "{alive:?}");
+    alive.ready_for_cutover().unwrap();
+    assert_eq!(running.num_calls(), 1);
+
+    let stopped = answering("STOPPED", Some("Task retired by Fargate"));
+    let dead = ferry_steps::executions::tail_task(&with_ecs(&stopped), &events)
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = dead.ready_for_cutover().unwrap_err().to_string();
+    assert!(
+        refused.contains("is STOPPED (Task retired by Fargate)")
+            && refused.contains("Do not switch"),
+        "{refused}"
+    );
+    // No StartTail submission (snapshot mode): nothing to ask.
+    let none = ferry_steps::executions::tail_task(&with_ecs(&running), &[])
+        .await
+        .unwrap();
+    assert!(none.is_none());
+}

@@ -108,7 +108,22 @@ fn describe(s: &Status) -> String {
             t.phase, r.lag_p99_ms, r.keys_copied, r.keys_deleted, r.replayed, r.gaps
         ));
     }
-    if s.awaiting_cutover {
+    if let Some(task) = &s.tail_task {
+        lines.push(format!(
+            "tail task   {}{}",
+            task.last_status,
+            match (&task.stopped_reason, task.running()) {
+                (Some(r), false) => format!(" ({r}): the target no longer follows the source"),
+                _ => String::new(),
+            }
+        ));
+    }
+    if s.awaiting_cutover && s.tail_task.as_ref().is_some_and(|t| !t.running()) {
+        lines.push(
+            "cutover     refused while the tail is not running: do not switch; abort and start again"
+                .to_string(),
+        );
+    } else if s.awaiting_cutover {
         lines.push(format!(
             "cutover     the target is verified and following the source: switch your writers, then run\n            ferry cutover {}",
             s.execution_arn

@@ -23,6 +23,8 @@ pub struct Aws {
     pub sqs: aws_sdk_sqs::Client,
     /// The deployed stack's outputs (the control CLI).
     pub cloudformation: aws_sdk_cloudformation::Client,
+    /// The tail's Fargate task (the control CLI checks it is alive).
+    pub ecs: aws_sdk_ecs::Client,
 }
 
 impl Aws {
@@ -39,6 +41,7 @@ impl Aws {
             sfn: aws_sdk_sfn::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
             cloudformation: aws_sdk_cloudformation::Client::new(config),
+            ecs: aws_sdk_ecs::Client::new(config),
         }
     }
 }

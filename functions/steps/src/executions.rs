@@ -130,6 +130,8 @@ pub struct Status {
     pub shards: Option<ShardProgress>,
     /// The tail's last answer (ready, barrier, drained): its lag and counts.
     pub tail: Option<TailAnswer>,
+    /// The tail's Fargate task as ECS sees it now (live mode, once started).
+    pub tail_task: Option<TailTask>,
     /// Whether the execution waits for `ferry cutover`.
     pub awaiting_cutover: bool,
     /// The failure's error type and cause.
@@ -156,6 +158,7 @@ pub async fn status(aws: &Aws, execution: &str) -> Result<Status, StepError> {
         shards_planned: None,
         shards: None,
         tail: None,
+        tail_task: tail_task(aws, &events).await?,
         awaiting_cutover: cutover_token(&events).is_some(),
         error: out.error.clone(),
         cause: out.cause.clone(),
@@ -258,8 +261,77 @@ fn cutover_token(events: &[HistoryEvent]) -> Option<String> {
     pending
 }
 
+/// The tail's Fargate task: ECS's view of it now.
+#[derive(Debug, Clone, Serialize)]
+pub struct TailTask {
+    /// The task's ARN.
+    pub task_arn: String,
+    /// PROVISIONING, PENDING, RUNNING, STOPPING, STOPPED, … (`MISSING` when ECS no longer knows it).
+    pub last_status: String,
+    /// Why it stopped, if it did.
+    pub stopped_reason: Option<String>,
+}
+
+impl TailTask {
+    /// Whether it still follows the source.
+    pub fn running(&self) -> bool {
+        self.last_status == "RUNNING"
+    }
+
+    /// Refuses a cutover unless the task runs: writes made since it stopped are on the source
+    /// only, and switching would lose them.
+    pub fn ready_for_cutover(&self) -> Result<(), StepError> {
+        if self.running() {
+            return Ok(());
+        }
+        Err(StepError::invalid(format!(
+            "the tail task {} is {}{}: it no longer follows the source, so writes made since it stopped are not on the target. Do not switch the application; abort this migration (ferry abort) and start it again under a new migration_id",
+            self.task_arn,
+            self.last_status,
+            self.stopped_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+        )))
+    }
+}
+
+/// The newest tail task the execution started (the StartTail state's `ecs:runTask` submission,
+/// whose output names the task), as ECS describes it now; `None` before (or without) one.
+pub async fn tail_task(aws: &Aws, events: &[HistoryEvent]) -> Result<Option<TailTask>, StepError> {
+    let submitted = events.iter().rev().find_map(|e| {
+        let d = e.task_submitted_event_details()?;
+        (d.resource_type == "ecs").then(|| d.output().unwrap_or("{}").to_string())
+    });
+    let Some(output) = submitted else {
+        return Ok(None);
+    };
+    let v: Value = serde_json::from_str(&output).unwrap_or(Value::Null);
+    let (Some(cluster), Some(task)) = (
+        v["Tasks"][0]["ClusterArn"].as_str(),
+        v["Tasks"][0]["TaskArn"].as_str(),
+    ) else {
+        return Ok(None);
+    };
+    let out = aws
+        .ecs
+        .describe_tasks()
+        .cluster(cluster)
+        .tasks(task)
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("DescribeTasks", e))?;
+    let found = out.tasks().first();
+    Ok(Some(TailTask {
+        task_arn: task.to_string(),
+        last_status: found
+            .and_then(|t| t.last_status())
+            .unwrap_or("MISSING")
+            .to_string(),
+        stopped_reason: found.and_then(|t| t.stopped_reason()).map(str::to_string),
+    }))
+}
+
 /// Answers the waiting cutover: the operator has switched the writers; the tail drains and the
-/// final verify runs. Fails if the execution is not waiting for a cutover.
+/// final verify runs. Fails if the execution is not waiting for a cutover, or if its tail is not
+/// running: writes made since it stopped are on the source only, and switching would lose them.
 pub async fn cutover(aws: &Aws, execution: &str) -> Result<(), StepError> {
     let events = history(aws, execution).await?;
     let token = cutover_token(&events).ok_or_else(|| {
@@ -267,6 +339,9 @@ pub async fn cutover(aws: &Aws, execution: &str) -> Result<(), StepError> {
             "{execution} is not waiting for a cutover (see ferry status)"
         ))
     })?;
+    if let Some(t) = tail_task(aws, &events).await? {
+        t.ready_for_cutover()?;
+    }
     aws.sfn
         .send_task_success()
         .task_token(token)
@@ -277,9 +352,9 @@ pub async fn cutover(aws: &Aws, execution: &str) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Stops an execution. Step Functions runs no Catch on an abort, so Cleanup does not run: the
-/// notification settings EnableNotifications changed stay (the CLI tells the operator). The
-/// tail stops by itself when it sees the execution ended.
+/// Stops an execution. Step Functions runs no Catch on an abort; the stack's EventBridge rule
+/// has Cleanup put the notification settings back. The tail stops by itself when it sees the
+/// execution ended.
 pub async fn abort(aws: &Aws, execution: &str, cause: &str) -> Result<(), StepError> {
     aws.sfn
         .stop_execution()
