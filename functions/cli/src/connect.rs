@@ -2,11 +2,17 @@
 //! scope the URLs and `--db-map` give, and the target lease a writing run holds.
 
 use ferry_engine::lease::Lease;
-use ferry_engine::migrate::Migration;
+use ferry_engine::migrate::{self, Migration};
 use ferry_engine::scope::{Scope, LEASE_KEY};
 use ferry_engine::{Endpoint, Error, Role, Secret, TlsSettings};
 
-use crate::args::ConnectArgs;
+use std::sync::Arc;
+
+use ferry_engine::copy::CopyContext;
+use ferry_engine::inventory::Inventory;
+use ferry_engine::verify::{Level, VerifyContext, VerifyOptions};
+
+use crate::args::{ConnectArgs, ReplicateArgs};
 
 /// Builds an endpoint from a URL, the environment's credentials and TLS options (a CA file,
 /// `insecure`, a client certificate and key for mutual TLS).
@@ -108,4 +114,29 @@ pub async fn holding_lease<T>(
         ))),
         other => other,
     }
+}
+
+/// A verify context on fresh counts (keys and dbs may have come and gone since inventory in
+/// live mode), with the run's settings at `level`.
+pub async fn fresh_verify_context(
+    a: &ReplicateArgs,
+    m: &Migration,
+    inv: &Inventory,
+    copy_ctx: &CopyContext,
+    level: Level,
+) -> Result<(Inventory, Arc<VerifyContext>), Error> {
+    let options = VerifyOptions {
+        level,
+        ttl_tolerance_ms: a.ttl_tolerance_ms,
+        big_key_bytes: a.big_key_bytes,
+        ..VerifyOptions::default()
+    };
+    let fresh = Inventory {
+        source: migrate::server_info(&m.source).await?,
+        target: migrate::server_info(&m.target).await?,
+        ..inv.clone()
+    };
+    let known_dbs = migrate::source_dbs(&m.scope, &inv.source);
+    let vctx = migrate::verify_context(m, &fresh, &known_dbs, copy_ctx.limiter.clone(), options);
+    Ok((fresh, vctx))
 }

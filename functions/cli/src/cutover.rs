@@ -17,40 +17,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_engine::copy::CopyContext;
-use ferry_engine::fence::{self, Fence, Refused, SourceClient};
+use ferry_engine::fence::{self, Fence, Refused};
 use ferry_engine::inventory::Inventory;
 use ferry_engine::migrate::{self, Migration, StopWhen};
 use ferry_engine::tail::Tail;
-use ferry_engine::verify::{Level, StatusCounts};
+use ferry_engine::verify::Level;
 use ferry_engine::Error;
-use serde::Serialize;
 
 use crate::args::ReplicateArgs;
+use crate::connect::fresh_verify_context;
 use crate::live::DRAIN_QUIET;
-use crate::replicate::fresh_verify_context;
+use crate::report::CutoverReport;
 
 /// Keys of the tail's touched record the fenced check compares at most; past it the check is a
 /// full verify inside the fence.
 const TOUCHED_LIMIT: usize = 1_000_000;
-
-/// What a cutover did.
-#[derive(Debug, Default, Serialize)]
-pub struct CutoverReport {
-    /// `client pause`, or `operator` where the source refused it.
-    pub fence: String,
-    /// How long writes were held on the source (fence up to lifted), in ms.
-    pub fence_ms: u64,
-    /// The full verify before the fence.
-    pub verify_before: StatusCounts,
-    /// Keys compared by the fenced check.
-    pub checked_keys: u64,
-    /// The fenced check's findings.
-    pub check: StatusCounts,
-    /// Writes that reached the source after the release, copied by the tail.
-    pub stragglers: u64,
-    /// Clients still connected to the source at the end of the watch.
-    pub source_clients: Vec<SourceClient>,
-}
 
 /// How a cutover ended.
 pub enum Cutover {

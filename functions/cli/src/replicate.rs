@@ -12,11 +12,11 @@ use ferry_engine::functions::{self, FunctionCounts};
 use ferry_engine::inventory::Inventory;
 use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
 use ferry_engine::tail::{self, Tail};
-use ferry_engine::verify::{Level, VerifyContext, VerifyOptions};
+use ferry_engine::verify::Level;
 use ferry_engine::Error;
 
 use crate::args::{CopyType, Mode, ReplicateArgs, VerifyLevel};
-use crate::connect::{holding_lease, migration};
+use crate::connect::{fresh_verify_context, holding_lease, migration};
 use crate::cutover::{self, Confirmations, Cutover};
 use crate::live::{follow, tail_options, Followed, DRAIN_QUIET};
 use crate::progress::Progress;
@@ -320,29 +320,4 @@ async fn copy_and_verify(
         report.outcome = "verified".into();
         Ok(EXIT_OK)
     }
-}
-
-/// A verify context on fresh counts (keys and dbs may have come and gone since inventory in
-/// live mode), with the run's settings at `level`.
-pub async fn fresh_verify_context(
-    a: &ReplicateArgs,
-    m: &Migration,
-    inv: &Inventory,
-    copy_ctx: &CopyContext,
-    level: Level,
-) -> Result<(Inventory, Arc<VerifyContext>), Error> {
-    let options = VerifyOptions {
-        level,
-        ttl_tolerance_ms: a.ttl_tolerance_ms,
-        big_key_bytes: a.big_key_bytes,
-        ..VerifyOptions::default()
-    };
-    let fresh = Inventory {
-        source: migrate::server_info(&m.source).await?,
-        target: migrate::server_info(&m.target).await?,
-        ..inv.clone()
-    };
-    let known_dbs = migrate::source_dbs(&m.scope, &inv.source);
-    let vctx = migrate::verify_context(m, &fresh, &known_dbs, copy_ctx.limiter.clone(), options);
-    Ok((fresh, vctx))
 }

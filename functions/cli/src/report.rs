@@ -3,11 +3,13 @@
 use std::io::Write;
 
 use ferry_engine::copy::Counts;
+use ferry_engine::fence::SourceClient;
 use ferry_engine::functions::FunctionCounts;
 use ferry_engine::inventory::Inventory;
 use ferry_engine::migrate::RepairReport;
 use ferry_engine::plan::Shard;
 use ferry_engine::tail::TailReport;
+use ferry_engine::verify::StatusCounts;
 use ferry_engine::verify::VerifyReport;
 use ferry_engine::Error;
 use serde::Serialize;
@@ -44,7 +46,7 @@ pub struct Report {
     pub repair: Option<RepairReport>,
     /// What the cutover did (live mode, SIGUSR1).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cutover: Option<crate::cutover::CutoverReport>,
+    pub cutover: Option<CutoverReport>,
     /// Keys still dirty when a live stop gave up draining (a sample: db and key).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub still_dirty: Vec<(u32, String)>,
@@ -272,4 +274,23 @@ pub fn emit(report: &Report, json: Option<&std::path::Path>) -> i32 {
     }
     std::io::stdout().flush().ok();
     report.exit_code
+}
+
+/// What a cutover did.
+#[derive(Debug, Default, Serialize)]
+pub struct CutoverReport {
+    /// `client pause`, or `operator` where the source refused it.
+    pub fence: String,
+    /// How long writes were held on the source (fence up to lifted), in ms.
+    pub fence_ms: u64,
+    /// The full verify before the fence.
+    pub verify_before: StatusCounts,
+    /// Keys compared by the fenced check.
+    pub checked_keys: u64,
+    /// The fenced check's findings.
+    pub check: StatusCounts,
+    /// Writes that reached the source after the release, copied by the tail.
+    pub stragglers: u64,
+    /// Clients still connected to the source at the end of the watch.
+    pub source_clients: Vec<SourceClient>,
 }

@@ -868,16 +868,28 @@ impl Copier {
         if !started || lapsed {
             return self.gone_meanwhile(&temp, &target_key).await;
         }
+        self.put_in_place(&temp, &target_key, ttl, 0).await
+    }
+
+    /// Gives the temporary key built for `target_key` the key's expiry and renames it over the
+    /// key, reading `queued` replies sent before with them; a key whose expiry passed between
+    /// the check and the rename (the temporary key is gone) ends absent.
+    async fn put_in_place(
+        &mut self,
+        temp: &[u8],
+        target_key: &[u8],
+        ttl: Ttl,
+        queued: usize,
+    ) -> Result<()> {
         match ttl {
-            Ttl::At(_) | Ttl::In(_) => ttl.queue_apply(&mut self.target, &temp),
-            _ => self.target.queue(&[&b"PERSIST"[..], &temp]),
+            Ttl::At(_) | Ttl::In(_) => ttl.queue_apply(&mut self.target, temp),
+            _ => self.target.queue(&[&b"PERSIST"[..], temp]),
         }
-        self.target.queue(&[&b"RENAME"[..], &temp, &target_key]);
+        self.target.queue(&[&b"RENAME"[..], temp, target_key]);
         self.target.send().await?;
-        match self.expect_ok(2).await {
-            // The expiry passed between the check and the rename: the temporary key is gone.
+        match self.expect_ok(queued + 2).await {
             Err(Error::Server { message, .. }) if message.contains("no such key") => {
-                return self.gone_meanwhile(&temp, &target_key).await;
+                return self.gone_meanwhile(temp, target_key).await;
             }
             other => other?,
         }
@@ -917,23 +929,8 @@ impl Copier {
         let Some(value) = value.filter(|_| !lapsed && ttl != Ttl::Gone) else {
             return self.gone_meanwhile(&temp, &target_key).await;
         };
-        let mut n = module_values::queue_write(&mut self.target, &temp, &value);
-        match ttl {
-            Ttl::At(_) | Ttl::In(_) => ttl.queue_apply(&mut self.target, &temp),
-            _ => self.target.queue(&[&b"PERSIST"[..], &temp]),
-        }
-        self.target.queue(&[&b"RENAME"[..], &temp, &target_key]);
-        n += 2;
-        self.target.send().await?;
-        match self.expect_ok(n).await {
-            Err(Error::Server { message, .. }) if message.contains("no such key") => {
-                return self.gone_meanwhile(&temp, &target_key).await;
-            }
-            other => other?,
-        }
-        bump(&self.ctx.stats.copied, 1);
-        bump(&self.ctx.stats.struct_copied, 1);
-        Ok(())
+        let n = module_values::queue_write(&mut self.target, &temp, &value);
+        self.put_in_place(&temp, &target_key, ttl, n).await
     }
 
     /// A key that vanished or expired while it was copied in chunks: its temporary key and

@@ -9,22 +9,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
-/// Which side of the migration a server is on; errors and reports name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Source,
-    Target,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Source => "source",
-            Role::Target => "target",
-        })
-    }
-}
+pub use crate::role::Role;
 
 /// A credential that must never be printed. Only [`Secret::expose`] reveals it, for AUTH.
 #[derive(Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ pub enum Error {
     /// The server could not be reached at all (refused, timed out, name not resolved).
     #[error("cannot reach {role} {addr}: {reason}")]
     Unreachable {
-        role: crate::endpoint::Role,
+        role: crate::role::Role,
         addr: String,
         reason: String,
     },
@@ -67,7 +67,7 @@ impl Error {
         match self {
             Error::InvalidInput(_) => "InvalidInput",
             Error::Unreachable {
-                role: crate::endpoint::Role::Source,
+                role: crate::role::Role::Source,
                 ..
             } => "SourceUnreachable",
             Error::Unreachable { .. } => "TargetUnreachable",

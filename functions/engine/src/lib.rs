@@ -21,6 +21,7 @@ pub mod module_values;
 pub mod plan;
 pub mod ratelimit;
 pub mod resp;
+pub mod role;
 pub mod scan;
 pub mod scan_boundary;
 pub mod scope;
