@@ -329,7 +329,17 @@ async fn the_routed_connection_follows_moved_and_ask() {
     // MOVED: the slot now lives elsewhere, behind the connection's back.
     let (from, to, slot) = start_slot_move(&cluster, "moved-key");
     let to_id = to.cmd(&["CLUSTER", "MYID"]);
-    for node in &cluster.nodes {
+    // In the order the cluster specification gives for a reassignment: the new owner first
+    // (it bumps its config epoch), then the old one, then the rest. Told in another order, a
+    // node may take the old owner's gossip over the new assignment until epochs settle.
+    let mut order: Vec<&Server> = vec![to, from];
+    order.extend(
+        cluster
+            .nodes
+            .iter()
+            .filter(|n| n.port != to.port && n.port != from.port),
+    );
+    for node in order {
         assert_eq!(
             node.cmd(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
             "+OK"
