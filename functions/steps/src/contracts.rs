@@ -197,6 +197,9 @@ pub struct InventoryOutput {
     pub copy_method: String,
     /// Warnings for the operator.
     pub notes: Vec<String>,
+    /// The Maps' concurrency: the input's `options.max_concurrency`, or its default when the
+    /// input (pasted in the console, sent by the schedule) leaves it out.
+    pub max_concurrency: u32,
 }
 
 /// Plan: the shards the state machine maps over.

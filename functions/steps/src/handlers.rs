@@ -82,6 +82,7 @@ pub async fn inventory(ctx: Ctx, input: MigrationInput) -> Result<InventoryOutpu
         source_keys: inv.source.total_keys(),
         copy_method: inv.copy_method,
         notes: inv.notes,
+        max_concurrency: input.options.max_concurrency,
     })
 }
 
