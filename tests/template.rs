@@ -344,3 +344,36 @@ fn the_tail_task_may_do_exactly_what_its_code_does() {
     );
     assert_eq!(granted, needed, "TailTaskRole: granted vs called");
 }
+
+/// An alarm names exact dimensions. The stack's alarms on ferry's own metrics name none (a
+/// migration's id is unknown at deploy time), so the code must publish each of those metrics
+/// without dimensions too (EMF's empty dimension set), or the alarm could never fire.
+#[test]
+fn ferry_alarms_watch_metrics_the_code_publishes_without_dimensions() {
+    let t = template();
+    let steps = format!("{}/functions/steps/src", root());
+    let metrics = std::fs::read_to_string(format!("{steps}/metrics.rs")).unwrap();
+    assert!(
+        metrics.contains(r#""Dimensions": [["MigrationId"], []]"#),
+        "metrics.rs publishes an empty dimension set"
+    );
+    let emitting: String = ["tail_task.rs", "handlers.rs"]
+        .iter()
+        .map(|f| std::fs::read_to_string(format!("{steps}/{f}")).unwrap())
+        .collect();
+    let mut watched = 0;
+    for (id, r) in t["Resources"].as_object().unwrap() {
+        let p = &r["Properties"];
+        if r["Type"] != "AWS::CloudWatch::Alarm" || p["Namespace"] != "ferry" {
+            continue;
+        }
+        watched += 1;
+        assert!(p["Dimensions"].is_null(), "{id} names dimensions: {p}");
+        let name = p["MetricName"].as_str().unwrap();
+        assert!(
+            emitting.contains(&format!("(\"{name}\"")),
+            "{id} watches {name}, which no step emits"
+        );
+    }
+    assert!(watched > 0, "the stack alarms on the tail's lag");
+}

@@ -4,7 +4,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Prints one EMF line for `migration_id` with `(name, value, unit)` metrics in namespace
-/// `ferry`, dimension `MigrationId`.
+/// `ferry`, twice over: per `MigrationId` (the dashboard's SEARCH), and without dimensions,
+/// which is what the stack's alarms watch (an alarm names exact dimensions, and a migration's
+/// id is not known when the stack is deployed).
 pub fn emit(migration_id: &str, metrics: &[(&str, f64, &str)]) {
     println!("{}", emf_line(migration_id, metrics));
 }
@@ -20,7 +22,7 @@ pub fn emf_line(migration_id: &str, metrics: &[(&str, f64, &str)]) -> String {
             "Timestamp": timestamp,
             "CloudWatchMetrics": [{
                 "Namespace": "ferry",
-                "Dimensions": [["MigrationId"]],
+                "Dimensions": [["MigrationId"], []],
                 "Metrics": metrics
                     .iter()
                     .map(|(name, _, unit)| serde_json::json!({"Name": name, "Unit": unit}))
@@ -46,6 +48,11 @@ mod tests {
         assert_eq!(
             v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
             "KeysCopied"
+        );
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["MigrationId"], []]),
+            "per migration, and without dimensions for the alarms"
         );
     }
 }
