@@ -246,6 +246,18 @@ async fn abort_stops_the_newest_execution() {
     assert_eq!(s.status, "ABORTED");
 }
 
+/// `ferry start --stack STACK` with `input` written to a file in `dir`.
+fn start_input(d: &Deployed, dir: &tempfile::TempDir, input: &Value) -> (i32, String, String) {
+    let file = dir
+        .path()
+        .join(format!("{}.json", input["migration_id"].as_str().unwrap()));
+    std::fs::write(&file, input.to_string()).unwrap();
+    ferry(
+        d,
+        &["start", "--stack", STACK, "--input", file.to_str().unwrap()],
+    )
+}
+
 /// Executions are named after their migration_id: the same migration cannot be started twice,
 /// and with several migrations running, cutover and abort refuse to guess and take
 /// `--migration ID` (moto here only records executions, so they stay RUNNING).
@@ -274,18 +286,7 @@ async fn executions_are_named_after_their_migration_and_never_guessed() {
     let mut input: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
     input["options"] = json!({ "verify": "quick" });
-    let again = dir.path().join("again.json");
-    std::fs::write(&again, input.to_string()).unwrap();
-    let (code, stdout, stderr) = ferry(
-        &d,
-        &[
-            "start",
-            "--stack",
-            STACK,
-            "--input",
-            again.to_str().unwrap(),
-        ],
-    );
+    let (code, stdout, stderr) = start_input(&d, &dir, &input);
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(
         stderr.contains("already exists") && stderr.contains("orders-2026-11"),
@@ -294,18 +295,7 @@ async fn executions_are_named_after_their_migration_and_never_guessed() {
 
     // A second migration: now two are running, and no command guesses between them.
     input["migration_id"] = json!("invoices-2026-11");
-    let second = dir.path().join("second.json");
-    std::fs::write(&second, input.to_string()).unwrap();
-    let (code, stdout, stderr) = ferry(
-        &d,
-        &[
-            "start",
-            "--stack",
-            STACK,
-            "--input",
-            second.to_str().unwrap(),
-        ],
-    );
+    let (code, stdout, stderr) = start_input(&d, &dir, &input);
     assert_eq!(code, 0, "{stdout}{stderr}");
     for command in ["cutover", "abort", "status"] {
         let (code, stdout, stderr) = ferry(&d, &[command, "--stack", STACK]);

@@ -795,6 +795,9 @@ impl Copier {
         let target_key = self.ctx.scope.target_key(db, key);
         let temp = temp_key(&target_key);
         let mut reader = ChunkReader::new(kind, key.clone());
+        // A stream's pending ids are read before its entries, so placeholders for deleted ones
+        // go in id order among them; the metadata is read again after the last chunk for the
+        // ids and counters as they are then.
         let mut placeholders = Placeholders::default();
         if kind == Kind::Stream {
             if let Some(meta) = StreamMeta::read(&mut self.source, key).await? {
