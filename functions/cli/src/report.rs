@@ -3,13 +3,12 @@
 use std::io::Write;
 
 use ferry_engine::copy::Counts;
-use ferry_engine::fence::SourceClient;
+use ferry_engine::cutover::CutoverReport;
 use ferry_engine::functions::FunctionCounts;
 use ferry_engine::inventory::Inventory;
 use ferry_engine::migrate::RepairReport;
 use ferry_engine::plan::Shard;
 use ferry_engine::tail::TailReport;
-use ferry_engine::verify::StatusCounts;
 use ferry_engine::verify::VerifyReport;
 use ferry_engine::Error;
 use serde::Serialize;
@@ -274,23 +273,4 @@ pub fn emit(report: &Report, json: Option<&std::path::Path>) -> i32 {
     }
     std::io::stdout().flush().ok();
     report.exit_code
-}
-
-/// What a cutover did.
-#[derive(Debug, Default, Serialize)]
-pub struct CutoverReport {
-    /// `client pause`, or `operator` where the source refused it.
-    pub fence: String,
-    /// How long writes were held on the source (fence up to lifted), in ms.
-    pub fence_ms: u64,
-    /// The full verify before the fence.
-    pub verify_before: StatusCounts,
-    /// Keys compared by the fenced check.
-    pub checked_keys: u64,
-    /// The fenced check's findings.
-    pub check: StatusCounts,
-    /// Writes that reached the source after the release, copied by the tail.
-    pub stragglers: u64,
-    /// Clients still connected to the source at the end of the watch.
-    pub source_clients: Vec<SourceClient>,
 }

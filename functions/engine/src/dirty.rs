@@ -269,6 +269,8 @@ pub struct Touched {
     limit: usize,
     /// More keys were touched than `limit`.
     pub overflowed: bool,
+    /// The tail's gap count when recording began: a gap since means keys changed unseen.
+    pub gaps_at_start: u64,
 }
 
 impl Touched {

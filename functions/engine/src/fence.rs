@@ -81,7 +81,7 @@ impl Fence {
 }
 
 /// A client connected to the source, as `CLIENT LIST` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct SourceClient {
     /// The source primary it is connected to.
     pub node: String,

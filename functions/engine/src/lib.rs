@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod conn;
 pub mod copy;
+pub mod cutover;
 pub mod dirty;
 pub mod endpoint;
 pub mod error;

@@ -230,7 +230,9 @@ impl Tail {
     /// Starts recording the keys copied or deleted from now on (at most `limit`), for a
     /// cutover's fenced check; replaces an earlier recording.
     pub fn record_touched(&self, limit: usize) {
-        *self.touched.lock().expect("touched") = Some(Touched::new(limit));
+        let mut touched = Touched::new(limit);
+        touched.gaps_at_start = self.stats.gaps.load(Ordering::Relaxed);
+        *self.touched.lock().expect("touched") = Some(touched);
     }
 
     /// Stops recording and returns what was recorded.
