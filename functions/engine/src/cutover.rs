@@ -66,7 +66,7 @@ pub struct CutoverReport {
 /// How a fence attempt ended.
 pub enum Raised {
     /// Fenced, drained and checked: the target is ready for the switch.
-    Fenced(Fenced),
+    Fenced(Box<Fenced>),
     /// Refused (the reason); no fence is up, following goes on.
     Refused(String),
 }
@@ -151,12 +151,12 @@ pub async fn fence_and_check(
     if check.total.differences() > 0 {
         return refuse(fence, differences(&check)).await;
     }
-    Ok(Raised::Fenced(Fenced {
+    Ok(Raised::Fenced(Box::new(Fenced {
         fence,
         raised,
         expires,
         report,
-    }))
+    })))
 }
 
 fn differences(check: &VerifyReport) -> String {
