@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::live::LiveRun;
+use common::live::{App, LiveRun};
 use rig::{Config, Server};
 
 fn server() -> Server {
@@ -36,58 +35,6 @@ async fn caught_up(
     run.wait_for("target caught up", Duration::from_secs(60))
         .await;
     (run, dir)
-}
-
-/// The application: writes `app:<n>` to the source as fast as it can until told to switch; the
-/// write in flight then (held by the fence) completes, is recorded, and the connection stays
-/// open (an old client that has not reconnected).
-struct App {
-    switch: Arc<AtomicBool>,
-    last: Arc<Mutex<Option<String>>>,
-    written: Arc<AtomicU64>,
-    local_port: u16,
-}
-
-impl App {
-    fn start(url: &str) -> App {
-        let client = redis::Client::open(url).unwrap();
-        let mut conn = client.get_connection().unwrap();
-        let _: () = redis::cmd("CLIENT")
-            .arg("SETNAME")
-            .arg("app")
-            .query(&mut conn)
-            .unwrap();
-        let local: String = redis::cmd("CLIENT").arg("INFO").query(&mut conn).unwrap();
-        let local_port = local
-            .split(' ')
-            .find_map(|f| f.strip_prefix("addr="))
-            .and_then(|a| a.rsplit_once(':'))
-            .and_then(|(_, p)| p.parse().ok())
-            .unwrap();
-        let (switch, last, written) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(Mutex::new(None)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let (sw, la, wr) = (switch.clone(), last.clone(), written.clone());
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !sw.load(Ordering::SeqCst) {
-                let key = format!("app:{n}");
-                let _: () = redis::cmd("SET").arg(&key).arg(n).query(&mut conn).unwrap();
-                *la.lock().unwrap() = Some(key);
-                wr.fetch_add(1, Ordering::SeqCst);
-                n += 1;
-            }
-            std::thread::sleep(Duration::from_secs(120)); // keeps the connection open
-        });
-        App {
-            switch,
-            last,
-            written,
-            local_port,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

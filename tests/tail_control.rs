@@ -11,10 +11,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::types::ExecutionStatus;
-use common::live::Writers;
+use common::live::App;
+use ferry_steps::contracts::TailAnswer;
+use ferry_steps::cutover::Progress;
 use ferry_steps::Aws;
 use rig::{Config, Moto, Server};
 use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
 
 /// The source's password: it must never appear in the tail's output.
 const MARKER: &str = "MARKER-tail-5e2b";
@@ -45,28 +48,62 @@ fn stand_in(queue: &str, extra: Value, next: &str) -> Value {
     })
 }
 
-/// A state of the real definition with the control queue filled in, a missed heartbeat failing
-/// it (no Retry) into `Failed`.
-fn real_state(name: &str, control_queue: &str, next: &str, heartbeat: u64) -> Value {
-    let mut state = common::aws::asl_state(name, &[("ControlQueueUrl", control_queue)], next);
-    assert_eq!(
-        state["Resource"], "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-        "{name}"
-    );
-    let o = state.as_object_mut().unwrap();
-    o.insert("HeartbeatSeconds".into(), json!(heartbeat));
-    o.insert(
-        "Catch".into(),
-        json!([{ "ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Failed" }]),
-    );
+/// A state of the real definition with the stack's names filled in, `heartbeat` (if any) as
+/// its HeartbeatSeconds, and its own Catch list, where "Clean up after failure" becomes the
+/// test's `Failed`. moto names a missed heartbeat `States.Timeout` where AWS raises
+/// `States.HeartbeatTimeout` (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html),
+/// so each catch of the latter also matches the former here, and only here.
+fn real(fill: &[(&str, &str)], name: &str, heartbeat: Option<u64>) -> Value {
+    let mut state = common::aws::asl_definition(fill)["States"][name].clone();
+    let o = state
+        .as_object_mut()
+        .unwrap_or_else(|| panic!("no state {name}"));
+    o.remove("Retry");
+    if let Some(secs) = heartbeat {
+        o.insert("HeartbeatSeconds".into(), json!(secs));
+    }
+    if o.get("Next") == Some(&json!("Clean up after failure")) {
+        o.insert("Next".into(), json!("Failed"));
+    }
+    for catch in o
+        .get_mut("Catch")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if catch["Next"] == "Clean up after failure" {
+            catch["Next"] = json!("Failed");
+        }
+        let errors = catch["ErrorEquals"].as_array_mut().unwrap();
+        if errors.contains(&json!("States.HeartbeatTimeout")) {
+            errors.push(json!("States.Timeout"));
+        }
+    }
     state
 }
 
-/// The live part of the migration: StartTail → Copy → Barrier → Cutover → Drain.
-fn definition(control: &str, test: &str) -> Value {
+/// The live part of the migration as the real definition has it, from the tail's start to
+/// the release: the Lambda steps in between (copy, verify) and the ECS starts are stand-ins
+/// the test answers; every state that talks to the tail or the operator is the real one,
+/// with short heartbeats, and so are the replacement path's Pass and Choice states.
+fn with_next(mut state: Value, next: &str) -> Value {
+    state["Next"] = json!(next);
+    state
+}
+
+fn definition(control: &str, topic: &str, test: &str) -> Value {
+    let fill = [("ControlQueueUrl", control), ("CutoverTopicArn", topic)];
+    let f = &fill[..];
+    let mut replace = stand_in(
+        test,
+        json!({ "step": "replace", "migration.$": "States.JsonToString($.migration)", "execution.$": "$$.Execution.Id" }),
+        "Resume after the replacement",
+    );
+    replace["ResultPath"] = json!("$.tail");
     json!({
-        "StartAt": "Start the tail",
+        "StartAt": "Start",
         "States": {
+            "Start": common::aws::asl_state("Start", f, "Start the tail"),
             "Start the tail": {
                 "Type": "Task",
                 "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
@@ -81,9 +118,20 @@ fn definition(control: &str, test: &str) -> Value {
                 "Next": "Copy shards"
             },
             "Copy shards": stand_in(test, json!({ "step": "copy" }), "Barrier"),
-            "Barrier": real_state("Barrier", control, "Cutover", 20),
-            "Cutover": stand_in(test, json!({ "step": "cutover", "tail.$": "$.tail" }), "Drain the tail"),
-            "Drain the tail": real_state("Drain the tail", control, "Migrated", 2),
+            "Barrier": with_next(real(f, "Barrier", Some(20)), "Verify shards"),
+            "Verify shards": stand_in(test, json!({ "step": "verify", "tail.$": "$.tail" }), "Tell the operator"),
+            "Tell the operator": real(f, "Tell the operator", None),
+            "Await cutover": real(f, "Await cutover", Some(4)),
+            "Fence and check": real(f, "Fence and check", Some(20)),
+            "Cutover refused": real(f, "Cutover refused", None),
+            "Await release": real(f, "Await release", Some(4)),
+            "Release": with_next(real(f, "Release", Some(20)), "Migrated"),
+            "Tail lost at the barrier": real(f, "Tail lost at the barrier", None),
+            "Tail lost during the cutover": real(f, "Tail lost during the cutover", None),
+            "Replaced too often?": real(f, "Replaced too often?", None),
+            "Tail keeps stopping": real(f, "Tail keeps stopping", None),
+            "Replace the tail": replace,
+            "Resume after the replacement": real(f, "Resume after the replacement", None),
             "Migrated": { "Type": "Succeed" },
             "Failed": { "Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause" }
         }
@@ -100,17 +148,28 @@ struct Rig {
     machine: String,
 }
 
+const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:ferry-cutover";
+
 async fn rig() -> Rig {
     let moto = Moto::start();
     moto.run_state_machines();
     let aws = common::aws::moto_aws(&moto).await;
     let control = queue(&aws, "ferry-control").await;
     let test = queue(&aws, "test-steps").await;
+    // The cutover topic (the SDK clients here have no SNS; CloudFormation on moto makes it).
+    let topic = json!({ "Resources": { "Topic": { "Type": "AWS::SNS::Topic", "Properties": { "TopicName": "ferry-cutover" } } } });
+    aws.cloudformation
+        .create_stack()
+        .stack_name("ferry-topic")
+        .template_body(topic.to_string())
+        .send()
+        .await
+        .unwrap();
     let machine = aws
         .sfn
         .create_state_machine()
         .name("ferry-live")
-        .definition(definition(&control, &test).to_string())
+        .definition(definition(&control, TOPIC, &test).to_string())
         .role_arn("arn:aws:iam::123456789012:role/ferry")
         .send()
         .await
@@ -135,7 +194,7 @@ impl Rig {
             .start_execution()
             .state_machine_arn(&self.machine)
             .name(name)
-            .input(json!({ "migration": migration }).to_string())
+            .input(migration.to_string())
             .send()
             .await
             .unwrap()
@@ -166,8 +225,44 @@ impl Rig {
         self.launch_tail_via(start, &self.moto_url)
     }
 
+    /// What ECS would do for the real "Replace the tail" state.
+    fn launch_replacement(&self, replace: &Value) -> Child {
+        self.launch(replace, &self.moto_url, true)
+    }
+
+    /// Whether the execution enters `state` for the `nth` time (1-based) within 60 s.
+    async fn wait_for_state(&self, execution: &str, state: &str, nth: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let events = self
+                .aws
+                .sfn
+                .get_execution_history()
+                .execution_arn(execution)
+                .max_results(1000)
+                .send()
+                .await
+                .unwrap()
+                .events;
+            let entered = events
+                .iter()
+                .filter_map(|e| e.state_entered_event_details())
+                .filter(|d| d.name == state)
+                .count();
+            if entered >= nth {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        false
+    }
+
     /// Like [`Rig::launch_tail`], with the tail's AWS calls sent to `endpoint`.
     fn launch_tail_via(&self, start: &Value, endpoint: &str) -> Child {
+        self.launch(start, endpoint, false)
+    }
+
+    fn launch(&self, start: &Value, endpoint: &str, replaces: bool) -> Child {
         Command::new(rig::ferry_bin())
             .args(["tail", "--from-state-machine", "--log-json", "-v"])
             .env("FERRY_TASK_TOKEN", start["task_token"].as_str().unwrap())
@@ -177,6 +272,7 @@ impl Rig {
             .env("FERRY_POLL_SECS", "1")
             .env("FERRY_HEARTBEAT_SECS", "0.5")
             .env("FERRY_DRAIN_QUIET_SECS", "1")
+            .env("FERRY_REPLACES", if replaces { "true" } else { "" })
             .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")
@@ -234,7 +330,7 @@ async fn migration(rig: &Rig, source: &Server, target: &Server) -> Value {
         "mode": "live",
         "source": { "endpoint": format!("redis://127.0.0.1:{}", source.port), "secret_arn": secret },
         "target": { "endpoint": format!("redis://127.0.0.1:{}", target.port) },
-        "options": { "workers": 2 },
+        "options": { "workers": 2, "fence_secs": 10, "watch_secs": 2 },
     })
 }
 
@@ -249,19 +345,27 @@ fn finish(child: Child) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_tail_answers_ready_barrier_and_drain_and_the_target_ends_equal() {
-    let rig = rig().await;
-    let (source, target) = (source(), Server::start());
-    let execution = rig
-        .start("live-1", migration(&rig, &source, &target).await)
-        .await;
+/// The operator's `ferry cutover`, then `ferry cutover --release`, as the library runs them.
+async fn operator(rig: &Rig, execution: &str, release: bool) -> Progress {
+    let wait = Duration::from_secs(60);
+    let progress = match release {
+        false => ferry_steps::cutover::cutover(&rig.aws, execution, false, wait).await,
+        true => ferry_steps::cutover::release(&rig.aws, execution, wait).await,
+    };
+    progress
+        .unwrap()
+        .expect("the tail answered within the wait")
+}
 
-    let start = rig.next_step("start").await;
-    let tail = rig.launch_tail(&start);
-    // Writers run from before the snapshot until the cutover.
-    let writers = Writers::start(&source.plain_url(0), 2, 11, (false, false));
-    let copy = rig.next_step("copy").await;
+fn answered(p: Progress) -> TailAnswer {
+    match p {
+        Progress::Answered(a) => *a,
+        Progress::Refused(why) => panic!("refused: {why}"),
+    }
+}
+
+/// A copy of the source by `ferry replicate --mode snapshot` (what the Copy shards Map does).
+fn snapshot(source: &Server, target: &Server) {
     let out = common::ferry(
         &[
             "replicate",
@@ -278,31 +382,62 @@ async fn the_tail_answers_ready_barrier_and_drain_and_the_target_ends_equal() {
         &[],
     );
     assert!(out.status.success(), "{}", common::text(&out));
+}
+
+/// Issue 12 on AWS: the whole protocol through the real states with an application writing
+/// to the source throughout. The tail heartbeats "Await cutover" past its 4 s
+/// HeartbeatSeconds; `ferry cutover` gets the fenced, checked target; the application's write
+/// in flight is held, lands after the release and is reported as a straggler with its client;
+/// the execution succeeds with the cutover report and the target equals the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cutover_fences_checks_releases_and_reports_stragglers() {
+    let rig = rig().await;
+    let (source, target) = (source(), Server::start());
+    let execution = rig
+        .start("live-1", migration(&rig, &source, &target).await)
+        .await;
+    let start = rig.next_step("start").await;
+    let tail = rig.launch_tail(&start);
+    let app = App::start(&source.plain_url(0));
+    let copy = rig.next_step("copy").await;
+    snapshot(&source, &target);
     rig.answer(&copy).await;
-
-    let cutover = rig.next_step("cutover").await;
-    assert_eq!(cutover["tail"]["phase"], "barrier", "{cutover}");
+    let verify = rig.next_step("verify").await;
+    assert_eq!(verify["tail"]["phase"], "barrier", "{verify}");
     assert!(
-        cutover["tail"]["replayed"].as_u64().unwrap() > 0,
-        "keys written during the snapshot are replayed: {cutover}"
+        verify["tail"]["replayed"].as_u64().unwrap() > 0,
+        "keys written during the snapshot are replayed: {verify}"
     );
-    // The writers slow down before they stop: the drain lasts longer than the Drain state's
-    // 2 s HeartbeatSeconds, which only the tail's heartbeats keep from timing out.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let written = writers.stop().await;
-    rig.answer(&cutover).await;
-    let slow = common::client(&source.plain_url(0)).await;
-    for i in 0..30 {
-        let mut c = slow.clone();
-        let _: () = redis::cmd("SET")
-            .arg(format!("late:{i}"))
-            .arg(i)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    rig.answer(&verify).await;
+    // Longer than Await cutover's HeartbeatSeconds: only the tail's heartbeats keep it open.
+    tokio::time::sleep(Duration::from_secs(6)).await;
 
+    let fenced = answered(operator(&rig, &execution, false).await);
+    assert_eq!(fenced.phase, "fenced");
+    let c = fenced.cutover.clone().unwrap();
+    assert_eq!(c.fence, "client pause", "{c:?}");
+    assert!(c.checked_keys > 0, "{c:?}");
+    assert_eq!(c.check.differences(), 0, "{c:?}");
+    let written = app.written.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.written.load(Ordering::SeqCst),
+        written,
+        "writes are held"
+    );
+    app.switch.store(true, Ordering::SeqCst);
+
+    let released = answered(operator(&rig, &execution, true).await);
+    let c = released.cutover.clone().unwrap();
+    assert!(c.fence_ms > 0 && c.fence_ms < 10_000, "{c:?}");
+    assert!(c.stragglers >= 1, "{c:?}");
+    let app_port = format!(":{}", app.local_port);
+    assert!(
+        c.source_clients
+            .iter()
+            .any(|cl| cl.name == "app" && cl.addr.ends_with(&app_port)),
+        "the application's old connection is named: {c:?}"
+    );
     let done = rig.wait_done(&execution).await;
     let (code, output) = finish(tail);
     assert_eq!(
@@ -313,11 +448,131 @@ async fn the_tail_answers_ready_barrier_and_drain_and_the_target_ends_equal() {
         done.cause
     );
     let result: Value = serde_json::from_str(done.output().unwrap()).unwrap();
-    assert_eq!(result["tail"]["phase"], "drained", "{result}");
+    assert_eq!(result["tail"]["phase"], "released", "{result}");
+    assert_eq!(
+        result["tail"]["cutover"]["stragglers"].as_u64(),
+        Some(c.stragglers),
+        "{result}"
+    );
     assert_eq!(code, 0, "{output}");
-    assert!(output.contains("tail ready"), "{output}");
     assert!(!output.contains(MARKER), "the password leaked:\n{output}");
-    assert!(written > 100, "the writers wrote {written}");
+    let straggler = app.last.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        target.cmd(&["EXISTS", &straggler]),
+        ":1",
+        "the held write was copied"
+    );
+    common::assert_servers_same(&source.plain_url(0), &target.url()).await;
+}
+
+/// Issue 12 item 2: the tail killed (SIGKILL) while the run waits for the operator. Its
+/// heartbeat stops, "Await cutover" times out, and the real replacement path runs: the count,
+/// the limit check, a new task started with `FERRY_REPLACES` (the test plays ECS), which heals
+/// the writes made while no tail followed before it answers, and the operator is asked again.
+/// The cutover then goes through and the target equals the source, deletes included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_tail_is_replaced_heals_and_the_run_ends_verified() {
+    let rig = rig().await;
+    let (source, target) = (source(), Server::start());
+    for i in 0..200 {
+        source.cmd(&["SET", &format!("before:{i}"), &i.to_string()]);
+    }
+    let execution = rig
+        .start("lost-1", migration(&rig, &source, &target).await)
+        .await;
+    let start = rig.next_step("start").await;
+    let mut tail = rig.launch_tail(&start);
+    let copy = rig.next_step("copy").await;
+    snapshot(&source, &target);
+    rig.answer(&copy).await;
+    let verify = rig.next_step("verify").await;
+    rig.answer(&verify).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tail.kill().unwrap();
+    let _ = tail.wait();
+    // Written while no tail follows: only a heal can carry these.
+    for i in 0..100 {
+        source.cmd(&["SET", &format!("unseen:{i}"), &i.to_string()]);
+        source.cmd(&["DEL", &format!("before:{i}")]);
+    }
+    assert!(rig.wait_for_state(&execution, "Replace the tail", 1).await);
+    let replace = rig.next_step("replace").await;
+    let replacement = rig.launch_replacement(&replace);
+    let resumed = rig.wait_for_state(&execution, "Await cutover", 2).await;
+    assert!(
+        resumed,
+        "the run went back to Await cutover after the replacement"
+    );
+    let fenced = answered(operator(&rig, &execution, false).await);
+    assert_eq!(fenced.phase, "fenced");
+    answered(operator(&rig, &execution, true).await);
+    let done = rig.wait_done(&execution).await;
+    let (code, output) = finish(replacement);
+    assert_eq!(
+        done.status,
+        ExecutionStatus::Succeeded,
+        "{:?} {:?}\n{output}",
+        done.error,
+        done.cause
+    );
+    common::assert_servers_same(&source.plain_url(0), &target.url()).await;
+    assert!(
+        fenced.report.heals >= 1,
+        "the replacement healed: {:?}",
+        fenced.report
+    );
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("healed after the replacement"), "{output}");
+    let result: Value = serde_json::from_str(done.output().unwrap()).unwrap();
+    assert_eq!(result["replacements"]["count"], 1, "{result}");
+}
+
+/// A fence the operator does not release in time: the tail lifts it (writes flow to the source
+/// again, and it follows them), fails "Await release" with `CutoverRefused`, and the real
+/// states ask the operator again; the second cutover goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_not_released_in_time_is_refused_and_the_operator_asked_again() {
+    let rig = rig().await;
+    let (source, target) = (source(), Server::start());
+    let mut input = migration(&rig, &source, &target).await;
+    input["options"]["fence_secs"] = json!(2);
+    let execution = rig.start("expire-1", input).await;
+    let start = rig.next_step("start").await;
+    let tail = rig.launch_tail(&start);
+    let copy = rig.next_step("copy").await;
+    snapshot(&source, &target);
+    rig.answer(&copy).await;
+    let verify = rig.next_step("verify").await;
+    rig.answer(&verify).await;
+    answered(operator(&rig, &execution, false).await);
+    // No release: the fence expires, the cutover is refused, and the run asks again.
+    assert!(rig.wait_for_state(&execution, "Cutover refused", 1).await);
+    assert!(rig.wait_for_state(&execution, "Await cutover", 2).await);
+    source.cmd(&["SET", "after:expiry", "1"]);
+    let status = ferry_steps::executions::status(&rig.aws, &execution)
+        .await
+        .unwrap();
+    assert!(status.awaiting_cutover, "{status:?}");
+    // moto drops SendTaskFailure's cause (its responses.py passes only the error), so the
+    // reason is checked in the tail's log below; on AWS `ferry status` shows it.
+    assert!(status.refused.is_some(), "{status:?}");
+    answered(operator(&rig, &execution, false).await);
+    answered(operator(&rig, &execution, true).await);
+    let done = rig.wait_done(&execution).await;
+    let (code, output) = finish(tail);
+    assert_eq!(
+        done.status,
+        ExecutionStatus::Succeeded,
+        "{:?} {:?}\n{output}",
+        done.error,
+        done.cause
+    );
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains("the fence expired before the switch was confirmed"),
+        "{output}"
+    );
+    assert_eq!(target.cmd(&["GET", "after:expiry"]), "1");
     common::assert_servers_same(&source.plain_url(0), &target.url()).await;
 }
 
@@ -403,8 +658,10 @@ async fn aws_errors_do_not_kill_the_tail() {
     );
     source.cmd(&["SET", "after:outage", "1"]);
     rig.answer(&copy).await;
-    let cutover = rig.next_step("cutover").await;
-    rig.answer(&cutover).await;
+    let verify = rig.next_step("verify").await;
+    rig.answer(&verify).await;
+    answered(operator(&rig, &execution, false).await);
+    answered(operator(&rig, &execution, true).await);
     let done = rig.wait_done(&execution).await;
     let (code, output) = finish(tail);
     assert_eq!(

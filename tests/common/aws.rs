@@ -46,9 +46,8 @@ pub async fn next_message(aws: &Aws, queue: &str, within: Duration) -> Value {
     panic!("no message on {queue} within {within:?}");
 }
 
-/// A state of `statemachine/migration.asl.json` with `fill`'s placeholders substituted, its
-/// Retry and Catch removed (a test decides where failures go) and `next` after it.
-pub fn asl_state(name: &str, fill: &[(&str, &str)], next: &str) -> Value {
+/// `statemachine/migration.asl.json` with `fill`'s placeholders substituted.
+pub fn asl_definition(fill: &[(&str, &str)]) -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/statemachine/migration.asl.json"
@@ -57,8 +56,13 @@ pub fn asl_state(name: &str, fill: &[(&str, &str)], next: &str) -> Value {
     for (placeholder, value) in fill {
         text = text.replace(&format!("${{{placeholder}}}"), value);
     }
-    let definition: Value = serde_json::from_str(&text).unwrap();
-    let mut state = definition["States"][name].clone();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A state of `statemachine/migration.asl.json` with `fill`'s placeholders substituted, its
+/// Retry and Catch removed (a test decides where failures go) and `next` after it.
+pub fn asl_state(name: &str, fill: &[(&str, &str)], next: &str) -> Value {
+    let mut state = asl_definition(fill)["States"][name].clone();
     let o = state
         .as_object_mut()
         .unwrap_or_else(|| panic!("no state {name}"));

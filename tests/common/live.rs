@@ -288,3 +288,60 @@ impl LiveRun {
         }
     }
 }
+
+/// The application: writes `app:<n>` to the source as fast as it can until told to switch; the
+/// write in flight then (held by the fence) completes, is recorded, and the connection stays
+/// open (an old client that has not reconnected).
+pub struct App {
+    /// Set: the application switches (stops writing to the source).
+    pub switch: Arc<AtomicBool>,
+    /// The key of the last write that completed.
+    pub last: Arc<Mutex<Option<String>>>,
+    /// Writes completed.
+    pub written: Arc<AtomicU64>,
+    /// The local port of its connection (how `CLIENT LIST` names it).
+    pub local_port: u16,
+}
+
+impl App {
+    /// Starts writing to `url` on one connection named `app`.
+    pub fn start(url: &str) -> App {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg("app")
+            .query(&mut conn)
+            .unwrap();
+        let local: String = redis::cmd("CLIENT").arg("INFO").query(&mut conn).unwrap();
+        let local_port = local
+            .split(' ')
+            .find_map(|f| f.strip_prefix("addr="))
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap();
+        let (switch, last, written) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Mutex::new(None)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (sw, la, wr) = (switch.clone(), last.clone(), written.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !sw.load(Ordering::SeqCst) {
+                let key = format!("app:{n}");
+                let _: () = redis::cmd("SET").arg(&key).arg(n).query(&mut conn).unwrap();
+                *la.lock().unwrap() = Some(key);
+                wr.fetch_add(1, Ordering::SeqCst);
+                n += 1;
+            }
+            std::thread::sleep(Duration::from_secs(120)); // keeps the connection open
+        });
+        App {
+            switch,
+            last,
+            written,
+            local_port,
+        }
+    }
+}

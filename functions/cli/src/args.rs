@@ -46,9 +46,10 @@ pub enum Command {
     /// Show a migration on AWS: state, shards done, the tail's lag, whether it awaits cutover.
     Status(ExecutionArgs),
     #[cfg(feature = "aws")]
-    /// Tell a migration on AWS that the writers are switched: the tail drains, the final
-    /// verify runs.
-    Cutover(ExecutionArgs),
+    /// Cut a migration on AWS over: the tail holds the source's writes, checks the target and
+    /// says when to switch (exit 0: switch now; 3: refused, still following); after the
+    /// switch, `--release` lifts the fence and reports stragglers.
+    Cutover(CutoverArgs),
     #[cfg(feature = "aws")]
     /// Stop a migration on AWS.
     Abort(ExecutionArgs),
@@ -104,6 +105,24 @@ pub struct ExecutionArgs {
     /// status: refresh every SECS until the execution ends.
     #[arg(long, value_name = "SECS")]
     pub watch: Option<f64>,
+}
+
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone, Args)]
+pub struct CutoverArgs {
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
+    /// The application now writes to the target: lift the fence, watch for stragglers and
+    /// print the cutover report.
+    #[arg(long)]
+    pub release: bool,
+    /// For a source that refuses CLIENT PAUSE: every writer of the source is stopped (the
+    /// operator's fence).
+    #[arg(long, conflicts_with = "release")]
+    pub writers_stopped: bool,
+    /// How long to follow the execution after answering (0: answer and return).
+    #[arg(long, value_name = "SECS", default_value = "600")]
+    pub wait: f64,
 }
 
 /// What to do.
@@ -294,7 +313,8 @@ pub struct LiveArgs {
     #[arg(long, default_value_t = 4)]
     pub tail_workers: usize,
     /// Cutover (SIGUSR1 during live): the longest time writes are held on the source
-    /// (CLIENT PAUSE ... WRITE); the server lifts the fence by itself then.
+    /// (CLIENT PAUSE ... WRITE); the server lifts the fence by itself then, and a switch not
+    /// confirmed by then refuses the cutover (ferry goes on following).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_seconds)]
     pub fence_secs: f64,
     /// Cutover: after the release, how long to keep following the source and report writes

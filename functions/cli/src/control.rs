@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
+use ferry_steps::contracts::TailAnswer;
+use ferry_steps::cutover::{self as steps_cutover, Progress};
 use ferry_steps::executions::{self, Status};
 use ferry_steps::tail_task::{self, TailTaskSettings};
 use ferry_steps::{Aws, StepError};
 
-use crate::args::{DeployedArgs, ExecutionArgs, StartArgs};
-use crate::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
+use crate::args::{CutoverArgs, DeployedArgs, ExecutionArgs, StartArgs};
+use crate::{EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_FAILED, EXIT_OK};
 
 /// Exit code of a command that failed: 2 for bad input or a missing resource, 1 otherwise.
 fn exit_code(e: &StepError) -> i32 {
@@ -118,14 +120,24 @@ fn describe(s: &Status) -> String {
             }
         ));
     }
-    if s.awaiting_cutover && s.tail_task.as_ref().is_some_and(|t| !t.running()) {
+    if (s.awaiting_cutover || s.awaiting_release)
+        && s.tail_task.as_ref().is_some_and(|t| !t.running())
+    {
         lines.push(
-            "cutover     refused while the tail is not running: do not switch; abort and start again"
+            "cutover     refused while the tail is not running: do not switch (the state machine replaces it once its heartbeat is missed)"
                 .to_string(),
         );
     } else if s.awaiting_cutover {
         lines.push(format!(
-            "cutover     the target is verified and following the source: switch your writers, then run\n            ferry cutover {}",
+            "cutover     the target is verified and following the source: run\n            ferry cutover {}",
+            s.execution_arn
+        ));
+        if let Some(why) = &s.refused {
+            lines.push(format!("            (the last attempt was refused: {why})"));
+        }
+    } else if s.awaiting_release {
+        lines.push(format!(
+            "cutover     writes are held and the target is checked: switch the application, then run\n            ferry cutover --release {}",
             s.execution_arn
         ));
     }
@@ -192,17 +204,72 @@ where
     }
 }
 
-/// `ferry cutover`.
-pub async fn cutover(a: ExecutionArgs) -> i32 {
-    act_on_execution(
-        a,
-        "cutover",
-        |aws, arn| async move { executions::cutover(&aws, &arn).await },
-        |arn| {
-            format!("cutover sent: the tail drains, then the final verify runs\nferry status {arn} --watch 10")
-        },
+/// `ferry cutover [--release]`: 0 when the target is ready to switch to (or released), 3 when
+/// the cutover was refused (nothing lost: the tail follows, the state machine asks again).
+pub async fn cutover(a: CutoverArgs) -> i32 {
+    let aws = Aws::from_env().await;
+    let arn = match execution(&aws, &a.execution).await {
+        Ok(arn) => arn,
+        Err(e) => return exit_code(&e),
+    };
+    let wait = Duration::from_secs_f64(a.wait.max(0.0));
+    let progress = match a.release {
+        false => steps_cutover::cutover(&aws, &arn, a.writers_stopped, wait).await,
+        true => steps_cutover::release(&aws, &arn, wait).await,
+    };
+    let json = a.execution.deployed.json;
+    match progress {
+        Err(e) => exit_code(&e),
+        Ok(None) => {
+            print(
+                json,
+                &serde_json::json!({ "execution_arn": arn, "sent": true }),
+                || format!("sent; follow it with: ferry status {arn} --watch 5"),
+            );
+            EXIT_OK
+        }
+        Ok(Some(Progress::Refused(why))) => {
+            print(
+                json,
+                &serde_json::json!({ "execution_arn": arn, "refused": why }),
+                || {
+                    format!(
+                        "cutover refused: {why}
+nothing is lost: the tail follows the source; run ferry cutover again"
+                    )
+                },
+            );
+            EXIT_DIFFERENT
+        }
+        Ok(Some(Progress::Answered(answer))) => {
+            print(json, &answer, || describe_cutover(&arn, &answer));
+            EXIT_OK
+        }
+    }
+}
+
+fn describe_cutover(arn: &str, answer: &TailAnswer) -> String {
+    let Some(c) = &answer.cutover else {
+        return format!("{}: {arn}", answer.phase);
+    };
+    if answer.phase == "fenced" {
+        return format!(
+            "the target is ready: writes to the source are held ({} fence), {} keys checked, 0 differences.
+Switch the application to the target now, then run: ferry cutover --release {arn}",
+            c.fence, c.checked_keys
+        );
+    }
+    let clients: Vec<String> = c
+        .source_clients
+        .iter()
+        .map(|c| format!("{} {} ({})", c.addr, c.name, c.last_command))
+        .collect();
+    format!(
+        "released: writes were held {} ms; {} writes reached the source after the release (copied to the target); clients still connected to the source: {}",
+        c.fence_ms,
+        c.stragglers,
+        if clients.is_empty() { "none".to_string() } else { clients.join(", ") }
     )
-    .await
 }
 
 /// `ferry abort`.

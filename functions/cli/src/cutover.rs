@@ -107,7 +107,12 @@ pub async fn run(
         fenced.held().as_millis(),
         if fenced.expires().is_some() { format!("; the fence lifts by itself {}s after it was raised", a.live.fence_secs) } else { String::new() }
     );
-    confirm.next(fenced.expires(), stop).await;
+    if !confirm.next(fenced.expires(), stop).await {
+        fenced.abandon().await?;
+        return Ok(Cutover::Refused(
+            "the switch was not confirmed before the fence expired (or ferry was stopped): writes reach the source again and ferry follows them".into(),
+        ));
+    }
     eprintln!(
         "cutover: releasing; watching the source for {}s",
         a.live.watch_secs

@@ -183,6 +183,15 @@ impl Fenced {
         self.raised.elapsed()
     }
 
+    /// Lifts the fence without a switch (the operator did not confirm in time, or stopped):
+    /// writes reach the source again and the tail follows them.
+    pub async fn abandon(self) -> Result<()> {
+        if let Some(f) = self.fence {
+            f.lift().await?;
+        }
+        Ok(())
+    }
+
     /// Lifts the fence (the application now writes to the target), follows the source for the
     /// watch time and reports stragglers and the clients still connected to the source.
     /// `stop` cuts the watch short, never the final drain.

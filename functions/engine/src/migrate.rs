@@ -504,6 +504,26 @@ pub fn verify_context(
     })
 }
 
+/// A verify context on the servers as they are now (a live run: keys and dbs come and go),
+/// for `known_dbs` and whatever dbs hold keys now; with the inventory it was built from.
+pub async fn current_verify_context(
+    m: &Migration,
+    known_dbs: &[u32],
+    limiter: Option<Arc<RateLimiter>>,
+    options: VerifyOptions,
+) -> Result<(Inventory, Arc<VerifyContext>)> {
+    let (source, target) = tokio::try_join!(server_info(&m.source), server_info(&m.target))?;
+    let inv = Inventory {
+        source,
+        target,
+        type_sample: Default::default(),
+        copy_method: String::new(),
+        notes: Vec::new(),
+    };
+    let ctx = verify_context(m, &inv, known_dbs, limiter, options);
+    Ok((inv, ctx))
+}
+
 /// The source dbs whose keys the migration owns on the target: those in scope holding keys
 /// now, those it copied before, and those `--db-map` names. Target dbs are never added on their
 /// own account: a target db no source db maps to is not the migration's.

@@ -135,6 +135,8 @@ pub struct Tail {
     fatal: mpsc::UnboundedReceiver<Error>,
     started: Instant,
     touched: Arc<std::sync::Mutex<Option<Touched>>>,
+    /// The healer's gap channel, for gaps the tail's driver knows of ([`Tail::heal`]).
+    gaps: mpsc::UnboundedSender<String>,
 }
 
 struct Shared {
@@ -205,8 +207,9 @@ impl Tail {
             watch,
             gap_tx.clone(),
         ));
-        tasks.spawn(healer(shared.clone(), gap_rx, gap_tx));
+        tasks.spawn(healer(shared.clone(), gap_rx, gap_tx.clone()));
         Ok(Tail {
+            gaps: gap_tx,
             touched: shared.touched.clone(),
             dirty,
             stats: shared.stats.clone(),
@@ -225,6 +228,13 @@ impl Tail {
         let n = self.dirty.close_window();
         self.stats.replayed.fetch_add(n as u64, Ordering::Relaxed);
         n
+    }
+
+    /// Reports a gap the driver knows of (a replacement tail: writes made while no tail
+    /// followed are unseen): a heal pass runs, and a drain waits for it from this call on.
+    pub fn heal(&self, reason: &str) {
+        self.unhealed.fetch_add(1, Ordering::SeqCst);
+        let _ = self.gaps.send(format!("{PRE_COUNTED}{reason}"));
     }
 
     /// Starts recording the keys copied or deleted from now on (at most `limit`), for a
@@ -866,6 +876,9 @@ async fn follow_topology(
 /// A gap notice that is a retry of a heal pass, not a new gap.
 const HEAL_RETRY: &str = "retry of an interrupted heal pass";
 
+/// Marks a gap notice already counted in `unhealed` by its sender ([`Tail::heal`]).
+const PRE_COUNTED: &str = "(reported) ";
+
 /// Heals gaps: a compare of source and target in both directions marks every difference dirty,
 /// inside a remember window whose replay covers the races with live events.
 async fn healer(
@@ -876,7 +889,7 @@ async fn healer(
     // `unhealed` counts gaps taken off the channel and retries queued, until their heal pass
     // ends: a drain must not end before it (stopping never cuts a heal short).
     let count_in = |reason: &String| {
-        if reason != HEAL_RETRY {
+        if reason != HEAL_RETRY && !reason.starts_with(PRE_COUNTED) {
             shared.unhealed.fetch_add(1, Ordering::SeqCst);
         }
     };
@@ -930,23 +943,14 @@ async fn healer(
 /// One compare in both directions; marks every differing key dirty and returns how many.
 async fn heal_pass(shared: &Shared) -> Result<usize> {
     let m = &shared.migration;
-    let (source, target) = tokio::join!(
-        migrate::server_info(&m.source),
-        migrate::server_info(&m.target)
-    );
-    let inv = crate::inventory::Inventory {
-        source: source?,
-        target: target?,
-        type_sample: Default::default(),
-        copy_method: String::new(),
-        notes: Vec::new(),
-    };
     let options = VerifyOptions {
         keep_diffs: usize::MAX,
         sample_limit: 0,
         ..VerifyOptions::default()
     };
-    let ctx = migrate::verify_context(m, &inv, &shared.dbs, shared.copy.limiter.clone(), options);
+    let (inv, ctx) =
+        migrate::current_verify_context(m, &shared.dbs, shared.copy.limiter.clone(), options)
+            .await?;
     let dbs = ctx.source_dbs.clone();
     let (report, _) =
         migrate::verify_all(m, &inv, ctx, Arc::new(|_| {}), migrate::StopWhen::default()).await?;

@@ -104,6 +104,12 @@ pub struct Options {
     pub safety_margin_ms: u64,
     /// Map concurrency for the state machine.
     pub max_concurrency: u32,
+    /// Cutover: the longest time writes are held on the source (`CLIENT PAUSE`); the server
+    /// lifts the fence by itself then. Longer than the CLI's default: the operator's switch
+    /// and `ferry cutover --release` travel through Step Functions and SQS.
+    pub fence_secs: f64,
+    /// Cutover: how long the tail keeps following after the release, counting stragglers.
+    pub watch_secs: f64,
 }
 
 impl Default for Options {
@@ -125,6 +131,8 @@ impl Default for Options {
             workers: 4,
             safety_margin_ms: 30_000,
             max_concurrency: 16,
+            fence_secs: 30.0,
+            watch_secs: 30.0,
         }
     }
 }
@@ -164,6 +172,13 @@ impl MigrationInput {
                     "{role}.endpoint carries credentials; put them in Secrets Manager and give {role}.secret_arn (the value was not logged)"
                 )));
             }
+        }
+        let o = &self.options;
+        let fence_ok = o.fence_secs > 0.0 && o.fence_secs <= 3600.0;
+        if !fence_ok || !(0.0..=86_400.0).contains(&o.watch_secs) {
+            return Err(StepError::invalid(
+                "options.fence_secs must be in (0, 3600] and options.watch_secs in [0, 86400]",
+            ));
         }
         if self.source.replication_group_id.is_some() && self.source.serverless_cache_name.is_some()
         {
@@ -303,16 +318,46 @@ pub struct ControlRequest {
     pub task_token: Option<String>,
     /// The migration the request is for: a tail leaves other migrations' requests alone.
     pub migration_id: String,
+    /// The operator's answer to "Await cutover" (`fence` requests), as given: the console
+    /// accepts any JSON, so it is read leniently ([`ControlRequest::writers_stopped`]).
+    #[serde(default)]
+    pub operator: Option<serde_json::Value>,
 }
 
-/// The tail's requests.
+impl ControlRequest {
+    /// The operator said every writer of the source is stopped (`ferry cutover
+    /// --writers-stopped`, output `{"writers_stopped": true}`): the fence for a source that
+    /// refuses `CLIENT PAUSE`.
+    pub fn writers_stopped(&self) -> bool {
+        self.operator
+            .as_ref()
+            .and_then(|o| o.get("writers_stopped"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    }
+}
+
+/// The tail's requests, in the order of a live migration (the cutover protocol of
+/// `ferry_engine::cutover` after the barrier).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ControlAction {
-    /// The snapshot is done: replay every key touched since subscription (design §4.4).
+    /// The snapshot is done: replay every key touched since subscription (design §4.4), and
+    /// record the keys touched from now on for the fenced check.
     Barrier,
-    /// The writers are switched: copy what is dirty, wait until quiet, answer and exit.
-    Drain,
+    /// The operator is asked for the cutover: the tail heartbeats this token while it follows
+    /// (a dead tail fails the state) and fails it if the tail fails; `ferry cutover` answers it.
+    AwaitCutover,
+    /// Fence the source, drain, check what changed since the barrier; answer `fenced` with the
+    /// figures, or fail with `CutoverRefused` (fence lifted, following goes on).
+    Fence,
+    /// The fence is up and the operator switches the application: heartbeated like
+    /// `await_cutover`; `ferry cutover --release` answers it. A fence that expires first fails
+    /// it with `CutoverRefused`.
+    AwaitRelease,
+    /// Lift the fence, watch for stragglers, drain, answer `released` with the cutover report
+    /// and exit.
+    Release,
     /// Stop now (the execution failed or was aborted); no answer.
     Stop,
 }
@@ -320,10 +365,13 @@ pub enum ControlAction {
 /// The tail's answer to a task token: the state machine keeps it under `$.tail`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TailAnswer {
-    /// `ready`, `barrier` or `drained`.
+    /// `ready`, `barrier`, `fenced` or `released`.
     pub phase: String,
     /// Keys re-copied by this barrier (0 for other phases).
     pub replayed: u64,
     /// Events, copies, lag, gaps so far.
     pub report: ferry_engine::tail::TailReport,
+    /// The cutover's figures (`fenced`: fence and check; `released`: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<ferry_engine::cutover::CutoverReport>,
 }

@@ -202,6 +202,35 @@ impl Control {
         }
     }
 
+    /// Tells Step Functions the token's task is alive. `Ok(false)` once it no longer knows the
+    /// token: its state was answered (by the operator) or ended.
+    pub async fn heartbeat(&self, token: &str) -> Result<bool, StepError> {
+        let sent = retrying("SendTaskHeartbeat", || async {
+            match self
+                .aws
+                .sfn
+                .send_task_heartbeat()
+                .task_token(token)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) => match e.as_service_error() {
+                    Some(se)
+                        if se.is_task_timed_out()
+                            || se.is_task_does_not_exist()
+                            || se.is_invalid_token() =>
+                    {
+                        Ok(false)
+                    }
+                    _ => Err(StepError::from_aws("SendTaskHeartbeat", e)),
+                },
+            }
+        })
+        .await;
+        sent
+    }
+
     /// Whether the execution that started the tail still runs (false once it succeeded, failed
     /// or was aborted: the tail then stops on its own).
     pub async fn execution_running(&self, execution_arn: &str) -> Result<bool, StepError> {

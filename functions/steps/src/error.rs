@@ -31,6 +31,16 @@ impl StepError {
         }
     }
 
+    /// A cutover that could not go ahead (the fence's check found differences, the fence
+    /// expired before the switch was confirmed, …): nothing is lost, following goes on and the
+    /// state machine asks the operator again.
+    pub fn cutover_refused(message: impl Into<String>) -> StepError {
+        StepError::Named {
+            kind: "CutoverRefused",
+            message: message.into(),
+        }
+    }
+
     /// A failure worth running the step again for.
     pub fn retryable(message: impl Into<String>) -> StepError {
         StepError::Named {

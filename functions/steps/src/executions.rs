@@ -2,12 +2,13 @@
 //! the stack's state machine, found through the stack's outputs. A thin adapter over Step
 //! Functions and CloudFormation; what it shows is read from the execution's own history.
 
-use aws_sdk_sfn::types::{HistoryEvent, HistoryEventType};
+use aws_sdk_sfn::types::HistoryEvent;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::aws::Aws;
-use crate::contracts::{MigrationInput, TailAnswer};
+use crate::contracts::{ControlAction, MigrationInput, TailAnswer};
+use crate::cutover::waiting_token;
 use crate::error::StepError;
 
 /// The state machine ARN from a stack's `StateMachineArn` output (SAM and CDK stacks both
@@ -128,12 +129,16 @@ pub struct Status {
     pub shards_planned: Option<u64>,
     /// Progress of the Map running now (Distributed Map runs).
     pub shards: Option<ShardProgress>,
-    /// The tail's last answer (ready, barrier, drained): its lag and counts.
+    /// The tail's last answer (ready, barrier, fenced, released): its lag and counts.
     pub tail: Option<TailAnswer>,
     /// The tail's Fargate task as ECS sees it now (live mode, once started).
     pub tail_task: Option<TailTask>,
     /// Whether the execution waits for `ferry cutover`.
     pub awaiting_cutover: bool,
+    /// Whether the fence is up over a checked target, waiting for `ferry cutover --release`.
+    pub awaiting_release: bool,
+    /// Why the last cutover attempt was refused, if one was.
+    pub refused: Option<String>,
     /// The failure's error type and cause.
     pub error: Option<String>,
     /// Why it failed.
@@ -159,7 +164,9 @@ pub async fn status(aws: &Aws, execution: &str) -> Result<Status, StepError> {
         shards: None,
         tail: None,
         tail_task: tail_task(aws, &events).await?,
-        awaiting_cutover: cutover_token(&events).is_some(),
+        awaiting_cutover: waiting_token(&events, ControlAction::AwaitCutover).is_some(),
+        awaiting_release: waiting_token(&events, ControlAction::AwaitRelease).is_some(),
+        refused: crate::cutover::refusal_after(&events, 0),
         error: out.error.clone(),
         cause: out.cause.clone(),
     };
@@ -204,7 +211,7 @@ pub async fn status(aws: &Aws, execution: &str) -> Result<Status, StepError> {
 }
 
 /// Every event of an execution, oldest first.
-async fn history(aws: &Aws, execution: &str) -> Result<Vec<HistoryEvent>, StepError> {
+pub(crate) async fn history(aws: &Aws, execution: &str) -> Result<Vec<HistoryEvent>, StepError> {
     let mut events = Vec::new();
     let mut token = None;
     loop {
@@ -223,42 +230,6 @@ async fn history(aws: &Aws, execution: &str) -> Result<Vec<HistoryEvent>, StepEr
             return Ok(events);
         }
     }
-}
-
-/// The task token of a cutover notice still waiting for its answer: the last SNS
-/// `publish.waitForTaskToken` task scheduled with a `task_token` in its message and not
-/// finished since.
-fn cutover_token(events: &[HistoryEvent]) -> Option<String> {
-    let mut pending = None;
-    for e in events {
-        if let Some(d) = e.task_scheduled_event_details() {
-            if d.resource_type == "sns" && d.resource == "publish.waitForTaskToken" {
-                let p: Value = serde_json::from_str(&d.parameters).unwrap_or(Value::Null);
-                pending = p["Message"]["task_token"].as_str().map(str::to_string);
-            }
-        }
-        let finished = matches!(
-            e.r#type,
-            HistoryEventType::TaskSucceeded
-                | HistoryEventType::TaskFailed
-                | HistoryEventType::TaskTimedOut
-                | HistoryEventType::TaskSubmitFailed
-        );
-        let sns = [
-            e.task_succeeded_event_details().map(|d| d.resource_type()),
-            e.task_failed_event_details().map(|d| d.resource_type()),
-            e.task_timed_out_event_details().map(|d| d.resource_type()),
-            e.task_submit_failed_event_details()
-                .map(|d| d.resource_type()),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|t| t == "sns");
-        if finished && sns {
-            pending = None;
-        }
-    }
-    pending
 }
 
 /// The tail's Fargate task: ECS's view of it now.
@@ -327,29 +298,6 @@ pub async fn tail_task(aws: &Aws, events: &[HistoryEvent]) -> Result<Option<Tail
             .to_string(),
         stopped_reason: found.and_then(|t| t.stopped_reason()).map(str::to_string),
     }))
-}
-
-/// Answers the waiting cutover: the operator has switched the writers; the tail drains and the
-/// final verify runs. Fails if the execution is not waiting for a cutover, or if its tail is not
-/// running: writes made since it stopped are on the source only, and switching would lose them.
-pub async fn cutover(aws: &Aws, execution: &str) -> Result<(), StepError> {
-    let events = history(aws, execution).await?;
-    let token = cutover_token(&events).ok_or_else(|| {
-        StepError::invalid(format!(
-            "{execution} is not waiting for a cutover (see ferry status)"
-        ))
-    })?;
-    if let Some(t) = tail_task(aws, &events).await? {
-        t.ready_for_cutover()?;
-    }
-    aws.sfn
-        .send_task_success()
-        .task_token(token)
-        .output(r#"{"cutover":"ferry cutover"}"#)
-        .send()
-        .await
-        .map_err(|e| StepError::from_aws("SendTaskSuccess", e))?;
-    Ok(())
 }
 
 /// Stops an execution. Step Functions runs no Catch on an abort; the stack's EventBridge rule

@@ -7,6 +7,7 @@ pub mod after_end;
 pub mod aws;
 pub mod contracts;
 pub mod control;
+pub mod cutover;
 pub mod elasticache;
 pub mod error;
 pub mod executions;

@@ -1,14 +1,20 @@
 //! The live tail as the state machine's Fargate task (`ferry tail --from-state-machine`): the
 //! engine's [`Tail`] steered through [`Control`] (design §4, §6). It answers the StartTail
-//! token once it is subscribed on every source primary and its canary arrived, replays at the
-//! barrier, drains at cutover, and stops by itself when its execution ends or on SIGTERM.
+//! token once it is subscribed on every source primary and its canary arrived (a replacement
+//! for a tail that died heals first), replays at the barrier, runs the engine's cutover
+//! protocol (fence, check, release, watch) on request, heartbeats the tokens that wait for the
+//! operator so a dead tail fails them, and stops by itself when its execution ends or on
+//! SIGTERM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ferry_engine::migrate;
+use ferry_engine::copy::CopyContext;
+use ferry_engine::cutover::{self, CutoverSettings, Fenced, Raised, TOUCHED_LIMIT};
+use ferry_engine::migrate::{self, Migration};
 use ferry_engine::tail::{Tail, TailOptions, TailReport};
+use ferry_engine::verify::{Level, VerifyOptions};
 
 use crate::aws::{Aws, Ctx};
 use crate::contracts::{ControlAction, MigrationInput, TailAnswer};
@@ -38,6 +44,9 @@ pub struct TailTaskSettings {
     /// How long a barrier or drain may take before it fails (`FERRY_DRAIN_TIMEOUT_SECS`, 900):
     /// writers that never stop must not keep a request open for ever.
     pub drain_timeout: Duration,
+    /// This task replaces a tail that died (`FERRY_REPLACES`, set by the "Replace the tail"
+    /// state): writes made while none followed are unseen, so it heals before it is ready.
+    pub replaces: bool,
 }
 
 impl TailTaskSettings {
@@ -70,6 +79,7 @@ impl TailTaskSettings {
             poll_wait: secs("FERRY_POLL_SECS", 20.0)?,
             drain_quiet: secs("FERRY_DRAIN_QUIET_SECS", 2.0)?,
             drain_timeout: secs("FERRY_DRAIN_TIMEOUT_SECS", 900.0)?,
+            replaces: var("FERRY_REPLACES").is_some_and(|v| v == "true"),
         })
     }
 }
@@ -94,15 +104,36 @@ async fn drain(
 /// How the task ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ending {
-    /// Drained at cutover and answered.
-    Drained,
+    /// Released at cutover (stragglers watched and drained) and answered.
+    Released,
     /// Asked to stop, its execution ended, or SIGTERM.
     Stopped,
 }
 
-/// Runs the tail until it is drained or stopped. `stop` is set by SIGTERM. A failure before
-/// ready fails the StartTail token; a failure later fails the next request's token (the tail
-/// keeps listening for it), so the state machine always hears the error type.
+/// A token that waits for the operator (`await_cutover`, `await_release`): the tail heartbeats
+/// it while it follows, so the state fails if the tail dies, and fails it with the tail's error.
+struct Standing {
+    token: String,
+    action: ControlAction,
+    beaten: Instant,
+}
+
+/// The running tail and what it holds between requests.
+struct Follower {
+    tail: Tail,
+    migration: Migration,
+    copy: Arc<CopyContext>,
+    dbs: Vec<u32>,
+    standing: Option<Standing>,
+    fenced: Option<Box<Fenced>>,
+    /// A failure not yet told to the state machine (no token was open).
+    failed: Option<StepError>,
+}
+
+/// Runs the tail until it is released or stopped. `stop` is set by SIGTERM. A failure before
+/// ready fails the StartTail token; a failure later fails the waiting token, or the next
+/// request's (the tail keeps listening for it), so the state machine always hears the error
+/// type.
 pub async fn run(
     aws: Aws,
     settings: TailTaskSettings,
@@ -121,10 +152,10 @@ pub async fn run(
     };
     let token = s.ready_token.as_deref();
     let started = control
-        .heartbeating(token, s.heartbeat, start(&ctx, &s.migration))
+        .heartbeating(token, s.heartbeat, start(&ctx, s))
         .await;
-    let mut tail = match started {
-        Ok(tail) => tail,
+    let mut f = match started {
+        Ok(f) => f,
         Err(e) => {
             if let Some(token) = token {
                 control.fail(token, &e).await?;
@@ -132,27 +163,39 @@ pub async fn run(
             return Err(e);
         }
     };
-    tracing::info!("tail ready: subscribed on every source primary, canary received");
+    tracing::info!(
+        replaces = s.replaces,
+        "tail ready: subscribed on every source primary, canary received"
+    );
     if let Some(token) = token {
-        control.succeed(token, &answer("ready", 0, &tail)).await?;
+        control.succeed(token, &answer("ready", 0, &f.tail)).await?;
     }
-    let mut failed: Option<StepError> = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             tracing::info!("SIGTERM: stopping");
-            return finish(tail, Ending::Stopped).await;
+            return finish(f.tail, Ending::Stopped).await;
         }
-        if let Some(e) = tail.failure() {
-            tracing::error!(error = %e, kind = e.kind_name(), "tail failed; answering the next request with it");
-            failed = Some(e.into());
+        if let Some(e) = f.tail.failure() {
+            tracing::error!(error = %e, kind = e.kind_name(), "tail failed; answering the waiting or next request with it");
+            f.failed = Some(e.into());
+        }
+        if let Some(e) = f.failed.take() {
+            match f.standing.take() {
+                Some(standing) => {
+                    control.fail(&standing.token, &e).await?;
+                    return Err(e);
+                }
+                None => f.failed = Some(e),
+            }
         }
         if let Some(arn) = &s.execution {
             if !control.execution_running(arn).await? {
                 tracing::info!("the execution has ended: stopping");
-                return finish(tail, Ending::Stopped).await;
+                return finish(f.tail, Ending::Stopped).await;
             }
         }
-        let r = tail.report();
+        f.tend_standing(&control, s).await?;
+        let r = f.tail.report();
         metrics::emit(
             &s.migration.migration_id,
             &[
@@ -161,78 +204,211 @@ pub async fn run(
                 ("TailGaps", r.gaps as f64, "Count"),
             ],
         );
+        // One round per long poll (at most 20 s): waiting tokens are heartbeaten at that pace
+        // at the least, well inside their states' HeartbeatSeconds.
         let requests = tokio::select! {
             got = control.receive() => got?,
             _ = wait_for(&stop) => continue,
         };
         for received in requests {
             // Taken off the queue before the work: a barrier can outlast any visibility
-            // timeout, and a tail that dies meanwhile is caught by the state's heartbeat and
-            // asked again by its Retry.
+            // timeout, and a tail that dies meanwhile is caught by the state's heartbeat.
             control.delete(&received).await?;
-            if let Some(ending) = handle(&control, &mut tail, &received, s, &mut failed).await? {
-                return finish(tail, ending).await;
+            if let Some(ending) = f.handle(&control, &received, s, &stop).await? {
+                return finish(f.tail, ending).await;
             }
         }
     }
 }
 
-/// Answers one request; `Some` when the tail should end.
-async fn handle(
-    control: &Control,
-    tail: &mut Tail,
-    received: &Received,
-    s: &TailTaskSettings,
-    failed: &mut Option<StepError>,
-) -> Result<Option<Ending>, StepError> {
-    let request = &received.request;
-    let token = request.task_token.as_deref();
-    tracing::info!(action = ?request.action, "control request");
-    if let (Some(e), Some(token)) = (failed.as_ref(), token) {
-        control.fail(token, e).await?;
-        return Err(failed.take().expect("checked"));
-    }
-    let (phase, replayed, work) = match request.action {
-        ControlAction::Stop => return Ok(Some(Ending::Stopped)),
-        ControlAction::Barrier => {
-            let replayed = tail.barrier() as u64;
-            (
-                "barrier",
-                replayed,
-                control
-                    .heartbeating(token, s.heartbeat, drain(tail, Duration::ZERO, s))
-                    .await,
-            )
-        }
-        ControlAction::Drain => (
-            "drained",
-            0,
-            control
-                .heartbeating(token, s.heartbeat, drain(tail, s.drain_quiet, s))
-                .await,
-        ),
-    };
-    match (work, token) {
-        (Ok(()), Some(token)) => {
-            control
-                .succeed(token, &answer(phase, replayed, tail))
-                .await?
-        }
-        (Ok(()), None) => {}
-        (Err(e), token) => {
-            let e = StepError::from(e);
-            if let Some(token) = token {
-                control.fail(token, &e).await?;
+impl Follower {
+    /// Heartbeats the waiting token when due; drops it once Step Functions no longer knows it
+    /// (the operator answered it); fails `await_release` once the fence has expired.
+    async fn tend_standing(
+        &mut self,
+        control: &Control,
+        s: &TailTaskSettings,
+    ) -> Result<(), StepError> {
+        let Some(standing) = self.standing.as_mut() else {
+            return Ok(());
+        };
+        let expired = self
+            .fenced
+            .as_ref()
+            .and_then(|f| f.expires())
+            .is_some_and(|at| Instant::now() >= at);
+        if standing.action == ControlAction::AwaitRelease && expired {
+            if let Some(fenced) = self.fenced.take() {
+                fenced.abandon().await?;
             }
-            return Err(e);
+            let token = self.standing.take().expect("checked").token;
+            let e = StepError::cutover_refused(
+                "the fence expired before the switch was confirmed (ferry cutover --release): writes reach the source again and the tail follows them; run ferry cutover again",
+            );
+            tracing::warn!(error = %e, "cutover refused");
+            return control.fail(&token, &e).await;
+        }
+        if standing.beaten.elapsed() >= s.heartbeat {
+            standing.beaten = Instant::now();
+            if !control.heartbeat(&standing.token).await? {
+                tracing::info!(action = ?standing.action, "the operator answered");
+                self.standing = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers one request; `Some` when the tail should end.
+    async fn handle(
+        &mut self,
+        control: &Control,
+        received: &Received,
+        s: &TailTaskSettings,
+        stop: &AtomicBool,
+    ) -> Result<Option<Ending>, StepError> {
+        let request = &received.request;
+        let token = request.task_token.as_deref();
+        tracing::info!(action = ?request.action, "control request");
+        if let (Some(e), Some(token)) = (self.failed.as_ref(), token) {
+            control.fail(token, e).await?;
+            return Err(self.failed.take().expect("checked"));
+        }
+        let settings = self.cutover_settings(s);
+        let tail = &mut self.tail;
+        let work = match request.action {
+            ControlAction::Stop => return Ok(Some(Ending::Stopped)),
+            ControlAction::AwaitCutover | ControlAction::AwaitRelease => {
+                self.standing = token.map(|token| Standing {
+                    token: token.to_string(),
+                    action: request.action,
+                    beaten: Instant::now(),
+                });
+                return Ok(None);
+            }
+            ControlAction::Barrier => {
+                let replayed = tail.barrier() as u64;
+                let drained = control
+                    .heartbeating(token, s.heartbeat, drain(tail, Duration::ZERO, s))
+                    .await;
+                // The fenced check compares what changed from here on (the verify follows).
+                tail.record_touched(TOUCHED_LIMIT);
+                drained.map(|()| answer("barrier", replayed, tail))
+            }
+            ControlAction::Fence => {
+                let writers_stopped = request.writers_stopped();
+                let (m, copy, dbs) = (&self.migration, &self.copy, &self.dbs);
+                let verify_context = async || {
+                    let options = VerifyOptions {
+                        level: Level::Full,
+                        ..VerifyOptions::default()
+                    };
+                    migrate::current_verify_context(m, dbs, copy.limiter.clone(), options).await
+                };
+                let raised = control
+                    .heartbeating(
+                        token,
+                        s.heartbeat,
+                        cutover::fence_and_check(
+                            m,
+                            tail,
+                            &settings,
+                            &[],
+                            verify_context,
+                            async |why: &str| {
+                                tracing::warn!(
+                                    why,
+                                    writers_stopped,
+                                    "the source refuses CLIENT PAUSE"
+                                );
+                                writers_stopped
+                            },
+                        ),
+                    )
+                    .await;
+                match raised {
+                    Ok(Raised::Fenced(fenced)) => {
+                        let mut a = answer("fenced", 0, tail);
+                        a.cutover = Some(fenced.report.clone());
+                        self.fenced = Some(fenced);
+                        Ok(a)
+                    }
+                    Ok(Raised::Refused(why)) => {
+                        // Recording goes on for the next attempt.
+                        tail.record_touched(TOUCHED_LIMIT);
+                        let e = StepError::cutover_refused(format!(
+                            "{why}; the tail goes on following"
+                        ));
+                        return self.refuse(control, token, e).await;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            ControlAction::Release => {
+                let Some(fenced) = self.fenced.take() else {
+                    let e = StepError::cutover_refused(
+                        "no fence is up (it expired, or this tail replaced the one that raised it): run ferry cutover again",
+                    );
+                    return self.refuse(control, token, e).await;
+                };
+                let released = control
+                    .heartbeating(
+                        token,
+                        s.heartbeat,
+                        fenced.release_and_watch(&self.migration, tail, &settings, stop),
+                    )
+                    .await;
+                released.map(|report| {
+                    let mut a = answer("released", 0, tail);
+                    a.cutover = Some(report);
+                    a
+                })
+            }
+        };
+        match (work, token) {
+            (Ok(a), Some(token)) => control.succeed(token, &a).await?,
+            (Ok(_), None) => {}
+            (Err(e), token) => {
+                let e = StepError::from(e);
+                if let Some(token) = token {
+                    control.fail(token, &e).await?;
+                }
+                return Err(e);
+            }
+        }
+        Ok((request.action == ControlAction::Release).then_some(Ending::Released))
+    }
+
+    /// Fails `token` with a refusal the state machine catches; the tail goes on.
+    async fn refuse(
+        &mut self,
+        control: &Control,
+        token: Option<&str>,
+        e: StepError,
+    ) -> Result<Option<Ending>, StepError> {
+        tracing::warn!(error = %e, "cutover refused");
+        if let Some(token) = token {
+            control.fail(token, &e).await?;
+        }
+        Ok(None)
+    }
+
+    fn cutover_settings(&self, s: &TailTaskSettings) -> CutoverSettings {
+        let o = &s.migration.options;
+        CutoverSettings {
+            fence_time: Duration::from_secs_f64(o.fence_secs),
+            drain_quiet: s.drain_quiet,
+            drain_timeout: s.drain_timeout,
+            watch: Duration::from_secs_f64(o.watch_secs),
         }
     }
-    Ok((request.action == ControlAction::Drain).then_some(Ending::Drained))
 }
 
 /// Subscribes and proves delivery (the engine's `Tail::start`), remembering touched keys for
-/// the barrier. Notifications are the EnableNotifications step's business: this only checks.
-async fn start(ctx: &Ctx, input: &MigrationInput) -> Result<Tail, StepError> {
+/// the barrier. A replacement heals first (a compare of source and target marks every
+/// difference dirty) and records touched keys from here for the fenced check. Notifications
+/// are the EnableNotifications step's business: this only checks.
+async fn start(ctx: &Ctx, s: &TailTaskSettings) -> Result<Follower, StepError> {
+    let input = &s.migration;
     let m = handlers::migration(ctx, input).await?;
     let (copy, source) = handlers::copy_context(&m).await?;
     let options = TailOptions {
@@ -240,14 +416,23 @@ async fn start(ctx: &Ctx, input: &MigrationInput) -> Result<Tail, StepError> {
         run_id: input.migration_id.clone(),
         ..TailOptions::default()
     };
-    Ok(Tail::start(
-        &m,
+    let dbs = migrate::source_dbs(&m.scope, &source);
+    let mut tail = Tail::start(&m, copy.clone(), dbs.clone(), options, true).await?;
+    if s.replaces {
+        tail.record_touched(TOUCHED_LIMIT);
+        tail.heal("this tail replaces one that stopped: writes made meanwhile were not followed");
+        drain(&mut tail, s.drain_quiet, s).await?;
+        tracing::info!(report = ?tail.report(), "healed after the replacement");
+    }
+    Ok(Follower {
+        tail,
+        migration: m,
         copy,
-        migrate::source_dbs(&m.scope, &source),
-        options,
-        true,
-    )
-    .await?)
+        dbs,
+        standing: None,
+        fenced: None,
+        failed: None,
+    })
 }
 
 fn answer(phase: &str, replayed: u64, tail: &Tail) -> TailAnswer {
@@ -255,6 +440,7 @@ fn answer(phase: &str, replayed: u64, tail: &Tail) -> TailAnswer {
         phase: phase.to_string(),
         replayed,
         report: tail.report(),
+        cutover: None,
     }
 }
 
