@@ -72,7 +72,10 @@ async fn deployed_with(run: bool) -> Deployed {
             "Inventory": { "Type": "Pass", "Parameters": { "summary": { "source_keys": 1000, "migration_id.$": "$.migration.migration_id" } }, "ResultPath": "$.inventory", "Next": "Plan" },
             "Plan": { "Type": "Pass", "Result": { "count": 4 }, "ResultPath": "$.plan", "Next": "Barrier" },
             "Barrier": common::aws::asl_state("Barrier", &fill, "Await cutover"),
-            "Await cutover": common::aws::asl_state("Await cutover", &fill, "Migrated"),
+            "Await cutover": common::aws::asl_state("Await cutover", &fill, "Fence and check"),
+            "Fence and check": common::aws::asl_state("Fence and check", &fill, "Await release"),
+            "Await release": common::aws::asl_state("Await release", &fill, "Release"),
+            "Release": common::aws::asl_state("Release", &fill, "Migrated"),
             "Migrated": { "Type": "Succeed" }
         }
     });
@@ -114,15 +117,23 @@ fn status(d: &Deployed) -> Value {
     serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stdout}{stderr}"))
 }
 
-/// Answers the Barrier's control message as the tail does.
-async fn answer_barrier(d: &Deployed) {
+/// Takes the next control message, which must ask for `action`.
+async fn control_message(d: &Deployed, action: &str) -> Value {
     let body = common::aws::next_message(&d.aws, &d.queue, Duration::from_secs(30)).await;
-    assert_eq!(body["action"], "barrier");
-    let answer = json!({ "phase": "barrier", "replayed": 17, "report": {
+    assert_eq!(body["action"], action, "{body}");
+    body
+}
+
+/// Answers a control message as the tail does, with `phase` and `cutover` figures.
+async fn answer_as_tail(d: &Deployed, body: &Value, phase: &str, cutover: Value) {
+    let mut answer = json!({ "phase": phase, "replayed": 17, "report": {
         "events": 500, "keys_copied": 480, "keys_deleted": 3, "events_per_sec": 50.0,
         "copies_per_sec": 48.0, "queue_depth": 0, "lag_p50_ms": 2.0, "lag_p99_ms": 9.5,
         "replayed": 17, "remembered_peak": 40, "remembered_bytes_now": 0, "gaps": 0,
         "heals": 0, "seconds": 10.0 } });
+    if !cutover.is_null() {
+        answer["cutover"] = cutover;
+    }
     d.aws
         .sfn
         .send_task_success()
@@ -131,6 +142,39 @@ async fn answer_barrier(d: &Deployed) {
         .send()
         .await
         .unwrap();
+}
+
+/// Answers the Barrier's control message as the tail does.
+async fn answer_barrier(d: &Deployed) {
+    let body = control_message(d, "barrier").await;
+    answer_as_tail(d, &body, "barrier", Value::Null).await;
+}
+
+/// Runs `ferry` with `args` on a thread (it waits for the execution while the test plays the
+/// tail).
+fn ferry_in_background(
+    d: &Deployed,
+    args: &[&str],
+) -> std::thread::JoinHandle<(i32, String, String)> {
+    let url = d.moto.url();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = common::ferry(
+            &args,
+            &[
+                ("AWS_ENDPOINT_URL", url.as_str()),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+            ],
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,8 +218,39 @@ async fn start_status_cutover_and_abort_drive_a_deployed_migration() {
     );
     assert!(text.contains("lag p99 10 ms"), "{text}");
 
-    let (code, stdout, stderr) = ferry(&d, &["cutover", "--stack", STACK]);
+    // `ferry cutover` answers "Await cutover" and waits until the tail has fenced and checked.
+    control_message(&d, "await_cutover").await;
+    let cutover = ferry_in_background(&d, &["cutover", "--stack", STACK]);
+    let fence = control_message(&d, "fence").await;
+    assert_eq!(
+        fence["operator"],
+        json!({ "writers_stopped": false }),
+        "{fence}"
+    );
+    let fenced = json!({ "fence": "client pause", "fence_ms": 0, "checked_keys": 77, "check": { "ok": 77, "missing": 0, "extra": 0, "type": 0, "ttl": 0, "value": 0, "unverified": 0, "skipped": 0 },
+        "stragglers": 0, "source_clients": [] });
+    answer_as_tail(&d, &fence, "fenced", fenced).await;
+    control_message(&d, "await_release").await;
+    let (code, stdout, stderr) = cutover.join().unwrap();
     assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("77 keys checked"), "{stdout}");
+    assert!(
+        stdout.contains("ferry cutover --release"),
+        "the operator is told what comes next: {stdout}"
+    );
+    assert_eq!(status(&d)["awaiting_release"], true);
+
+    // `ferry cutover --release` answers "Await release" and waits for the tail's report.
+    let release = ferry_in_background(&d, &["cutover", "--release", "--stack", STACK]);
+    let body = control_message(&d, "release").await;
+    let released = json!({ "fence": "client pause", "fence_ms": 840, "checked_keys": 77,
+        "check": { "ok": 77, "missing": 0, "extra": 0, "type": 0, "ttl": 0, "value": 0, "unverified": 0, "skipped": 0 }, "stragglers": 2, "source_clients": [
+            { "node": "127.0.0.1:6379", "addr": "10.0.3.7:51234", "name": "orders", "last_command": "set" }] });
+    answer_as_tail(&d, &body, "released", released).await;
+    let (code, stdout, stderr) = release.join().unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("writes were held 840 ms"), "{stdout}");
+    assert!(stdout.contains("10.0.3.7:51234 orders (set)"), "{stdout}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while status(&d)["status"] != "SUCCEEDED" && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -180,7 +180,8 @@ async fn follow(
         let ended = events.iter().rev().find(|e| {
             matches!(
                 e.r#type,
-                HistoryEventType::ExecutionFailed
+                HistoryEventType::ExecutionSucceeded
+                    | HistoryEventType::ExecutionFailed
                     | HistoryEventType::ExecutionAborted
                     | HistoryEventType::ExecutionTimedOut
             )
