@@ -469,7 +469,8 @@ async fn the_aws_cutover_fences_checks_releases_and_reports_stragglers() {
 /// heartbeat stops, "Await cutover" times out, and the real replacement path runs: the count,
 /// the limit check, a new task started with `FERRY_REPLACES` (the test plays ECS), which heals
 /// the writes made while no tail followed before it answers, and the operator is asked again.
-/// The cutover then goes through and the target equals the source, deletes included.
+/// That replacement is then retired (SIGTERM) and hands over at once. The cutover then goes
+/// through and the target equals the source, deletes included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_tail_is_replaced_heals_and_the_run_ends_verified() {
     let rig = rig().await;
@@ -495,13 +496,43 @@ async fn a_killed_tail_is_replaced_heals_and_the_run_ends_verified() {
         source.cmd(&["SET", &format!("unseen:{i}"), &i.to_string()]);
         source.cmd(&["DEL", &format!("before:{i}")]);
     }
-    assert!(rig.wait_for_state(&execution, "Replace the tail", 1).await);
     let replace = rig.next_step("replace").await;
-    let replacement = rig.launch_replacement(&replace);
+    let retired = rig.launch_replacement(&replace);
     let resumed = rig.wait_for_state(&execution, "Await cutover", 2).await;
     assert!(
         resumed,
         "the run went back to Await cutover after the replacement"
+    );
+    // Fargate retires the replacement (SIGTERM): it hands the wait over at once (TailStopped)
+    // and a second replacement takes over.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = retired.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (code, output) = finish(retired);
+    assert_eq!(code, 0, "{output}");
+    let replace = rig.next_step("replace").await;
+    let replacement = rig.launch_replacement(&replace);
+    assert!(rig.wait_for_state(&execution, "Await cutover", 3).await);
+    let history = rig
+        .aws
+        .sfn
+        .get_execution_history()
+        .execution_arn(&execution)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        history
+            .events
+            .iter()
+            .filter_map(|e| e.task_failed_event_details())
+            .any(|d| d.error() == Some("TailStopped")),
+        "the retired tail handed over"
     );
     let fenced = answered(operator(&rig, &execution, false).await);
     assert_eq!(fenced.phase, "fenced");
@@ -524,7 +555,7 @@ async fn a_killed_tail_is_replaced_heals_and_the_run_ends_verified() {
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("healed after the replacement"), "{output}");
     let result: Value = serde_json::from_str(done.output().unwrap()).unwrap();
-    assert_eq!(result["replacements"]["count"], 1, "{result}");
+    assert_eq!(result["replacements"]["count"], 2, "{result}");
 }
 
 /// A fence the operator does not release in time: the tail lifts it (writes flow to the source

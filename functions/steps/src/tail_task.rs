@@ -173,6 +173,17 @@ pub async fn run(
     loop {
         if stop.load(Ordering::Relaxed) {
             tracing::info!("SIGTERM: stopping");
+            // Fargate retiring the task, or ECS stopping it: the waiting state hands over to a
+            // replacement now rather than after its heartbeat times out.
+            if let Some(standing) = f.standing.take() {
+                let e = StepError::Named {
+                    kind: "TailStopped",
+                    message:
+                        "the tail's task was stopped (SIGTERM): a replacement heals and takes over"
+                            .into(),
+                };
+                control.fail(&standing.token, &e).await?;
+            }
             return finish(f.tail, Ending::Stopped).await;
         }
         if let Some(e) = f.tail.failure() {
