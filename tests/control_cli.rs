@@ -94,11 +94,15 @@ async fn deployed_with(run: bool) -> Deployed {
 }
 
 fn ferry(d: &Deployed, args: &[&str]) -> (i32, String, String) {
-    let url = d.moto.url();
+    ferry_on(&d.moto.url(), args)
+}
+
+/// `ferry args` with its AWS calls sent to moto at `url`: exit code, stdout, stderr.
+fn ferry_on(url: &str, args: &[&str]) -> (i32, String, String) {
     let out = common::ferry(
         args,
         &[
-            ("AWS_ENDPOINT_URL", url.as_str()),
+            ("AWS_ENDPOINT_URL", url),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
@@ -160,20 +164,7 @@ fn ferry_in_background(
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     std::thread::spawn(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = common::ferry(
-            &args,
-            &[
-                ("AWS_ENDPOINT_URL", url.as_str()),
-                ("AWS_REGION", "us-east-1"),
-                ("AWS_ACCESS_KEY_ID", "test"),
-                ("AWS_SECRET_ACCESS_KEY", "test"),
-            ],
-        );
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        ferry_on(&url, &args)
     })
 }
 

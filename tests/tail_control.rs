@@ -121,10 +121,10 @@ fn definition(control: &str, topic: &str, test: &str) -> Value {
             "Barrier": with_next(real(f, "Barrier", Some(20)), "Verify shards"),
             "Verify shards": stand_in(test, json!({ "step": "verify", "tail.$": "$.tail" }), "Tell the operator"),
             "Tell the operator": real(f, "Tell the operator", None),
-            "Await cutover": real(f, "Await cutover", Some(4)),
+            "Await cutover": real(f, "Await cutover", Some(6)),
             "Fence and check": real(f, "Fence and check", Some(20)),
             "Cutover refused": real(f, "Cutover refused", None),
-            "Await release": real(f, "Await release", Some(4)),
+            "Await release": real(f, "Await release", Some(6)),
             "Release": with_next(real(f, "Release", Some(20)), "Migrated"),
             "Tail lost at the barrier": real(f, "Tail lost at the barrier", None),
             "Tail lost during the cutover": real(f, "Tail lost during the cutover", None),
@@ -364,6 +364,42 @@ fn answered(p: Progress) -> TailAnswer {
     }
 }
 
+impl Rig {
+    /// Starts execution `name` of `input` and, playing ECS, its tail.
+    async fn start_with_tail(&self, name: &str, input: Value) -> (String, Child) {
+        let execution = self.start(name, input).await;
+        let start = self.next_step("start").await;
+        (execution, self.launch_tail(&start))
+    }
+
+    /// Waits for the execution to end, which must be a success, and for the tail process:
+    /// the execution's output, the tail's exit code and everything it printed.
+    async fn succeeded(&self, execution: &str, tail: Child) -> (Value, i32, String) {
+        let done = self.wait_done(execution).await;
+        let (code, output) = finish(tail);
+        assert_eq!(
+            done.status,
+            ExecutionStatus::Succeeded,
+            "{:?} {:?}\n{output}",
+            done.error,
+            done.cause
+        );
+        let result = serde_json::from_str(done.output().unwrap()).unwrap();
+        (result, code, output)
+    }
+
+    /// Plays the Lambda steps up to the cutover: the copy (a real snapshot of `source`), then
+    /// the verify. Returns the verify step's message (it carries the barrier's answer).
+    async fn copy_and_verify(&self, source: &Server, target: &Server) -> Value {
+        let copy = self.next_step("copy").await;
+        snapshot(source, target);
+        self.answer(&copy).await;
+        let verify = self.next_step("verify").await;
+        self.answer(&verify).await;
+        verify
+    }
+}
+
 /// A copy of the source by `ferry replicate --mode snapshot` (what the Copy shards Map does).
 fn snapshot(source: &Server, target: &Server) {
     let out = common::ferry(
@@ -385,7 +421,7 @@ fn snapshot(source: &Server, target: &Server) {
 }
 
 /// Issue 12 on AWS: the whole protocol through the real states with an application writing
-/// to the source throughout. The tail heartbeats "Await cutover" past its 4 s
+/// to the source throughout. The tail heartbeats "Await cutover" past its 6 s
 /// HeartbeatSeconds; `ferry cutover` gets the fenced, checked target; the application's write
 /// in flight is held, lands after the release and is reported as a straggler with its client;
 /// the execution succeeds with the cutover report and the target equals the source.
@@ -393,24 +429,17 @@ fn snapshot(source: &Server, target: &Server) {
 async fn the_aws_cutover_fences_checks_releases_and_reports_stragglers() {
     let rig = rig().await;
     let (source, target) = (source(), Server::start());
-    let execution = rig
-        .start("live-1", migration(&rig, &source, &target).await)
-        .await;
-    let start = rig.next_step("start").await;
-    let tail = rig.launch_tail(&start);
     let app = App::start(&source.plain_url(0));
-    let copy = rig.next_step("copy").await;
-    snapshot(&source, &target);
-    rig.answer(&copy).await;
-    let verify = rig.next_step("verify").await;
+    let input = migration(&rig, &source, &target).await;
+    let (execution, tail) = rig.start_with_tail("live-1", input).await;
+    let verify = rig.copy_and_verify(&source, &target).await;
     assert_eq!(verify["tail"]["phase"], "barrier", "{verify}");
     assert!(
         verify["tail"]["replayed"].as_u64().unwrap() > 0,
         "keys written during the snapshot are replayed: {verify}"
     );
-    rig.answer(&verify).await;
     // Longer than Await cutover's HeartbeatSeconds: only the tail's heartbeats keep it open.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
 
     let fenced = answered(operator(&rig, &execution, false).await);
     assert_eq!(fenced.phase, "fenced");
@@ -438,16 +467,7 @@ async fn the_aws_cutover_fences_checks_releases_and_reports_stragglers() {
             .any(|cl| cl.name == "app" && cl.addr.ends_with(&app_port)),
         "the application's old connection is named: {c:?}"
     );
-    let done = rig.wait_done(&execution).await;
-    let (code, output) = finish(tail);
-    assert_eq!(
-        done.status,
-        ExecutionStatus::Succeeded,
-        "{:?} {:?}\n{output}",
-        done.error,
-        done.cause
-    );
-    let result: Value = serde_json::from_str(done.output().unwrap()).unwrap();
+    let (result, code, output) = rig.succeeded(&execution, tail).await;
     assert_eq!(result["tail"]["phase"], "released", "{result}");
     assert_eq!(
         result["tail"]["cutover"]["stragglers"].as_u64(),
@@ -478,16 +498,9 @@ async fn a_killed_tail_is_replaced_heals_and_the_run_ends_verified() {
     for i in 0..200 {
         source.cmd(&["SET", &format!("before:{i}"), &i.to_string()]);
     }
-    let execution = rig
-        .start("lost-1", migration(&rig, &source, &target).await)
-        .await;
-    let start = rig.next_step("start").await;
-    let mut tail = rig.launch_tail(&start);
-    let copy = rig.next_step("copy").await;
-    snapshot(&source, &target);
-    rig.answer(&copy).await;
-    let verify = rig.next_step("verify").await;
-    rig.answer(&verify).await;
+    let input = migration(&rig, &source, &target).await;
+    let (execution, mut tail) = rig.start_with_tail("lost-1", input).await;
+    rig.copy_and_verify(&source, &target).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     tail.kill().unwrap();
     let _ = tail.wait();
@@ -537,15 +550,7 @@ async fn a_killed_tail_is_replaced_heals_and_the_run_ends_verified() {
     let fenced = answered(operator(&rig, &execution, false).await);
     assert_eq!(fenced.phase, "fenced");
     answered(operator(&rig, &execution, true).await);
-    let done = rig.wait_done(&execution).await;
-    let (code, output) = finish(replacement);
-    assert_eq!(
-        done.status,
-        ExecutionStatus::Succeeded,
-        "{:?} {:?}\n{output}",
-        done.error,
-        done.cause
-    );
+    let (result, code, output) = rig.succeeded(&execution, replacement).await;
     common::assert_servers_same(&source.plain_url(0), &target.url()).await;
     assert!(
         fenced.report.heals >= 1,
@@ -554,7 +559,6 @@ async fn a_killed_tail_is_replaced_heals_and_the_run_ends_verified() {
     );
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("healed after the replacement"), "{output}");
-    let result: Value = serde_json::from_str(done.output().unwrap()).unwrap();
     assert_eq!(result["replacements"]["count"], 2, "{result}");
 }
 
@@ -567,14 +571,8 @@ async fn a_fence_not_released_in_time_is_refused_and_the_operator_asked_again() 
     let (source, target) = (source(), Server::start());
     let mut input = migration(&rig, &source, &target).await;
     input["options"]["fence_secs"] = json!(2);
-    let execution = rig.start("expire-1", input).await;
-    let start = rig.next_step("start").await;
-    let tail = rig.launch_tail(&start);
-    let copy = rig.next_step("copy").await;
-    snapshot(&source, &target);
-    rig.answer(&copy).await;
-    let verify = rig.next_step("verify").await;
-    rig.answer(&verify).await;
+    let (execution, tail) = rig.start_with_tail("expire-1", input).await;
+    rig.copy_and_verify(&source, &target).await;
     answered(operator(&rig, &execution, false).await);
     // No release: the fence expires, the cutover is refused, and the run asks again.
     assert!(rig.wait_for_state(&execution, "Cutover refused", 1).await);
@@ -589,15 +587,7 @@ async fn a_fence_not_released_in_time_is_refused_and_the_operator_asked_again() 
     assert!(status.refused.is_some(), "{status:?}");
     answered(operator(&rig, &execution, false).await);
     answered(operator(&rig, &execution, true).await);
-    let done = rig.wait_done(&execution).await;
-    let (code, output) = finish(tail);
-    assert_eq!(
-        done.status,
-        ExecutionStatus::Succeeded,
-        "{:?} {:?}\n{output}",
-        done.error,
-        done.cause
-    );
+    let (_, code, output) = rig.succeeded(&execution, tail).await;
     assert_eq!(code, 0, "{output}");
     assert!(
         output.contains("the fence expired before the switch was confirmed"),
@@ -640,11 +630,8 @@ async fn notifications_off_fail_the_start_token_with_notifications_disabled() {
 async fn a_failed_execution_stops_the_tail() {
     let rig = rig().await;
     let (source, target) = (source(), Server::start());
-    let execution = rig
-        .start("fail-1", migration(&rig, &source, &target).await)
-        .await;
-    let start = rig.next_step("start").await;
-    let tail = rig.launch_tail(&start);
+    let input = migration(&rig, &source, &target).await;
+    let (execution, tail) = rig.start_with_tail("fail-1", input).await;
     let copy = rig.next_step("copy").await;
     rig.aws
         .sfn

@@ -22,6 +22,7 @@ pub struct Received {
 }
 
 /// The control queue and the task-token API, for one migration.
+#[derive(Clone)]
 pub struct Control {
     aws: Aws,
     queue_url: String,

@@ -110,12 +110,44 @@ pub enum Ending {
     Stopped,
 }
 
-/// A token that waits for the operator (`await_cutover`, `await_release`): the tail heartbeats
-/// it while it follows, so the state fails if the tail dies, and fails it with the tail's error.
+/// A token that waits for the operator (`await_cutover`, `await_release`): a task of its own
+/// heartbeats it while the tail follows (never held up by the request loop), so the state
+/// fails if the tail dies; the tail fails it with its own error if it fails.
 struct Standing {
     token: String,
     action: ControlAction,
-    beaten: Instant,
+    /// Set by the heartbeat task once Step Functions no longer knows the token (answered).
+    answered: Arc<AtomicBool>,
+    beating: tokio::task::JoinHandle<()>,
+}
+
+impl Standing {
+    fn start(control: &Control, token: &str, action: ControlAction, every: Duration) -> Standing {
+        let answered = Arc::new(AtomicBool::new(false));
+        let (control, token_owned, flag) = (control.clone(), token.to_string(), answered.clone());
+        let beating = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match control.heartbeat(&token_owned).await {
+                    Ok(true) => {}
+                    Ok(false) => return flag.store(true, Ordering::SeqCst),
+                    Err(e) => tracing::warn!(error = %e, "heartbeat"),
+                }
+            }
+        });
+        Standing {
+            token: token.to_string(),
+            action,
+            answered,
+            beating,
+        }
+    }
+}
+
+impl Drop for Standing {
+    fn drop(&mut self) {
+        self.beating.abort();
+    }
 }
 
 /// The running tail and what it holds between requests.
@@ -205,7 +237,7 @@ pub async fn run(
                 return finish(f.tail, Ending::Stopped).await;
             }
         }
-        f.tend_standing(&control, s).await?;
+        f.tend_standing(&control).await?;
         let r = f.tail.report();
         metrics::emit(
             &s.migration.migration_id,
@@ -233,14 +265,10 @@ pub async fn run(
 }
 
 impl Follower {
-    /// Heartbeats the waiting token when due; drops it once Step Functions no longer knows it
-    /// (the operator answered it); fails `await_release` once the fence has expired.
-    async fn tend_standing(
-        &mut self,
-        control: &Control,
-        s: &TailTaskSettings,
-    ) -> Result<(), StepError> {
-        let Some(standing) = self.standing.as_mut() else {
+    /// Drops the waiting token once Step Functions no longer knows it (the operator answered
+    /// it); fails `await_release` once the fence has expired.
+    async fn tend_standing(&mut self, control: &Control) -> Result<(), StepError> {
+        let Some(standing) = self.standing.as_ref() else {
             return Ok(());
         };
         let expired = self
@@ -252,19 +280,16 @@ impl Follower {
             if let Some(fenced) = self.fenced.take() {
                 fenced.abandon().await?;
             }
-            let token = self.standing.take().expect("checked").token;
+            let token = self.standing.take().expect("checked").token.clone();
             let e = StepError::cutover_refused(
                 "the fence expired before the switch was confirmed (ferry cutover --release): writes reach the source again and the tail follows them; run ferry cutover again",
             );
             tracing::warn!(error = %e, "cutover refused");
             return control.fail(&token, &e).await;
         }
-        if standing.beaten.elapsed() >= s.heartbeat {
-            standing.beaten = Instant::now();
-            if !control.heartbeat(&standing.token).await? {
-                tracing::info!(action = ?standing.action, "the operator answered");
-                self.standing = None;
-            }
+        if standing.answered.load(Ordering::SeqCst) {
+            tracing::info!(action = ?standing.action, "the operator answered");
+            self.standing = None;
         }
         Ok(())
     }
@@ -289,11 +314,8 @@ impl Follower {
         let work = match request.action {
             ControlAction::Stop => return Ok(Some(Ending::Stopped)),
             ControlAction::AwaitCutover | ControlAction::AwaitRelease => {
-                self.standing = token.map(|token| Standing {
-                    token: token.to_string(),
-                    action: request.action,
-                    beaten: Instant::now(),
-                });
+                self.standing =
+                    token.map(|token| Standing::start(control, token, request.action, s.heartbeat));
                 return Ok(None);
             }
             ControlAction::Barrier => {
