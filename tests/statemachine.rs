@@ -233,3 +233,44 @@ fn the_definition_is_valid_asl_with_only_substituted_placeholders() {
     ];
     assert_eq!(placeholders.into_iter().collect::<Vec<_>>(), expected);
 }
+
+/// Every Lambda task retries the transient Lambda errors AWS's best practice names
+/// (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html) and a
+/// function that timed out (`Sandbox.Timedout`): each step resumes from its checkpoint.
+#[test]
+fn every_lambda_task_retries_what_aws_recommends() {
+    let definition = common::aws::asl_definition(&[]);
+    let mut tasks = Vec::new();
+    fn visit<'a>(states: &'a serde_json::Value, tasks: &mut Vec<(&'a str, &'a serde_json::Value)>) {
+        for (name, state) in states.as_object().unwrap() {
+            if state["Resource"] == "arn:aws:states:::lambda:invoke" {
+                tasks.push((name.as_str(), state));
+            }
+            if let Some(inner) = state.get("ItemProcessor") {
+                visit(&inner["States"], tasks);
+            }
+        }
+    }
+    visit(&definition["States"], &mut tasks);
+    assert!(tasks.len() >= 10, "{}", tasks.len());
+    for (name, state) in tasks {
+        let retried: Vec<&str> = state["Retry"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no Retry"))
+            .iter()
+            .flat_map(|r| r["ErrorEquals"].as_array().unwrap())
+            .filter_map(|e| e.as_str())
+            .collect();
+        for error in [
+            "Lambda.ClientExecutionTimeoutException",
+            "Lambda.ServiceException",
+            "Lambda.AWSLambdaException",
+            "Lambda.SdkClientException",
+            "Lambda.TooManyRequestsException",
+            "Sandbox.Timedout",
+            "Retryable",
+        ] {
+            assert!(retried.contains(&error), "{name} does not retry {error}");
+        }
+    }
+}

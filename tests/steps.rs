@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use ferry_engine::copy::Counts;
 use ferry_engine::verify::StatusCounts;
 use ferry_steps::contracts::{ControlAction, ControlRequest, MigrationInput, Mode};
-use ferry_steps::elasticache::{self, BackupStep, NotificationsStep};
+use ferry_steps::elasticache::{self, BackupStep};
 use ferry_steps::handlers::{self, ShardStep};
+use ferry_steps::notifications::{self, NotificationsStep};
 use ferry_steps::{Aws, Ctx, StepError};
 use rig::{Config, Moto, Server, Version};
 use serde_json::json;
@@ -344,7 +345,7 @@ async fn each_error_type_comes_from_a_real_failing_condition() {
     let mut serverless = input(&source, &target, Some(&good));
     serverless.mode = Mode::Live;
     serverless.source.serverless_cache_name = Some("orders".into());
-    let e = elasticache::enable_notifications(c(), serverless)
+    let e = notifications::enable_notifications(c(), serverless)
         .await
         .unwrap_err();
     assert_eq!(e.error_type(), "NotificationsDisabled");

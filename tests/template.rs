@@ -292,6 +292,7 @@ fn each_function_may_do_exactly_what_its_code_does() {
     let sources = [
         read("handlers.rs"),
         read("elasticache.rs"),
+        read("notifications.rs"),
         read("after_end.rs"),
         read("aws.rs"),
     ]

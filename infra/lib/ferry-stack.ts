@@ -91,13 +91,12 @@ export class FerryStack extends Stack {
         'elasticache:DescribeSnapshots', 'elasticache:DescribeServerlessCacheSnapshots'], resources: ANY }] },
       { id: 'EnableNotifications', binary: 'ferry-enable-notifications', description: 'Sets notify-keyspace-events through the source\'s cache parameter group.', statements: [{ actions: [
         'elasticache:DescribeReplicationGroups', 'elasticache:DescribeCacheClusters', 'elasticache:DescribeCacheParameterGroups',
-        'elasticache:DescribeCacheParameters', 'elasticache:CreateCacheParameterGroup', 'elasticache:ModifyCacheParameterGroup',
-        'elasticache:ModifyReplicationGroup'], resources: ANY }] },
+        'elasticache:DescribeCacheParameters', 'elasticache:DescribeEngineDefaultParameters', 'elasticache:CreateCacheParameterGroup',
+        'elasticache:ModifyCacheParameterGroup', 'elasticache:ModifyReplicationGroup'], resources: ANY }] },
       { id: 'NotificationsStatus', binary: 'ferry-notifications-status', description: 'Reports whether every member applies the parameter group.', statements: [{ actions: [
-        'elasticache:DescribeReplicationGroups', 'elasticache:DescribeCacheClusters'], resources: ANY }] },
+        'elasticache:DescribeCacheClusters'], resources: ANY }] },
       { id: 'Cleanup', binary: 'ferry-cleanup', description: 'Puts back the notification settings (also after an abort or an uncaught failure).', statements: [{ actions: [
-        'elasticache:DescribeReplicationGroups', 'elasticache:DescribeCacheClusters', 'elasticache:DescribeCacheParameters',
-        'elasticache:ModifyCacheParameterGroup', 'elasticache:ModifyReplicationGroup', 'elasticache:DeleteCacheParameterGroup'], resources: ANY },
+        'elasticache:DescribeCacheClusters', 'elasticache:ModifyReplicationGroup', 'elasticache:DeleteCacheParameterGroup'], resources: ANY },
         // An execution that ended outside the state machine's Catch: its input and history.
         { actions: ['states:DescribeExecution', 'states:GetExecutionHistory'], resources: [`${executions}:*`] }] },
     ];

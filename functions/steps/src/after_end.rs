@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::aws::Ctx;
 use crate::contracts::{CleanupOutput, MigrationInput, NotificationsOutput};
-use crate::elasticache::{self, NotificationsStep};
 use crate::error::StepError;
+use crate::notifications::{self, NotificationsStep};
 
 /// An EventBridge "Step Functions Execution Status Change" event (only what is used; the
 /// event's other fields are ignored).
@@ -43,7 +43,7 @@ pub async fn cleanup_request(
     request: CleanupRequest,
 ) -> Result<CleanupOutput, StepError> {
     match request {
-        CleanupRequest::Step(step) => elasticache::cleanup(ctx, *step).await,
+        CleanupRequest::Step(step) => notifications::cleanup(ctx, *step).await,
         CleanupRequest::Ended(ended) => cleanup_after_end(ctx, ended).await,
     }
 }
@@ -75,7 +75,7 @@ pub async fn cleanup_after_end(
     })?;
     let notifications = recorded_notifications(&ctx, &d.execution_arn).await?;
     tracing::info!(execution = %d.execution_arn, status = %d.status, recorded = notifications.is_some(), "execution ended outside the state machine's Catch: cleaning up");
-    elasticache::cleanup(
+    notifications::cleanup(
         ctx,
         NotificationsStep {
             migration,

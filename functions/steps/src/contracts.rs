@@ -110,6 +110,11 @@ pub struct Options {
     pub fence_secs: f64,
     /// Cutover: how long the tail keeps following after the release, counting stragglers.
     pub watch_secs: f64,
+    /// How long the parameter-group and backup polls wait before failing with `PollTimeout`
+    /// (through Cleanup) instead of polling until the execution's history limit.
+    pub poll_timeout_secs: u64,
+    /// How long the backup poll waits for the snapshot (big caches take hours).
+    pub backup_timeout_secs: u64,
 }
 
 impl Default for Options {
@@ -133,6 +138,8 @@ impl Default for Options {
             max_concurrency: 16,
             fence_secs: 30.0,
             watch_secs: 30.0,
+            poll_timeout_secs: 1800,
+            backup_timeout_secs: 6 * 3600,
         }
     }
 }
@@ -273,6 +280,9 @@ pub struct BackupOutput {
     /// Whether the snapshot is finished (or skipped): the state machine's loop condition.
     #[serde(default)]
     pub ready: bool,
+    /// When the snapshot was requested (ms since the epoch): the status poll's clock.
+    #[serde(default)]
+    pub started_at_ms: Option<u64>,
 }
 
 /// EnableNotifications: what was changed, so Cleanup can put it back.
@@ -297,6 +307,9 @@ pub struct NotificationsOutput {
     /// Whether every node applies the parameter: the state machine's loop condition.
     #[serde(default)]
     pub in_sync: bool,
+    /// When the change was made (ms since the epoch): the status poll's clock.
+    #[serde(default)]
+    pub started_at_ms: Option<u64>,
 }
 
 /// Cleanup's report.
@@ -374,4 +387,10 @@ pub struct TailAnswer {
     /// The cutover's figures (`fenced`: fence and check; `released`: all of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cutover: Option<ferry_engine::cutover::CutoverReport>,
+}
+
+/// Now, in ms since the epoch: the clock of the `started_at_ms` fields the status polls
+/// measure their timeouts by.
+pub fn now_ms() -> u64 {
+    ferry_engine::util::now_ms().max(0) as u64
 }

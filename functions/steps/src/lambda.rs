@@ -74,7 +74,7 @@ where
 /// One entry point per step, each a non-generic function: the generic runner is instantiated
 /// here, once, in the library, so each step binary compiles in a moment.
 pub mod steps {
-    use crate::{elasticache, handlers};
+    use crate::{elasticache, handlers, notifications};
 
     type Outcome = Result<(), lambda_runtime::Error>;
 
@@ -108,11 +108,11 @@ pub mod steps {
     }
     /// The EnableNotifications Lambda.
     pub async fn enable_notifications() -> Outcome {
-        super::run(elasticache::enable_notifications).await
+        super::run(notifications::enable_notifications).await
     }
     /// The NotificationsStatus Lambda.
     pub async fn notifications_status() -> Outcome {
-        super::run(elasticache::notifications_status).await
+        super::run(notifications::notifications_status).await
     }
     /// The Cleanup Lambda: the Clean up states, and executions that ended outside them.
     pub async fn cleanup() -> Outcome {

@@ -14,6 +14,7 @@ pub mod executions;
 pub mod handlers;
 pub mod lambda;
 pub mod metrics;
+pub mod notifications;
 pub mod tail_task;
 
 pub use aws::{Aws, Ctx};

@@ -122,7 +122,12 @@ struct Standing {
 }
 
 impl Standing {
-    fn start(control: &Control, token: &str, action: ControlAction, every: Duration) -> Standing {
+    fn keep_alive(
+        control: &Control,
+        token: &str,
+        action: ControlAction,
+        every: Duration,
+    ) -> Standing {
         let answered = Arc::new(AtomicBool::new(false));
         let (control, token_owned, flag) = (control.clone(), token.to_string(), answered.clone());
         let beating = tokio::spawn(async move {
@@ -314,8 +319,8 @@ impl Follower {
         let work = match request.action {
             ControlAction::Stop => return Ok(Some(Ending::Stopped)),
             ControlAction::AwaitCutover | ControlAction::AwaitRelease => {
-                self.standing =
-                    token.map(|token| Standing::start(control, token, request.action, s.heartbeat));
+                self.standing = token
+                    .map(|token| Standing::keep_alive(control, token, request.action, s.heartbeat));
                 return Ok(None);
             }
             ControlAction::Barrier => {

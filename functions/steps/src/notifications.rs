@@ -1,0 +1,495 @@
+//! EnableNotifications (and its status check) and Cleanup: keyspace notifications on an
+//! ElastiCache source through a parameter group of ferry's own (design §4.7).
+//!
+//! The source's group is never edited: a default group cannot be, and a custom one may be shared
+//! by other clusters, which would all start publishing events. ferry creates `ferry-<replication
+//! group>` in the same family, copies every parameter whose value differs from the family's
+//! defaults (and `cluster-enabled` always: ElastiCache refuses a group whose cluster mode differs
+//! from the replication group's), adds the notification flags and attaches it. Cleanup attaches
+//! the original again and deletes ferry's group.
+//!
+//! `ModifyReplicationGroup` is sent with `ApplyImmediately`, which also applies every pending
+//! modification of the group (a queued node-type change, an engine upgrade): ferry refuses to
+//! start while any is pending. Each poll round costs one `DescribeCacheClusters` listing (per
+//! 100 clusters), and a poll gives up after `options.poll_timeout_secs`.
+
+use std::collections::HashMap;
+
+use aws_sdk_elasticache::types::{CacheCluster, Parameter, ParameterNameValue, ReplicationGroup};
+use ferry_engine::inventory::notifications_cover;
+use ferry_engine::tail::merged_notify_flags;
+use serde::{Deserialize, Serialize};
+
+use crate::aws::Ctx;
+use crate::contracts::{CleanupOutput, MigrationInput, Mode, NotificationsOutput};
+use crate::error::StepError;
+
+const NOTIFY: &str = "notify-keyspace-events";
+const CLUSTER_ENABLED: &str = "cluster-enabled";
+/// ModifyCacheParameterGroup takes at most 20 parameters per call.
+const PARAMETERS_PER_CALL: usize = 20;
+
+/// The parameter group ferry creates for the source.
+fn own_group_name(replication_group: &str) -> String {
+    format!("ferry-{replication_group}")
+}
+
+/// The description of ferry's own group; it records the group it replaced, so a retry and
+/// Cleanup find the original.
+fn own_group_description(original: &str) -> String {
+    format!("ferry: copy of {original} with keyspace notifications; original group {original}")
+}
+
+fn original_from_description(description: &str) -> Option<String> {
+    description
+        .rsplit_once("original group ")
+        .map(|(_, g)| g.trim().to_string())
+}
+
+/// A member cluster of the replication group: its parameter group, that group's apply status,
+/// and any modification waiting for the maintenance window.
+struct Member {
+    group: String,
+    apply_status: String,
+    pending: Vec<&'static str>,
+}
+
+async fn replication_group(ctx: &Ctx, id: &str) -> Result<ReplicationGroup, StepError> {
+    let out = ctx
+        .aws
+        .elasticache
+        .describe_replication_groups()
+        .replication_group_id(id)
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("DescribeReplicationGroups", e))?;
+    out.replication_groups()
+        .first()
+        .cloned()
+        .ok_or_else(|| StepError::invalid(format!("replication group {id} not found")))
+}
+
+/// The members of `replication_group`, from one `DescribeCacheClusters` listing (a page per 100
+/// clusters) rather than a call per member: big clusters have hundreds, and the API throttles.
+async fn members(ctx: &Ctx, replication_group: &str) -> Result<Vec<Member>, StepError> {
+    let mut out = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = ctx
+            .aws
+            .elasticache
+            .describe_cache_clusters()
+            .max_records(100)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| StepError::from_aws("DescribeCacheClusters", e))?;
+        for c in page.cache_clusters() {
+            if c.replication_group_id() != Some(replication_group) {
+                continue;
+            }
+            let pg = c.cache_parameter_group();
+            out.push(Member {
+                group: pg
+                    .and_then(|p| p.cache_parameter_group_name())
+                    .unwrap_or_default()
+                    .to_string(),
+                apply_status: pg
+                    .and_then(|p| p.parameter_apply_status())
+                    .unwrap_or_default()
+                    .to_string(),
+                pending: cluster_pending(c),
+            });
+        }
+        match page.marker() {
+            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+            _ => break,
+        }
+    }
+    if out.is_empty() || out.iter().any(|m| m.group.is_empty()) {
+        return Err(StepError::retryable(format!(
+            "replication group {replication_group}: its members do not all report a parameter group yet"
+        )));
+    }
+    Ok(out)
+}
+
+fn cluster_pending(c: &CacheCluster) -> Vec<&'static str> {
+    let Some(p) = c.pending_modified_values() else {
+        return Vec::new();
+    };
+    [
+        ("node count", p.num_cache_nodes().is_some()),
+        ("node removal", !p.cache_node_ids_to_remove().is_empty()),
+        ("engine version", p.engine_version().is_some()),
+        ("node type", p.cache_node_type().is_some()),
+        ("auth token", p.auth_token_status().is_some()),
+        ("log delivery", !p.log_delivery_configurations().is_empty()),
+        (
+            "transit encryption",
+            p.transit_encryption_enabled().is_some(),
+        ),
+        (
+            "transit encryption mode",
+            p.transit_encryption_mode().is_some(),
+        ),
+        ("scale config", p.scale_config().is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect()
+}
+
+fn group_pending(g: &ReplicationGroup) -> Vec<&'static str> {
+    let Some(p) = g.pending_modified_values() else {
+        return Vec::new();
+    };
+    [
+        ("primary cluster", p.primary_cluster_id().is_some()),
+        (
+            "automatic failover",
+            p.automatic_failover_status().is_some(),
+        ),
+        ("resharding", p.resharding().is_some()),
+        ("auth token", p.auth_token_status().is_some()),
+        ("user groups", p.user_groups().is_some()),
+        ("log delivery", !p.log_delivery_configurations().is_empty()),
+        (
+            "transit encryption",
+            p.transit_encryption_enabled().is_some(),
+        ),
+        (
+            "transit encryption mode",
+            p.transit_encryption_mode().is_some(),
+        ),
+        ("cluster mode", p.cluster_mode().is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect()
+}
+
+/// Every parameter of `group`, all pages.
+async fn parameters(ctx: &Ctx, group: &str) -> Result<Vec<Parameter>, StepError> {
+    let mut all = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = ctx
+            .aws
+            .elasticache
+            .describe_cache_parameters()
+            .cache_parameter_group_name(group)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| StepError::from_aws("DescribeCacheParameters", e))?;
+        all.extend(page.parameters().iter().cloned());
+        match page.marker() {
+            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+            _ => return Ok(all),
+        }
+    }
+}
+
+/// The engine's default value of every parameter of `family`.
+async fn family_defaults(ctx: &Ctx, family: &str) -> Result<HashMap<String, String>, StepError> {
+    let mut defaults = HashMap::new();
+    let mut marker = None;
+    loop {
+        let page = ctx
+            .aws
+            .elasticache
+            .describe_engine_default_parameters()
+            .cache_parameter_group_family(family)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| StepError::from_aws("DescribeEngineDefaultParameters", e))?;
+        let engine = page.engine_defaults();
+        for p in engine.map(|e| e.parameters()).unwrap_or_default() {
+            if let Some(name) = p.parameter_name() {
+                let value = p.parameter_value().unwrap_or_default().to_string();
+                defaults.insert(name.to_string(), value);
+            }
+        }
+        match engine.and_then(|e| e.marker()) {
+            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+            _ => return Ok(defaults),
+        }
+    }
+}
+
+fn value_of<'a>(params: &'a [Parameter], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|p| p.parameter_name() == Some(name))
+        .and_then(|p| p.parameter_value())
+}
+
+async fn set_parameters(
+    ctx: &Ctx,
+    group: &str,
+    values: &[(String, String)],
+) -> Result<(), StepError> {
+    for chunk in values.chunks(PARAMETERS_PER_CALL) {
+        let names = chunk
+            .iter()
+            .map(|(n, v)| {
+                ParameterNameValue::builder()
+                    .parameter_name(n)
+                    .parameter_value(v)
+                    .build()
+            })
+            .collect();
+        ctx.aws
+            .elasticache
+            .modify_cache_parameter_group()
+            .cache_parameter_group_name(group)
+            .set_parameter_name_values(Some(names))
+            .send()
+            .await
+            .map_err(|e| StepError::from_aws("ModifyCacheParameterGroup", e))?;
+    }
+    Ok(())
+}
+
+async fn attach_group(ctx: &Ctx, replication_group: &str, group: &str) -> Result<(), StepError> {
+    ctx.aws
+        .elasticache
+        .modify_replication_group()
+        .replication_group_id(replication_group)
+        .cache_parameter_group_name(group)
+        .apply_immediately(true)
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("ModifyReplicationGroup", e))?;
+    Ok(())
+}
+
+/// A parameter group's family and description.
+async fn describe_group(ctx: &Ctx, group: &str) -> Result<(String, Option<String>), StepError> {
+    let out = ctx
+        .aws
+        .elasticache
+        .describe_cache_parameter_groups()
+        .cache_parameter_group_name(group)
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("DescribeCacheParameterGroups", e))?;
+    let g = out
+        .cache_parameter_groups()
+        .first()
+        .ok_or_else(|| StepError::invalid(format!("parameter group {group} not found")))?;
+    Ok((
+        g.cache_parameter_group_family()
+            .unwrap_or_default()
+            .to_string(),
+        g.description().map(str::to_string),
+    ))
+}
+
+/// The parameters ferry's group gets: those of `original` that differ from the family's
+/// defaults, `cluster-enabled` as the original has it, and the notification flags.
+fn copied_values(
+    original: &[Parameter],
+    defaults: &HashMap<String, String>,
+    notify: &str,
+) -> Vec<(String, String)> {
+    let mut values: Vec<(String, String)> = original
+        .iter()
+        .filter(|p| p.is_modifiable() != Some(false))
+        .filter_map(|p| Some((p.parameter_name()?, p.parameter_value()?)))
+        .filter(|(name, value)| {
+            *name != NOTIFY
+                && (*name == CLUSTER_ENABLED
+                    || defaults.get(*name).map(String::as_str) != Some(value))
+        })
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    values.push((NOTIFY.to_string(), notify.to_string()));
+    values
+}
+
+/// EnableNotifications: makes the source deliver `K` plus `g$lshzxet` (keeping the flags it
+/// had) through ferry's own copy of its parameter group. Reports the original group for
+/// Cleanup. A second run finds the flags set and changes nothing; a replication group with
+/// pending modifications is refused before anything is changed.
+pub async fn enable_notifications(
+    ctx: Ctx,
+    input: MigrationInput,
+) -> Result<NotificationsOutput, StepError> {
+    input.check()?;
+    let skip = |why: &str| {
+        Ok(NotificationsOutput {
+            skipped: Some(why.to_string()),
+            in_sync: true,
+            ..NotificationsOutput::default()
+        })
+    };
+    if input.mode != Mode::Live {
+        return skip("only live mode follows keyspace notifications");
+    }
+    if input.source.serverless_cache_name.is_some() {
+        return Err(ferry_engine::Error::NotificationsDisabled(
+            "ElastiCache Serverless caches do not deliver keyspace notifications: use snapshot mode, or a node-based cache".into(),
+        )
+        .into());
+    }
+    let Some(rg) = input.source.replication_group_id.as_deref() else {
+        return skip("not an ElastiCache source: the tail checks notify-keyspace-events and proves delivery with its canary");
+    };
+    if !input.options.enable_notifications {
+        return skip("options.enable_notifications is false: the tail's canary proves delivery or fails with NotificationsDisabled");
+    }
+    let group = replication_group(&ctx, rg).await?;
+    let members = members(&ctx, rg).await?;
+    let current_group = members[0].group.clone();
+    let original = parameters(&ctx, &current_group).await?;
+    let current = value_of(&original, NOTIFY).unwrap_or_default().to_string();
+    if notifications_cover(&current) {
+        let original_group = describe_group(&ctx, &current_group)
+            .await?
+            .1
+            .as_deref()
+            .and_then(original_from_description);
+        return Ok(NotificationsOutput {
+            parameter_group: Some(current_group),
+            original_group,
+            started_at_ms: Some(crate::contracts::now_ms()),
+            ..NotificationsOutput::default()
+        });
+    }
+    let mut pending: Vec<&str> = group_pending(&group);
+    pending.extend(members.iter().flat_map(|m| m.pending.iter().copied()));
+    pending.dedup();
+    if !pending.is_empty() || group.status() == Some("modifying") {
+        return Err(StepError::invalid(format!(
+            "replication group {rg} has pending modifications ({}): attaching a parameter group applies them immediately. Apply them, or cancel them, then start again; nothing was changed",
+            if pending.is_empty() { "status modifying".to_string() } else { pending.join(", ") }
+        )));
+    }
+    let (family, _) = describe_group(&ctx, &current_group).await?;
+    let defaults = family_defaults(&ctx, &family).await?;
+    let own = own_group_name(rg);
+    let created = ctx
+        .aws
+        .elasticache
+        .create_cache_parameter_group()
+        .cache_parameter_group_name(&own)
+        .cache_parameter_group_family(&family)
+        .description(own_group_description(&current_group))
+        .send()
+        .await;
+    if let Err(e) = created {
+        let exists = e
+            .as_service_error()
+            .is_some_and(|s| s.is_cache_parameter_group_already_exists_fault());
+        if !exists {
+            return Err(StepError::from_aws("CreateCacheParameterGroup", e));
+        }
+    }
+    let values = copied_values(&original, &defaults, &merged_notify_flags(&current));
+    set_parameters(&ctx, &own, &values).await?;
+    attach_group(&ctx, rg, &own).await?;
+    Ok(NotificationsOutput {
+        parameter_group: Some(own),
+        original_group: Some(current_group),
+        original_value: Some(current),
+        changed: true,
+        started_at_ms: Some(crate::contracts::now_ms()),
+        ..NotificationsOutput::default()
+    })
+}
+
+/// NotificationsStatus's and Cleanup's input: the migration and EnableNotifications' output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsStep {
+    /// The execution input.
+    pub migration: MigrationInput,
+    /// What EnableNotifications returned (absent when the run failed before it).
+    #[serde(default)]
+    pub notifications: Option<NotificationsOutput>,
+}
+
+/// NotificationsStatus: `in_sync` once every member cluster uses the group with the change
+/// applied; `PollTimeout` once `options.poll_timeout_secs` have passed since the change (a
+/// member stuck in `pending-reboot` must not poll until the history limit).
+pub async fn notifications_status(
+    ctx: Ctx,
+    step: NotificationsStep,
+) -> Result<NotificationsOutput, StepError> {
+    let mut out = step.notifications.unwrap_or_default();
+    let (Some(rg), Some(group)) = (
+        step.migration.source.replication_group_id.as_deref(),
+        out.parameter_group.clone(),
+    ) else {
+        out.in_sync = true;
+        return Ok(out);
+    };
+    let members = members(&ctx, rg).await?;
+    out.in_sync = members
+        .iter()
+        .all(|m| m.group == group && m.apply_status == "in-sync");
+    let limit = step.migration.options.poll_timeout_secs;
+    let waited_ms = out
+        .started_at_ms
+        .map_or(0, |t| crate::contracts::now_ms().saturating_sub(t));
+    if !out.in_sync && waited_ms >= limit.saturating_mul(1000) {
+        let stuck: Vec<String> = members
+            .iter()
+            .filter(|m| m.group != group || m.apply_status != "in-sync")
+            .map(|m| format!("{} ({})", m.group, m.apply_status))
+            .collect();
+        return Err(StepError::Named {
+            kind: "PollTimeout",
+            message: format!(
+                "replication group {rg}: parameter group {group} not in sync on every member after {limit}s (options.poll_timeout_secs): {}",
+                stuck.join(", ")
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// Cleanup: attaches the original group again and deletes ferry's, and reports it. Safe to run
+/// twice, and after any failure.
+pub async fn cleanup(ctx: Ctx, step: NotificationsStep) -> Result<CleanupOutput, StepError> {
+    let mut restored = Vec::new();
+    let (Some(rg), Some(n)) = (
+        step.migration.source.replication_group_id.as_deref(),
+        step.notifications,
+    ) else {
+        return Ok(CleanupOutput { restored });
+    };
+    let Some(original) = &n.original_group else {
+        return Ok(CleanupOutput { restored });
+    };
+    let now = members(&ctx, rg).await?[0].group.clone();
+    if now != *original {
+        attach_group(&ctx, rg, original).await?;
+        restored.push(format!(
+            "replication group {rg} uses parameter group {original} again"
+        ));
+    }
+    // ferry's group can only be deleted once no cluster uses it; it is left otherwise.
+    if let Some(own) = n.parameter_group.as_deref().filter(|g| *g != original) {
+        let deleted = ctx
+            .aws
+            .elasticache
+            .delete_cache_parameter_group()
+            .cache_parameter_group_name(own)
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => restored.push(format!("parameter group {own} deleted")),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_cache_parameter_group_not_found_fault()) => {}
+            Err(e) => {
+                tracing::warn!(group = own, error = %StepError::from_aws("DeleteCacheParameterGroup", e), "ferry's parameter group left in place")
+            }
+        }
+    }
+    Ok(CleanupOutput { restored })
+}
