@@ -293,6 +293,7 @@ fn each_function_may_do_exactly_what_its_code_does() {
         read("handlers.rs"),
         read("elasticache.rs"),
         read("notifications.rs"),
+        read("parameter_groups.rs"),
         read("after_end.rs"),
         read("aws.rs"),
     ]

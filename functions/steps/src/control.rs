@@ -5,12 +5,14 @@
 //! a transient AWS error must never end a tail that is keeping a target current.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::aws::Aws;
-use crate::contracts::ControlRequest;
+use crate::contracts::{ControlAction, ControlRequest};
 use crate::error::StepError;
 
 /// One received request and the handle that deletes it from the queue.
@@ -246,5 +248,49 @@ impl Control {
         })
         .await?;
         Ok(out.status == aws_sdk_sfn::types::ExecutionStatus::Running)
+    }
+}
+
+/// A token that waits for the operator (`await_cutover`, `await_release`): a task of its own
+/// heartbeats it while the tail follows (never held up by the request loop), so the state
+/// fails if the tail dies; the tail fails it with its own error if it fails.
+pub struct Waiting {
+    /// The token.
+    pub token: String,
+    /// The request that brought it.
+    pub action: ControlAction,
+    /// Set by the heartbeat task once Step Functions no longer knows the token (answered).
+    pub answered: Arc<AtomicBool>,
+    beating: tokio::task::JoinHandle<()>,
+}
+
+impl Control {
+    /// Heartbeats `token` every `every` from a task of its own until Step Functions no longer
+    /// knows it (the flag `answered` is set) or the returned [`Waiting`] is dropped.
+    pub fn keep_alive(&self, token: &str, action: ControlAction, every: Duration) -> Waiting {
+        let answered = Arc::new(AtomicBool::new(false));
+        let (control, token_owned, flag) = (self.clone(), token.to_string(), answered.clone());
+        let beating = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match control.heartbeat(&token_owned).await {
+                    Ok(true) => {}
+                    Ok(false) => return flag.store(true, Ordering::SeqCst),
+                    Err(e) => tracing::warn!(error = %e, "heartbeat"),
+                }
+            }
+        });
+        Waiting {
+            token: token.to_string(),
+            action,
+            answered,
+            beating,
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.beating.abort();
     }
 }

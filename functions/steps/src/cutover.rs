@@ -6,62 +6,11 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::types::{HistoryEvent, HistoryEventType};
-use serde_json::Value;
 
 use crate::aws::Aws;
 use crate::contracts::{ControlAction, TailAnswer};
 use crate::error::StepError;
-use crate::executions::{history, tail_task};
-
-/// The token of the operator's wait still open in `events`: the last control message with
-/// `action` scheduled (an `sqs:sendMessage.waitForTaskToken` task) and not finished since.
-pub fn waiting_token(events: &[HistoryEvent], action: ControlAction) -> Option<String> {
-    let mut pending = None;
-    for e in events {
-        if let Some(d) = e.task_scheduled_event_details() {
-            let p: Value = serde_json::from_str(&d.parameters).unwrap_or(Value::Null);
-            let body = &p["MessageBody"];
-            let asked = serde_json::from_value::<ControlAction>(body["action"].clone()).ok();
-            pending = (d.resource_type == "sqs" && asked == Some(action))
-                .then(|| body["task_token"].as_str().map(str::to_string))
-                .flatten();
-        }
-        if matches!(
-            e.r#type,
-            HistoryEventType::TaskSucceeded
-                | HistoryEventType::TaskFailed
-                | HistoryEventType::TaskTimedOut
-                | HistoryEventType::TaskSubmitFailed
-        ) {
-            pending = None;
-        }
-    }
-    pending
-}
-
-/// The cause of the newest `CutoverRefused` failure after event `after` (an event id): the
-/// failed task's cause, or the caught error the state machine keeps under `$.refused`.
-pub fn refusal_after(events: &[HistoryEvent], after: i64) -> Option<String> {
-    let mut refused = None;
-    for e in events.iter().filter(|e| e.id > after) {
-        if let Some(d) = e.task_failed_event_details() {
-            if d.error() == Some("CutoverRefused") {
-                refused = Some(d.cause().unwrap_or("").to_string());
-            }
-        }
-        let kept = e
-            .state_exited_event_details()
-            .and_then(|d| d.output())
-            .and_then(|o| serde_json::from_str::<Value>(o).ok())
-            .and_then(|v| v["refused"]["Cause"].as_str().map(str::to_string));
-        if let (Some(cause), Some(r)) = (kept, refused.as_mut()) {
-            if r.is_empty() {
-                *r = cause;
-            }
-        }
-    }
-    refused
-}
+use crate::executions::{history, refusal_after, tail_task, waiting_token};
 
 /// The tail's newest answer with `phase`, after event `after`.
 fn answer_after(events: &[HistoryEvent], after: i64, phase: &str) -> Option<TailAnswer> {

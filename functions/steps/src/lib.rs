@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod lambda;
 pub mod metrics;
 pub mod notifications;
+pub mod parameter_groups;
 pub mod tail_task;
 
 pub use aws::{Aws, Ctx};

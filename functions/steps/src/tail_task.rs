@@ -18,7 +18,7 @@ use ferry_engine::verify::{Level, VerifyOptions};
 
 use crate::aws::{Aws, Ctx};
 use crate::contracts::{ControlAction, MigrationInput, TailAnswer};
-use crate::control::{Control, Received};
+use crate::control::{Control, Received, Waiting};
 use crate::error::StepError;
 use crate::handlers;
 use crate::metrics;
@@ -110,58 +110,13 @@ pub enum Ending {
     Stopped,
 }
 
-/// A token that waits for the operator (`await_cutover`, `await_release`): a task of its own
-/// heartbeats it while the tail follows (never held up by the request loop), so the state
-/// fails if the tail dies; the tail fails it with its own error if it fails.
-struct Standing {
-    token: String,
-    action: ControlAction,
-    /// Set by the heartbeat task once Step Functions no longer knows the token (answered).
-    answered: Arc<AtomicBool>,
-    beating: tokio::task::JoinHandle<()>,
-}
-
-impl Standing {
-    fn keep_alive(
-        control: &Control,
-        token: &str,
-        action: ControlAction,
-        every: Duration,
-    ) -> Standing {
-        let answered = Arc::new(AtomicBool::new(false));
-        let (control, token_owned, flag) = (control.clone(), token.to_string(), answered.clone());
-        let beating = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                match control.heartbeat(&token_owned).await {
-                    Ok(true) => {}
-                    Ok(false) => return flag.store(true, Ordering::SeqCst),
-                    Err(e) => tracing::warn!(error = %e, "heartbeat"),
-                }
-            }
-        });
-        Standing {
-            token: token.to_string(),
-            action,
-            answered,
-            beating,
-        }
-    }
-}
-
-impl Drop for Standing {
-    fn drop(&mut self) {
-        self.beating.abort();
-    }
-}
-
 /// The running tail and what it holds between requests.
 struct Follower {
     tail: Tail,
     migration: Migration,
     copy: Arc<CopyContext>,
     dbs: Vec<u32>,
-    standing: Option<Standing>,
+    standing: Option<Waiting>,
     fenced: Option<Box<Fenced>>,
     /// A failure not yet told to the state machine (no token was open).
     failed: Option<StepError>,
@@ -319,8 +274,8 @@ impl Follower {
         let work = match request.action {
             ControlAction::Stop => return Ok(Some(Ending::Stopped)),
             ControlAction::AwaitCutover | ControlAction::AwaitRelease => {
-                self.standing = token
-                    .map(|token| Standing::keep_alive(control, token, request.action, s.heartbeat));
+                self.standing =
+                    token.map(|token| control.keep_alive(token, request.action, s.heartbeat));
                 return Ok(None);
             }
             ControlAction::Barrier => {
