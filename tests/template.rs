@@ -379,3 +379,46 @@ fn ferry_alarms_watch_metrics_the_code_publishes_without_dimensions() {
     }
     assert!(watched > 0, "the stack alarms on the tail's lag");
 }
+
+/// Issue 14, network: only the functions that talk to Redis (those that read the credentials'
+/// secret) run in the VPC; the others reach AWS's public endpoints and need no NAT. With
+/// `CreateVpcEndpoints`, every AWS service the in-VPC parts call has an endpoint: Secrets
+/// Manager for the Redis Lambdas; for the tail, the services of its role's actions plus Logs
+/// (awslogs) and ECR api, dkr and S3 (the image pull), without which a task never starts.
+#[test]
+fn only_redis_steps_are_in_the_vpc_and_endpoints_cover_what_the_vpc_calls() {
+    let t = template();
+    let resources = t["Resources"].as_object().unwrap();
+    for (id, (_, granted)) in functions(&t) {
+        let in_vpc = resources[&id]["Properties"].get("VpcConfig").is_some();
+        let talks_to_redis = granted.contains("secretsmanager:GetSecretValue");
+        assert_eq!(
+            in_vpc, talks_to_redis,
+            "{id}: in the VPC only if it talks to Redis"
+        );
+    }
+    assert!(
+        t["Globals"]["Function"].get("VpcConfig").is_none(),
+        "no VPC for every function"
+    );
+    let endpoints: BTreeSet<String> = resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::EC2::VPCEndpoint")
+        .map(|r| {
+            assert_eq!(r["Condition"], "CreateEndpoints");
+            // `!Sub com.amazonaws.${AWS::Region}.<service>`
+            let name = r["Properties"]["ServiceName"]["Fn::Sub"].as_str().unwrap();
+            name.rsplit("}.").next().unwrap().to_string()
+        })
+        .collect();
+    let tail = actions_of(&resources["TailTaskRole"]["Properties"]["Policies"]);
+    let mut needed: BTreeSet<String> = tail
+        .iter()
+        .map(|a| a.split(':').next().unwrap().to_string())
+        .collect();
+    needed.extend(["secretsmanager", "logs", "ecr.api", "ecr.dkr", "s3"].map(String::from));
+    assert_eq!(
+        endpoints, needed,
+        "VPC endpoints vs the services the in-VPC parts call"
+    );
+}

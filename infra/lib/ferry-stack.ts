@@ -10,7 +10,8 @@ import {
   Stack, StackProps, CfnParameter, CfnOutput, Fn, Aws, DockerImage, ILocalBundling,
   aws_iam as iam, aws_lambda as lambda, aws_s3_assets as assets, aws_sqs as sqs,
   aws_sns as sns, aws_ecs as ecs, aws_logs as logs, aws_stepfunctions as sfn,
-  aws_scheduler as scheduler, aws_cloudwatch as cloudwatch, aws_events as events,
+  aws_scheduler as scheduler, aws_cloudwatch as cloudwatch, aws_events as events, aws_ec2 as ec2,
+  CfnCondition,
 } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 
@@ -39,13 +40,14 @@ class CargoLambda implements ILocalBundling {
   }
 }
 
-/** A step: binary, description, IAM statements beyond VPC access, memory. */
+/** A step: binary, description, IAM statements, memory, and whether it talks to Redis (then it runs in the VPC). */
 interface Step {
   id: string;
   binary: string;
   description: string;
   statements: iam.PolicyStatementProps[];
   memory?: number;
+  inVpc?: boolean;
 }
 
 const ANY = ['*'];
@@ -57,7 +59,7 @@ export class FerryStack extends Stack {
       'ferry: migrate a live ElastiCache (Redis OSS / Valkey) keyspace to another Redis with no downtime (CDK).';
 
     const subnetIds = new CfnParameter(this, 'SubnetIds', { type: 'List<AWS::EC2::Subnet::Id>',
-      description: 'Private subnets that reach both the source and the target (Lambdas and the tail run here).' });
+      description: 'Private subnets that reach both the source and the target (the five Lambdas that talk to Redis and the tail run here). They need a NAT gateway, or CreateVpcEndpoints.' });
     const securityGroupIds = new CfnParameter(this, 'SecurityGroupIds', { type: 'List<AWS::EC2::SecurityGroup::Id>',
       description: 'Security groups allowed to connect to the source and the target.' });
     const sourceSecretArn = new CfnParameter(this, 'SourceSecretArn', { type: 'String',
@@ -66,6 +68,13 @@ export class FerryStack extends Stack {
       description: 'Secrets Manager ARN of the target\'s credentials.' });
     const tailImageUri = new CfnParameter(this, 'TailImageUri', { type: 'String',
       description: 'Container image of `ferry` (infra/Dockerfile), pushed to ECR.' });
+    const createVpcEndpoints = new CfnParameter(this, 'CreateVpcEndpoints', { type: 'String',
+      allowedValues: ['true', 'false'], default: 'false',
+      description: '"true" creates the VPC endpoints the in-VPC parts need (interface: Secrets Manager, Step Functions, SQS, Logs, ECR api and dkr; gateway: S3); "false" when the subnets reach AWS through a NAT gateway.' });
+    const vpcId = new CfnParameter(this, 'VpcId', { type: 'AWS::EC2::VPC::Id',
+      description: 'The VPC of SubnetIds (where CreateVpcEndpoints puts the endpoints).' });
+    const routeTableIds = new CfnParameter(this, 'RouteTableIds', { type: 'CommaDelimitedList', default: '',
+      description: 'The route tables of SubnetIds, for the S3 gateway endpoint (with CreateVpcEndpoints).' });
     const scheduleExpression = new CfnParameter(this, 'ScheduleExpression', { type: 'String',
       default: 'rate(1 day)', description: 'When the schedule starts a migration (created disabled).' });
     const scheduleInput = new CfnParameter(this, 'ScheduleInput', { type: 'String', default: '{}',
@@ -79,11 +88,11 @@ export class FerryStack extends Stack {
     const executions = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${machineName}`;
 
     const steps: Step[] = [
-      { id: 'Inventory', binary: 'ferry-inventory', description: 'Preflight of both servers before anything is written.', statements: [readSecrets] },
-      { id: 'Plan', binary: 'ferry-plan', description: 'The shard plan (SCAN cursor ranges).', statements: [readSecrets] },
-      { id: 'CopyShard', binary: 'ferry-copy-shard', description: 'Copies one shard from its cursor until the time budget runs out.', statements: [readSecrets], memory: 1769 },
-      { id: 'PlanVerify', binary: 'ferry-plan-verify', description: 'The verify shards, both directions.', statements: [readSecrets] },
-      { id: 'VerifyShard', binary: 'ferry-verify-shard', description: 'Verifies one shard from its cursor until the time budget runs out.', statements: [readSecrets] },
+      { id: 'Inventory', inVpc: true, binary: 'ferry-inventory', description: 'Preflight of both servers before anything is written.', statements: [readSecrets] },
+      { id: 'Plan', inVpc: true, binary: 'ferry-plan', description: 'The shard plan (SCAN cursor ranges).', statements: [readSecrets] },
+      { id: 'CopyShard', inVpc: true, binary: 'ferry-copy-shard', description: 'Copies one shard from its cursor until the time budget runs out.', statements: [readSecrets], memory: 1769 },
+      { id: 'PlanVerify', inVpc: true, binary: 'ferry-plan-verify', description: 'The verify shards, both directions.', statements: [readSecrets] },
+      { id: 'VerifyShard', inVpc: true, binary: 'ferry-verify-shard', description: 'Verifies one shard from its cursor until the time budget runs out.', statements: [readSecrets] },
       { id: 'Backup', binary: 'ferry-backup', description: 'Requests an ElastiCache snapshot of the source.', statements: [{ actions: [
         'elasticache:CreateSnapshot', 'elasticache:CreateServerlessCacheSnapshot', 'elasticache:DescribeSnapshots',
         'elasticache:DescribeServerlessCacheSnapshots'], resources: ANY }] },
@@ -107,7 +116,7 @@ export class FerryStack extends Stack {
         assumeRolePolicyDocument: assume('lambda.amazonaws.com'),
         managedPolicyArns: [
           `arn:${Aws.PARTITION}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole`,
-          `arn:${Aws.PARTITION}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole`,
+          ...(step.inVpc ? [`arn:${Aws.PARTITION}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole`] : []),
         ],
         policies: [policy(`${step.id}FunctionPolicy`, step.statements)],
       });
@@ -128,7 +137,7 @@ export class FerryStack extends Stack {
         timeout: 900,
         role: role.attrArn,
         code: { s3Bucket: code.s3BucketName, s3Key: code.s3ObjectKey },
-        vpcConfig: { subnetIds: subnetIds.valueAsList, securityGroupIds: securityGroupIds.valueAsList },
+        vpcConfig: step.inVpc ? { subnetIds: subnetIds.valueAsList, securityGroupIds: securityGroupIds.valueAsList } : undefined,
         environment: { variables: { RUST_LOG: 'info' } },
       });
       fn.addMetadata('BuildProperties', { Binary: step.binary });
@@ -149,6 +158,23 @@ export class FerryStack extends Stack {
       action: 'lambda:InvokeFunction', functionName: functions.Cleanup.ref,
       principal: 'events.amazonaws.com', sourceArn: executionEnded.attrArn,
     });
+
+    // Private subnets without a NAT gateway reach AWS only through these (CreateVpcEndpoints).
+    const createEndpoints = new CfnCondition(this, 'CreateEndpoints', {
+      expression: Fn.conditionEquals(createVpcEndpoints.valueAsString, 'true') });
+    const interfaces: [string, string][] = [['SecretsManager', 'secretsmanager'], ['StepFunctions', 'states'],
+      ['Sqs', 'sqs'], ['Logs', 'logs'], ['EcrApi', 'ecr.api'], ['EcrDkr', 'ecr.dkr']];
+    for (const [id, service] of interfaces) {
+      const endpoint = new ec2.CfnVPCEndpoint(this, `${id}Endpoint`, {
+        vpcEndpointType: 'Interface', serviceName: `com.amazonaws.${Aws.REGION}.${service}`,
+        vpcId: vpcId.valueAsString, subnetIds: subnetIds.valueAsList,
+        securityGroupIds: securityGroupIds.valueAsList, privateDnsEnabled: true });
+      endpoint.cfnOptions.condition = createEndpoints;
+    }
+    const s3Endpoint = new ec2.CfnVPCEndpoint(this, 'S3Endpoint', {
+      vpcEndpointType: 'Gateway', serviceName: `com.amazonaws.${Aws.REGION}.s3`,
+      vpcId: vpcId.valueAsString, routeTableIds: routeTableIds.valueAsList });
+    s3Endpoint.cfnOptions.condition = createEndpoints;
 
     const controlQueue = new sqs.CfnQueue(this, 'ControlQueue', {
       visibilityTimeout: 60, messageRetentionPeriod: 86400, sqsManagedSseEnabled: true });
