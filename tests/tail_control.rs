@@ -692,3 +692,56 @@ async fn aws_errors_do_not_kill_the_tail() {
     assert!(output.contains("AWS call failed; retrying"), "{output}");
     assert_eq!(target.cmd(&["GET", "after:outage"]), "1");
 }
+
+/// Issue 14: a tail task that stops before it is ready (here: its image cannot be pulled)
+/// fails StartTail at once with ECS's reason, instead of the state waiting out its heartbeat.
+/// The Cleanup Lambda gets the task's STOPPED event from EventBridge (shaped as AWS documents
+/// "ECS Task State Change") and fails the start token found in the task's overrides; the same
+/// event again is no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_task_that_stops_before_ready_fails_start_tail_at_once() {
+    use ferry_steps::after_end::{self, CleanupRequest};
+
+    let rig = rig().await;
+    let (source, target) = (source(), Server::start());
+    let input = migration(&rig, &source, &target).await;
+    let execution = rig.start("stopped-1", input).await;
+    let start = rig.next_step("start").await;
+    let event = json!({
+        "version": "0", "id": "3317b2af-7005-947d-b652-f55e762e571a",
+        "detail-type": "ECS Task State Change", "source": "aws.ecs",
+        "account": "123456789012", "time": "2026-11-30T10:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:ecs:us-east-1:123456789012:task/ferry/0f1e2d"],
+        "detail": {
+            "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/ferry",
+            "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/ferry/0f1e2d",
+            "lastStatus": "STOPPED", "desiredStatus": "STOPPED", "stopCode": "TaskFailedToStart",
+            "stoppedReason": "CannotPullContainerError: pull image manifest has been retried 5 time(s)",
+            "containers": [{ "name": "tail", "lastStatus": "STOPPED",
+                "reason": "CannotPullContainerError: ref pull has been retried 5 time(s)" }],
+            "overrides": { "containerOverrides": [{ "name": "tail", "environment": [
+                { "name": "FERRY_TASK_TOKEN", "value": start["task_token"] },
+                { "name": "FERRY_MIGRATION", "value": start["migration"] },
+                { "name": "FERRY_EXECUTION", "value": start["execution"] }] }] }
+        }
+    });
+    let ctx = ferry_steps::Ctx {
+        aws: std::sync::Arc::new(rig.aws.clone()),
+        deadline: None,
+    };
+    let request: CleanupRequest = ferry_steps::lambda::parse(event.clone()).unwrap();
+    let out = after_end::cleanup_request(ctx.clone(), request)
+        .await
+        .unwrap();
+    assert!(
+        out.restored[0].contains("CannotPullContainerError"),
+        "{out:?}"
+    );
+    let done = rig.wait_done(&execution).await;
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    assert_eq!(done.error.as_deref(), Some("TailTaskStopped"), "{done:?}");
+    // Again for a token no longer open: AWS answers TaskTimedOut, which the handler takes as
+    // done (moto accepts the second failure instead); either way it is no error.
+    let again: CleanupRequest = ferry_steps::lambda::parse(event).unwrap();
+    after_end::cleanup_request(ctx, again).await.unwrap();
+}

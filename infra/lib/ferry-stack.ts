@@ -107,7 +107,9 @@ export class FerryStack extends Stack {
       { id: 'Cleanup', binary: 'ferry-cleanup', description: 'Puts back the notification settings (also after an abort or an uncaught failure).', statements: [{ actions: [
         'elasticache:DescribeCacheClusters', 'elasticache:ModifyReplicationGroup', 'elasticache:DeleteCacheParameterGroup'], resources: ANY },
         // An execution that ended outside the state machine's Catch: its input and history.
-        { actions: ['states:DescribeExecution', 'states:GetExecutionHistory'], resources: [`${executions}:*`] }] },
+        { actions: ['states:DescribeExecution', 'states:GetExecutionHistory'], resources: [`${executions}:*`] },
+        // A tail task that stopped before it was ready: its start token fails at once.
+        { actions: ['states:SendTaskFailure'], resources: ANY }] },
     ];
 
     const functions: Record<string, lambda.CfnFunction> = {};
@@ -180,6 +182,19 @@ export class FerryStack extends Stack {
       visibilityTimeout: 60, messageRetentionPeriod: 86400, sqsManagedSseEnabled: true });
     const cutoverTopic = new sns.CfnTopic(this, 'CutoverTopic', { displayName: 'ferry cutover' });
     const tailCluster = new ecs.CfnCluster(this, 'TailCluster');
+    // A tail task that stopped (its image could not be pulled, it crashed before ready).
+    const tailTaskStopped = new events.CfnRule(this, 'CleanupFunctionTailTaskStopped', {
+      eventPattern: {
+        source: ['aws.ecs'],
+        'detail-type': ['ECS Task State Change'],
+        detail: { clusterArn: [tailCluster.attrArn], lastStatus: ['STOPPED'] },
+      },
+      targets: [{ id: 'Cleanup', arn: functions.Cleanup.attrArn }],
+    });
+    new lambda.CfnPermission(this, 'CleanupFunctionTailTaskStoppedPermission', {
+      action: 'lambda:InvokeFunction', functionName: functions.Cleanup.ref,
+      principal: 'events.amazonaws.com', sourceArn: tailTaskStopped.attrArn,
+    });
     const tailLogGroup = new logs.CfnLogGroup(this, 'TailLogGroup', { retentionInDays: 30 });
 
     const tailExecutionRole = new iam.CfnRole(this, 'TailExecutionRole', {

@@ -4,7 +4,8 @@
 //! events for ABORTED, TIMED_OUT and FAILED to the Cleanup Lambda; it reads the execution's
 //! input and the last state output that holds EnableNotifications' record, and runs the same
 //! cleanup as the Clean up states (idempotent: after a failure already cleaned up, it changes
-//! nothing).
+//! nothing). The same Lambda hears of a tail task that stopped (EventBridge's "ECS Task State
+//! Change"): see [`tail_stopped`].
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -29,12 +30,33 @@ pub struct EndedDetail {
     pub status: String,
 }
 
-/// What the Cleanup Lambda is sent: the Clean up states' input, or an execution's end.
+/// An EventBridge "ECS Task State Change" event for a stopped tail task (only what is used).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaskStopped {
+    pub detail: StoppedDetail,
+}
+
+/// The event's detail: why the task stopped, and the overrides it was started with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoppedDetail {
+    pub last_status: String,
+    #[serde(default)]
+    pub stopped_reason: Option<String>,
+    #[serde(default)]
+    pub overrides: Value,
+    #[serde(default)]
+    pub containers: Vec<Value>,
+}
+
+/// What the Cleanup Lambda is sent: the Clean up states' input, an execution's end, or a tail
+/// task that stopped.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum CleanupRequest {
     Step(Box<NotificationsStep>),
     Ended(ExecutionEnded),
+    TailStopped(TaskStopped),
 }
 
 /// The Cleanup Lambda's handler.
@@ -45,6 +67,56 @@ pub async fn cleanup_request(
     match request {
         CleanupRequest::Step(step) => notifications::cleanup(ctx, *step).await,
         CleanupRequest::Ended(ended) => cleanup_after_end(ctx, ended).await,
+        CleanupRequest::TailStopped(stopped) => tail_stopped(ctx, stopped).await,
+    }
+}
+
+/// A tail task that stopped while its start token was still open (its image could not be
+/// pulled, the secret could not be read, it crashed before ready): fails that token with
+/// `TailTaskStopped` and ECS's reasons at once, instead of the state waiting out its heartbeat.
+/// A token already answered (a tail that was ready) is left alone: its later waits have
+/// heartbeats of their own.
+pub async fn tail_stopped(ctx: Ctx, stopped: TaskStopped) -> Result<CleanupOutput, StepError> {
+    let d = &stopped.detail;
+    let token = d.overrides["containerOverrides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["environment"].as_array().into_iter().flatten())
+        .find(|e| e["name"] == "FERRY_TASK_TOKEN")
+        .and_then(|e| e["value"].as_str());
+    let (Some(token), "STOPPED") = (token, d.last_status.as_str()) else {
+        return Ok(CleanupOutput::default());
+    };
+    let mut reasons: Vec<&str> = d.stopped_reason.iter().map(String::as_str).collect();
+    reasons.extend(d.containers.iter().filter_map(|c| c["reason"].as_str()));
+    let cause = format!("the tail's Fargate task stopped: {}", reasons.join("; "));
+    let sent = ctx
+        .aws
+        .sfn
+        .send_task_failure()
+        .task_token(token)
+        .error("TailTaskStopped")
+        .cause(&cause)
+        .send()
+        .await;
+    match sent {
+        Ok(_) => {
+            tracing::warn!(%cause, "told the state machine");
+            Ok(CleanupOutput {
+                restored: vec![format!("StartTail failed: {cause}")],
+            })
+        }
+        Err(e) => match e.as_service_error() {
+            Some(se)
+                if se.is_task_timed_out()
+                    || se.is_task_does_not_exist()
+                    || se.is_invalid_token() =>
+            {
+                Ok(CleanupOutput::default())
+            }
+            _ => Err(StepError::from_aws("SendTaskFailure", e)),
+        },
     }
 }
 
