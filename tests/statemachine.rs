@@ -134,6 +134,19 @@ async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
     assert_eq!(r["output"]["backup_step"]["backup"]["ready"], true);
     common::assert_servers_same(&source.url(), &target.url()).await;
 
+    // `verify: none` means none: no verify step runs.
+    let unverified = Server::start();
+    let mut none = input("snapshot", &source, &unverified, &arn);
+    none["options"]["verify"] = json!("none");
+    let r = run(&watch, &none);
+    assert_eq!(r["status"], "SUCCEEDED", "{r}");
+    assert_eq!(
+        calls(&r, "Plan verify") + calls(&r, "Verify shard"),
+        0,
+        "{r}"
+    );
+    assert!(calls(&r, "Copy shard") >= 4, "{r}");
+
     // Compare: only the verify runs. The input is pasted as in the console, without options:
     // the Maps' concurrency must come from the defaults (a `MaxConcurrencyPath` that does not
     // resolve is a States.Runtime failure on AWS, after the steps before it ran).

@@ -222,6 +222,8 @@ pub struct InventoryOutput {
     /// The Maps' concurrency: the input's `options.max_concurrency`, or its default when the
     /// input (pasted in the console, sent by the schedule) leaves it out.
     pub max_concurrency: u32,
+    /// `options.verify` (or its default): the state machine skips the verify on `none`.
+    pub verify: String,
 }
 
 /// Plan: the shards the state machine maps over.

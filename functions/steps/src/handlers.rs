@@ -75,6 +75,12 @@ fn describe(s: &ferry_engine::inventory::ServerInfo) -> String {
 /// (a failed preflight is a specific error type: TargetNotEmpty, IncompatibleVersion, …).
 pub async fn inventory(ctx: Ctx, input: MigrationInput) -> Result<InventoryOutput, StepError> {
     let m = migration(&ctx, &input).await?;
+    verify_options(&input)?;
+    if input.mode == Mode::Compare && input.options.verify == "none" {
+        return Err(StepError::invalid(
+            "mode compare with options.verify none would do nothing",
+        ));
+    }
     let inv = migrate::inventory(&m, purpose(&input)).await?;
     Ok(InventoryOutput {
         source: describe(&inv.source),
@@ -83,6 +89,7 @@ pub async fn inventory(ctx: Ctx, input: MigrationInput) -> Result<InventoryOutpu
         copy_method: inv.copy_method,
         notes: inv.notes,
         max_concurrency: input.options.max_concurrency,
+        verify: input.options.verify.clone(),
     })
 }
 
