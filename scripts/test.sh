@@ -11,9 +11,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
+status=0
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 # The slowest test files (libtest times each file, not each test, on stable Rust).
 echo "slowest test files:"
 awk '/^     Running / { file = $2 } /^test result:/ { for (i = 1; i <= NF; i++) if ($i == "in") { t = $(i + 1); sub(/s$/, "", t); printf "%8.1f s  %s\n", t, file } }' "$log" | sort -rn | awk 'NR <= 8'
 # One closing line for the whole suite.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "suite: %d passed, %d failed\n", p, f; exit (f > 0) }' "$log"
+exit "$status"

@@ -142,6 +142,11 @@ async fn replicate_leased(
         }
         eprintln!("live: subscribed to keyspace events; the canary key arrived");
     }
+    if a.mode == Mode::Snapshot && m.read_from_replicas {
+        // Replicas must hold what their primaries had when the copy starts, or it would copy
+        // an older moment (a replica lagging behind its primary's writes).
+        cluster::wait_for_replicas(&m.source, std::time::Duration::from_secs(60)).await?;
+    }
     let result = copy_and_verify(a, report, m, &inv, copy_ctx, stop, live).await;
     restore_flags(m, &original_flags).await;
     result
@@ -159,7 +164,11 @@ async fn copy_and_verify(
 ) -> Result<i32, Error> {
     if a.mode != Mode::Compare {
         let functions_copied = migrate::copy_functions(m).await?;
-        let shards = migrate::plan_copy_shards(m, &inv.source);
+        // Planned on the source as it is now, not as inventory saw it: in live mode a db that
+        // was empty then may have gained keys before the tail subscribed, with no event to
+        // bring them (the AWS Plan step reads the source afresh the same way).
+        let source_now = migrate::server_info(&m.source).await?;
+        let shards = migrate::plan_copy_shards(m, &source_now);
         let planned = shards.len();
         let start = Instant::now();
         let counter = copy_ctx.clone();

@@ -102,6 +102,11 @@ pub async fn plan(ctx: Ctx, input: MigrationInput) -> Result<PlanOutput, StepErr
     if input.mode != Mode::Compare {
         migrate::copy_functions(&m).await?;
     }
+    if m.read_from_replicas && input.mode != Mode::Compare {
+        // The copy reads replicas: each must hold what its primary had now, or the copy would
+        // reflect an older moment (live mode: the tail subscribed before this step).
+        ferry_engine::cluster::wait_for_replicas(&m.source, Duration::from_secs(60)).await?;
+    }
     let shards = migrate::plan_copy_shards(&m, &source);
     Ok(PlanOutput {
         count: shards.len(),
