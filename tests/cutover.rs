@@ -178,3 +178,36 @@ async fn without_client_pause_the_operator_confirms_the_fence() {
     assert_eq!(r["cutover"]["fence"], "operator", "{r}");
     assert_eq!(r["outcome"], "cut over", "{r}");
 }
+
+/// The operator does not confirm the switch before the fence expires: ferry refuses the
+/// cutover (it never declares one nobody confirmed), writes reach the source again and are
+/// followed, and a stop then ends verified as a plain live run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_not_confirmed_before_the_fence_expires_is_refused() {
+    let (source, target) = (server(), server());
+    common::seed(&source.url(), "2000");
+    let (run, dir) = caught_up(&source, &target, &["--fence-secs", "1"]).await;
+    let report = dir.path().join("live.json");
+    run.signal("-USR1");
+    run.wait_for("cutover refused", Duration::from_secs(60))
+        .await;
+    let text = run.text();
+    assert!(
+        text.contains("Switch the application to the target now"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not confirmed before the fence expired"),
+        "{text}"
+    );
+    source.cmd(&["SET", "after:expiry", "1"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.signal("-INT");
+    let (code, text) = run.finish().await;
+    assert_eq!(code, 0, "{text}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_ne!(r["outcome"], "cut over", "{r}");
+    assert!(r.get("cutover").is_none_or(|c| c.is_null()), "{r}");
+    assert_eq!(target.cmd(&["GET", "after:expiry"]), "1");
+}
