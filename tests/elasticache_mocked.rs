@@ -698,13 +698,15 @@ async fn a_serverless_cache_is_backed_up_once_and_polled_until_available() {
     let mut input = live_input();
     input.source.replication_group_id = None;
     input.source.serverless_cache_name = Some("orders".into());
-    let first = elasticache::backup(ctx.clone(), input.clone())
+    let request = elasticache::BackupRequest {
+        migration: input.clone(),
+        execution_start: None,
+    };
+    let first = elasticache::backup(ctx.clone(), request.clone())
         .await
         .unwrap();
     assert!(first.serverless && !first.ready, "{first:?}");
-    let again = elasticache::backup(ctx.clone(), input.clone())
-        .await
-        .unwrap();
+    let again = elasticache::backup(ctx.clone(), request).await.unwrap();
     assert_eq!(again.snapshot_name, first.snapshot_name);
     assert_eq!(
         *created.lock().unwrap(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ferry_engine::copy::Counts;
 use ferry_engine::verify::StatusCounts;
 use ferry_steps::contracts::{ControlAction, ControlRequest, MigrationInput, Mode};
-use ferry_steps::elasticache::{self, BackupStep};
+use ferry_steps::elasticache::{self, BackupRequest, BackupStep};
 use ferry_steps::handlers::{self, ShardStep};
 use ferry_steps::notifications::{self, NotificationsStep};
 use ferry_steps::{Aws, Ctx, StepError};
@@ -353,6 +353,10 @@ async fn each_error_type_comes_from_a_real_failing_condition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_snapshots_a_replication_group_once_and_reports_when_ready() {
+    let plain_request = |migration| BackupRequest {
+        migration,
+        execution_start: None,
+    };
     let moto = Moto::start();
     let aws = moto_aws(&moto).await;
     aws.elasticache
@@ -369,11 +373,18 @@ async fn backup_snapshots_a_replication_group_once_and_reports_when_ready() {
     let mut m = input(&source, &target, None);
     m.source.replication_group_id = Some("orders".into());
 
-    let first = elasticache::backup(ctx(&aws, None), m.clone())
+    let run = |start: &str| BackupRequest {
+        migration: m.clone(),
+        execution_start: Some(start.into()),
+    };
+    let first = elasticache::backup(ctx(&aws, None), run("2026-11-30T14:03:31.123Z"))
         .await
         .unwrap();
-    assert_eq!(first.snapshot_name.as_deref(), Some("ferry-test-1"));
-    let again = elasticache::backup(ctx(&aws, None), m.clone())
+    assert_eq!(
+        first.snapshot_name.as_deref(),
+        Some("ferry-test-1-20261130t140331")
+    );
+    let again = elasticache::backup(ctx(&aws, None), run("2026-11-30T14:03:31.123Z"))
         .await
         .unwrap();
     assert_eq!(
@@ -399,16 +410,28 @@ async fn backup_snapshots_a_replication_group_once_and_reports_when_ready() {
         status.ready,
         "moto's snapshots are available at once: {status:?}"
     );
+    // A later run of the same migration takes a snapshot of its own, never the old one.
+    let later = elasticache::backup(ctx(&aws, None), run("2026-12-01T09:00:00.000Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        later.snapshot_name.as_deref(),
+        Some("ferry-test-1-20261201t090000")
+    );
+    let snapshots = aws.elasticache.describe_snapshots().send().await.unwrap();
+    assert_eq!(snapshots.snapshots().len(), 2);
 
     let mut off = m.clone();
     off.options.backup = false;
-    assert!(elasticache::backup(ctx(&aws, None), off)
+    assert!(elasticache::backup(ctx(&aws, None), plain_request(off))
         .await
         .unwrap()
         .skipped
         .is_some());
     m.source.replication_group_id = None;
-    let plain = elasticache::backup(ctx(&aws, None), m).await.unwrap();
+    let plain = elasticache::backup(ctx(&aws, None), plain_request(m))
+        .await
+        .unwrap();
     assert!(plain.ready && plain.skipped.unwrap().contains("not an ElastiCache"));
 }
 

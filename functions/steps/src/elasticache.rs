@@ -8,17 +8,45 @@ use crate::aws::Ctx;
 use crate::contracts::{BackupOutput, MigrationInput};
 use crate::error::StepError;
 
-/// The snapshot's name for a migration: the same on every run, so a retry finds it.
-pub fn snapshot_name(input: &MigrationInput) -> String {
-    format!("ferry-{}", input.migration_id)
+/// Backup's input: the migration, and when its execution started (the state machine passes
+/// `$$.Execution.StartTime`), which names the snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// The execution input.
+    pub migration: MigrationInput,
+    /// The execution's start (ISO 8601), absent when called outside a state machine.
+    #[serde(default)]
+    pub execution_start: Option<String>,
+}
+
+/// The snapshot's name: per migration and execution start, so a retry of the step finds its
+/// own snapshot while a later run under the same migration_id never takes an old snapshot for
+/// its backup (`ferry-orders-1-20261130t140331`).
+pub fn snapshot_name(request: &BackupRequest) -> String {
+    let id = &request.migration.migration_id;
+    match &request.execution_start {
+        Some(start) => {
+            let stamp: String = start
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect();
+            format!("ferry-{id}-{}", stamp.to_ascii_lowercase())
+        }
+        None => format!("ferry-{id}"),
+    }
 }
 
 /// Backup: requests an ElastiCache snapshot of the source, or says why none is taken.
 /// A snapshot of that name already present (a retry) is not an error.
-pub async fn backup(ctx: Ctx, input: MigrationInput) -> Result<BackupOutput, StepError> {
+pub async fn backup(ctx: Ctx, request: BackupRequest) -> Result<BackupOutput, StepError> {
+    let name = snapshot_name(&request);
+    let input = request.migration;
     input.check()?;
     let ec = &ctx.aws.elasticache;
-    let name = snapshot_name(&input);
     if !input.options.backup {
         return Ok(skipped("options.backup is false"));
     }
