@@ -396,3 +396,9 @@ pub struct TailAnswer {
 pub fn now_ms() -> u64 {
     ferry_engine::util::now_ms().max(0) as u64
 }
+
+/// Whether a poll that began at `started_at_ms` has waited `limit_secs` or more (never, when
+/// it recorded no start).
+pub fn poll_timed_out(started_at_ms: Option<u64>, limit_secs: u64) -> bool {
+    started_at_ms.is_some_and(|t| now_ms().saturating_sub(t) >= limit_secs.saturating_mul(1000))
+}

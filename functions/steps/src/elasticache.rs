@@ -173,10 +173,7 @@ pub async fn backup_status(ctx: Ctx, step: BackupStep) -> Result<BackupOutput, S
     }
     out.ready = status == "available";
     let limit = step.migration.options.backup_timeout_secs;
-    let waited_ms = out
-        .started_at_ms
-        .map_or(0, |t| crate::contracts::now_ms().saturating_sub(t));
-    if !out.ready && waited_ms >= limit.saturating_mul(1000) {
+    if !out.ready && crate::contracts::poll_timed_out(out.started_at_ms, limit) {
         return Err(StepError::Named {
             kind: "PollTimeout",
             message: format!(

@@ -192,10 +192,7 @@ pub async fn notifications_status(
         .iter()
         .all(|m| m.group == group && m.apply_status == "in-sync");
     let limit = step.migration.options.poll_timeout_secs;
-    let waited_ms = out
-        .started_at_ms
-        .map_or(0, |t| crate::contracts::now_ms().saturating_sub(t));
-    if !out.in_sync && waited_ms >= limit.saturating_mul(1000) {
+    if !out.in_sync && crate::contracts::poll_timed_out(out.started_at_ms, limit) {
         let stuck: Vec<String> = members
             .iter()
             .filter(|m| m.group != group || m.apply_status != "in-sync")
