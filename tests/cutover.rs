@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::live::{App, LiveRun};
+use common::live::{App, LiveRun, Watched};
 use rig::{Config, Server};
 
 fn server() -> Server {
@@ -24,7 +24,7 @@ async fn caught_up(
     source: &Server,
     target: &Server,
     extra: &[&str],
-) -> (LiveRun, tempfile::TempDir) {
+) -> (Watched, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let run = LiveRun::start_with(
         &source.url(),

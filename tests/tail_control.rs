@@ -7,11 +7,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use common::live::App;
+use common::process::Watched;
 use ferry_steps::contracts::TailAnswer;
 use ferry_steps::cutover::Progress;
 use ferry_steps::Aws;
@@ -221,12 +222,12 @@ impl Rig {
     }
 
     /// What ECS would do for the real StartTail state: run the container with its overrides.
-    fn launch_tail(&self, start: &Value) -> Child {
+    fn launch_tail(&self, start: &Value) -> Watched {
         self.launch_tail_via(start, &self.moto_url)
     }
 
     /// What ECS would do for the real "Replace the tail" state.
-    fn launch_replacement(&self, replace: &Value) -> Child {
+    fn launch_replacement(&self, replace: &Value) -> Watched {
         self.launch(replace, &self.moto_url, true)
     }
 
@@ -257,14 +258,39 @@ impl Rig {
         false
     }
 
+    /// The execution's history, one line per event: its type, the state entered and any
+    /// error, to read when a test fails.
+    async fn history(&self, execution: &str) -> String {
+        let history = self
+            .aws
+            .sfn
+            .get_execution_history()
+            .execution_arn(execution);
+        let events = history.max_results(1000).send().await.unwrap().events;
+        let line = |e: &aws_sdk_sfn::types::HistoryEvent| {
+            let state = e.state_entered_event_details().map(|d| d.name.as_str());
+            let failed = e.task_failed_event_details();
+            let timed_out = e.task_timed_out_event_details();
+            let error = failed
+                .and_then(|d| d.error())
+                .or(timed_out.and_then(|d| d.error()));
+            let seconds = (e.timestamp.secs(), e.timestamp.subsec_nanos() / 1_000_000);
+            format!(
+                "{}.{:03} {:?} {state:?} {error:?}",
+                seconds.0, seconds.1, e.r#type
+            )
+        };
+        events.iter().map(line).collect::<Vec<_>>().join("\n")
+    }
+
     /// Like [`Rig::launch_tail`], with the tail's AWS calls sent to `endpoint`.
-    fn launch_tail_via(&self, start: &Value, endpoint: &str) -> Child {
+    fn launch_tail_via(&self, start: &Value, endpoint: &str) -> Watched {
         self.launch(start, endpoint, false)
     }
 
-    fn launch(&self, start: &Value, endpoint: &str, replaces: bool) -> Child {
-        Command::new(rig::ferry_bin())
-            .args(["tail", "--from-state-machine", "--log-json", "-v"])
+    fn launch(&self, start: &Value, endpoint: &str, replaces: bool) -> Watched {
+        let mut tail = Command::new(rig::ferry_bin());
+        tail.args(["tail", "--from-state-machine", "--log-json", "-v"])
             .env("FERRY_TASK_TOKEN", start["task_token"].as_str().unwrap())
             .env("FERRY_MIGRATION", start["migration"].as_str().unwrap())
             .env("FERRY_EXECUTION", start["execution"].as_str().unwrap())
@@ -276,11 +302,8 @@ impl Rig {
             .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            .env("AWS_SECRET_ACCESS_KEY", "test");
+        Watched::spawn(tail)
     }
 
     async fn wait_done(
@@ -334,15 +357,9 @@ async fn migration(rig: &Rig, source: &Server, target: &Server) -> Value {
     })
 }
 
-/// Waits for the child and returns its exit code and everything it printed.
-fn finish(child: Child) -> (i32, String) {
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+/// Waits for the tail to exit: its exit code and everything it printed.
+async fn finish(tail: Watched) -> (i32, String) {
+    tail.finish_within(Duration::from_secs(120)).await
 }
 
 /// The operator's `ferry cutover`, then `ferry cutover --release`, as the library runs them.
@@ -352,9 +369,13 @@ async fn operator(rig: &Rig, execution: &str, release: bool) -> Progress {
         false => ferry_steps::cutover::cutover(&rig.aws, execution, false, wait).await,
         true => ferry_steps::cutover::release(&rig.aws, execution, wait).await,
     };
-    progress
-        .unwrap()
-        .expect("the tail answered within the wait")
+    match progress.unwrap() {
+        Some(p) => p,
+        None => panic!(
+            "the tail did not answer within the wait; the execution so far:\n{}",
+            rig.history(execution).await
+        ),
+    }
 }
 
 fn answered(p: Progress) -> TailAnswer {
@@ -366,7 +387,7 @@ fn answered(p: Progress) -> TailAnswer {
 
 impl Rig {
     /// Starts execution `name` of `input` and, playing ECS, its tail.
-    async fn start_with_tail(&self, name: &str, input: Value) -> (String, Child) {
+    async fn start_with_tail(&self, name: &str, input: Value) -> (String, Watched) {
         let execution = self.start(name, input).await;
         let start = self.next_step("start").await;
         (execution, self.launch_tail(&start))
@@ -374,9 +395,9 @@ impl Rig {
 
     /// Waits for the execution to end, which must be a success, and for the tail process:
     /// the execution's output, the tail's exit code and everything it printed.
-    async fn succeeded(&self, execution: &str, tail: Child) -> (Value, i32, String) {
+    async fn succeeded(&self, execution: &str, tail: Watched) -> (Value, i32, String) {
         let done = self.wait_done(execution).await;
-        let (code, output) = finish(tail);
+        let (code, output) = finish(tail).await;
         assert_eq!(
             done.status,
             ExecutionStatus::Succeeded,
@@ -502,8 +523,7 @@ async fn a_killed_tail_is_replaced_heals_and_the_run_ends_verified() {
     let (execution, mut tail) = rig.start_with_tail("lost-1", input).await;
     rig.copy_and_verify(&source, &target).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    tail.kill().unwrap();
-    let _ = tail.wait();
+    tail.kill();
     // Written while no tail follows: only a heal can carry these.
     for i in 0..100 {
         source.cmd(&["SET", &format!("unseen:{i}"), &i.to_string()]);
@@ -519,13 +539,8 @@ async fn a_killed_tail_is_replaced_heals_and_the_run_ends_verified() {
     // Fargate retires the replacement (SIGTERM): it hands the wait over at once (TailStopped)
     // and a second replacement takes over.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let pid = retired.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let (code, output) = finish(retired);
+    retired.signal("-TERM");
+    let (code, output) = finish(retired).await;
     assert_eq!(code, 0, "{output}");
     let replace = rig.next_step("replace").await;
     let replacement = rig.launch_replacement(&replace);
@@ -609,7 +624,7 @@ async fn notifications_off_fail_the_start_token_with_notifications_disabled() {
         .start("off-1", migration(&rig, &source, &target).await)
         .await;
     let start = rig.next_step("start").await;
-    let (code, output) = finish(rig.launch_tail(&start));
+    let (code, output) = finish(rig.launch_tail(&start)).await;
     let done = rig.wait_done(&execution).await;
     assert_eq!(done.status, ExecutionStatus::Failed, "{output}");
     assert_eq!(
@@ -643,7 +658,7 @@ async fn a_failed_execution_stops_the_tail() {
         .await
         .unwrap();
     let started = Instant::now();
-    let (code, output) = finish(tail);
+    let (code, output) = finish(tail).await;
     assert_eq!(code, 0, "{output}");
     assert!(
         started.elapsed() < Duration::from_secs(15),
@@ -681,7 +696,7 @@ async fn aws_errors_do_not_kill_the_tail() {
     answered(operator(&rig, &execution, false).await);
     answered(operator(&rig, &execution, true).await);
     let done = rig.wait_done(&execution).await;
-    let (code, output) = finish(tail);
+    let (code, output) = finish(tail).await;
     assert_eq!(
         done.status,
         ExecutionStatus::Succeeded,

@@ -1,12 +1,13 @@
 //! Live-mode helpers shared by the live and cluster tests: a randomized writer that hammers a
-//! source (standalone or cluster) with many kinds of writes, and a `ferry replicate --mode live`
-//! child process whose output is watched.
+//! source (standalone or cluster) with many kinds of writes, `ferry replicate --mode live` as a
+//! watched child process, and an application that switches at the cutover.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+pub use super::process::Watched;
+
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -199,16 +200,13 @@ impl Writers {
     }
 }
 
-/// A `ferry replicate --mode live` child process whose stderr and stdout are watched.
-pub struct LiveRun {
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
+/// `ferry replicate --mode live`, as a watched child process.
+pub struct LiveRun;
 
 impl LiveRun {
     /// Starts ferry live from `source` to `target` (URLs), ending 1.5 s after writes stop,
     /// with its JSON report written to `report`.
-    pub fn start(source: &str, target: &str, report: &std::path::Path) -> LiveRun {
+    pub fn start(source: &str, target: &str, report: &std::path::Path) -> Watched {
         LiveRun::start_with(source, target, report, &["--idle-timeout", "1.5"])
     }
 
@@ -218,74 +216,14 @@ impl LiveRun {
         target: &str,
         report: &std::path::Path,
         extra: &[&str],
-    ) -> LiveRun {
-        let mut child = Command::new(rig::ferry_bin())
+    ) -> Watched {
+        let mut ferry = Command::new(rig::ferry_bin());
+        ferry
             .args(["replicate", "--mode", "live", "--source", source])
             .args(["--target", target])
             .args(extra)
-            .args(["--json", report.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run ferry");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stdout.take().unwrap()),
-        ] {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut o = out.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
-        LiveRun { child, output }
-    }
-
-    /// Sends ferry a signal (`-INT`, `-TERM`).
-    pub fn signal(&self, sig: &str) {
-        let sent = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success(), "kill {sig}");
-    }
-
-    /// Everything ferry printed so far.
-    pub fn text(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Waits until ferry printed `needle`, failing the test after `within`.
-    pub async fn wait_for(&self, needle: &str, within: Duration) {
-        let start = Instant::now();
-        while !self.text().contains(needle) {
-            assert!(
-                start.elapsed() < within,
-                "'{needle}' not seen within {within:?}:\n{}",
-                self.text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits for ferry to exit (it ends when writes have been idle); its exit code and output.
-    pub async fn finish(mut self) -> (i32, String) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return (status.code().unwrap_or(-1), self.text());
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                self.child.kill().ok();
-                panic!("ferry live did not finish:\n{}", self.text());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            .args(["--json", report.to_str().unwrap()]);
+        Watched::spawn(ferry)
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod live;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::process::Output;
