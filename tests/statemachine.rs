@@ -14,8 +14,24 @@ use serde_json::{json, Value};
 
 const MARKER: &str = "MARKER-sfn-5e2b";
 
-/// Runs the state machine on `input`; returns the runner's `{status, output|error, cause, calls}`.
-fn run(watch: &LambdaWatch, input: &Value) -> Value {
+/// Where the runner finds AWS: moto (the plan bucket's S3) and the port it serves the Map Run
+/// APIs on (the Lambdas' `AWS_ENDPOINT_URL_SFN`).
+struct Aws {
+    moto: String,
+    sfn_port: u16,
+}
+
+/// The plan bucket every run here uses (the stack's `PlanBucket`).
+const PLAN_BUCKET: &str = "ferry-plans";
+
+/// Runs the state machine on `input`; returns the runner's `{status, output|error, cause,
+/// calls, largest_state_bytes, largest_child_state_bytes}`.
+fn run(watch: &LambdaWatch, aws: &Aws, input: &Value) -> Value {
+    run_with(&watch.url(), aws, input, &[])
+}
+
+/// [`run`] with the runner's extra arguments (`--stubs FILE`).
+fn run_with(lambda_url: &str, aws: &Aws, input: &Value, extra: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("input.json");
     std::fs::write(&file, input.to_string()).unwrap();
@@ -26,7 +42,9 @@ fn run(watch: &LambdaWatch, input: &Value) -> Value {
     );
     let out = Command::new("node")
         .current_dir(&sfn)
-        .args(["run.mjs", file.to_str().unwrap(), &watch.url()])
+        .args(["run.mjs", file.to_str().unwrap(), lambda_url])
+        .args(["--aws", &aws.moto, "--sfn-port", &aws.sfn_port.to_string()])
+        .args(extra)
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -83,11 +101,20 @@ fn keep_busy(server: &Server, ms: u64) -> std::thread::JoinHandle<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
     let moto = Moto::start();
+    let aws = Aws {
+        moto: moto.url(),
+        sfn_port: rig::free_port(),
+    };
     let aws_env = vec![
         ("AWS_ENDPOINT_URL", moto.url()),
+        (
+            "AWS_ENDPOINT_URL_SFN",
+            format!("http://127.0.0.1:{}", aws.sfn_port),
+        ),
         ("AWS_REGION", "us-east-1".to_string()),
         ("AWS_ACCESS_KEY_ID", "test".to_string()),
         ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("FERRY_PLAN_BUCKET", PLAN_BUCKET.to_string()),
     ];
     let watch = LambdaWatch::start(&aws_env);
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -98,6 +125,9 @@ async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
         ))
         .load()
         .await;
+    let steps_aws = ferry_steps::Aws::from_config(&config);
+    let s3 = &steps_aws.s3;
+    s3.create_bucket().bucket(PLAN_BUCKET).send().await.unwrap();
     let secrets = aws_sdk_secretsmanager::Client::new(&config);
     let arn = secrets
         .create_secret()
@@ -115,11 +145,12 @@ async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
         ..Config::default()
     });
     common::seed(&source.url(), "5000");
+    source.cmd(&["SET", "sfn:probe", "source"]);
 
     // Snapshot: several CopyShard rounds per shard (each invocation keeps the default 30 s
     // safety margin, so it stops after one SCAN), then both verify passes.
     let target = Server::start();
-    let r = run(&watch, &input("snapshot", &source, &target, &arn));
+    let r = run(&watch, &aws, &input("snapshot", &source, &target, &arn));
     assert_eq!(r["status"], "SUCCEEDED", "{r}");
     assert!(
         calls(&r, "Copy shard") > 4,
@@ -138,7 +169,7 @@ async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
     let unverified = Server::start();
     let mut none = input("snapshot", &source, &unverified, &arn);
     none["options"]["verify"] = json!("none");
-    let r = run(&watch, &none);
+    let r = run(&watch, &aws, &none);
     assert_eq!(r["status"], "SUCCEEDED", "{r}");
     assert_eq!(
         calls(&r, "Plan verify") + calls(&r, "Verify shard"),
@@ -147,12 +178,26 @@ async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
     );
     assert!(calls(&r, "Copy shard") >= 4, "{r}");
 
+    // A key that differs: its VerifyShard child fails with VerifyFailed; AWS fails the Map
+    // with States.ExceedToleratedFailureThreshold (the harness does the same), and "Find the
+    // failed shard" reads the child's error back, so the run ends with the step's own error.
+    unverified.cmd(&["SET", "sfn:probe", "changed on the target"]);
+    let r = run(&watch, &aws, &input("compare", &source, &unverified, &arn));
+    assert_eq!(r["status"], "FAILED", "{r}");
+    assert_eq!(r["error"], "VerifyFailed", "{r}");
+    assert!(
+        r["cause"].as_str().unwrap().contains("value 1"),
+        "the shard's cause: {r}"
+    );
+    assert_eq!(calls(&r, "Find the failed shard"), 1, "{r}");
+    assert_eq!(calls(&r, "Clean up after failure"), 1, "{r}");
+
     // Compare: only the verify runs. The input is pasted as in the console, without options:
     // the Maps' concurrency must come from the defaults (a `MaxConcurrencyPath` that does not
     // resolve is a States.Runtime failure on AWS, after the steps before it ran).
     let mut pasted = input("compare", &source, &target, &arn);
     pasted.as_object_mut().unwrap().remove("options");
-    let r = run(&watch, &pasted);
+    let r = run(&watch, &aws, &pasted);
     assert_eq!(r["status"], "SUCCEEDED", "{r}");
     assert_eq!(
         calls(&r, "Copy shard") + calls(&r, "Back up the source"),
@@ -162,7 +207,7 @@ async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
     assert!(calls(&r, "Verify shard") >= 4, "{r}");
 
     // A fatal error: the target is no longer empty → Cleanup → Fail with the step's error.
-    let r = run(&watch, &input("snapshot", &source, &target, &arn));
+    let r = run(&watch, &aws, &input("snapshot", &source, &target, &arn));
     assert_eq!(r["status"], "FAILED", "{r}");
     assert_eq!(r["error"], "TargetNotEmpty", "{r}");
     assert!(
@@ -175,7 +220,7 @@ async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
     // Retryable: the source answers BUSY for 2.5 s; Inventory is retried, then all goes on.
     let fresh = Server::start();
     let busy = keep_busy(&source, 2500);
-    let r = run(&watch, &input("snapshot", &source, &fresh, &arn));
+    let r = run(&watch, &aws, &input("snapshot", &source, &fresh, &arn));
     busy.join().unwrap();
     assert_eq!(r["status"], "SUCCEEDED", "{r}");
     assert!(calls(&r, "Inventory") >= 2, "Inventory was retried: {r}");
@@ -185,7 +230,7 @@ async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
     // runs once, before the cutover (after the release the application writes to the target,
     // so a verify then would compare a target that moved on with a source that stopped).
     let live_target = Server::start();
-    let r = run(&watch, &input("live", &source, &live_target, &arn));
+    let r = run(&watch, &aws, &input("live", &source, &live_target, &arn));
     assert_eq!(r["status"], "SUCCEEDED", "{r}");
     for state in [
         "Start the tail",
@@ -250,6 +295,43 @@ fn the_definition_is_valid_asl_with_only_substituted_placeholders() {
 /// Every Lambda task retries the transient Lambda errors AWS's best practice names
 /// (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html) and a
 /// function that timed out (`Sandbox.Timedout`): each step resumes from its checkpoint.
+/// AWS's own language service (npm `amazon-states-language-service`), stricter than
+/// asl-validator: it rejects unknown fields, dangling transitions and unreachable states. Seen
+/// failing on a copy of the definition with a misspelt Retry field.
+#[test]
+fn the_definition_passes_aws_language_service() {
+    let sfn = format!("{}/tests/sfn", env!("CARGO_MANIFEST_DIR"));
+    let check = |file: &str| {
+        let out = Command::new("node")
+            .args(["check-asl.mjs", file])
+            .current_dir(&sfn)
+            .output()
+            .expect("node");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let definition = format!(
+        "{}/statemachine/migration.asl.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let clean = check(&definition);
+    assert!(clean.ends_with("{\"diagnostics\":0}\n"), "{clean}");
+    // The check can fail: a misspelt Retry field is a finding.
+    let mut broken: Value =
+        serde_json::from_str(&std::fs::read_to_string(&definition).unwrap()).unwrap();
+    broken["States"]["Plan"]["Retry"][0]["MaxAttempt"] = json!(3);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.asl.json");
+    std::fs::write(&file, broken.to_string()).unwrap();
+    let found = check(file.to_str().unwrap());
+    assert!(found.contains("not supported"), "{found}");
+}
+
 #[test]
 fn every_lambda_task_retries_what_aws_recommends() {
     let definition = common::aws::asl_definition(&[]);

@@ -13,8 +13,9 @@ use ferry_engine::copy::Counts;
 use ferry_engine::verify::StatusCounts;
 use ferry_steps::contracts::{ControlAction, ControlRequest, MigrationInput, Mode};
 use ferry_steps::elasticache::{self, BackupRequest, BackupStep};
-use ferry_steps::handlers::{self, ShardStep};
+use ferry_steps::handlers::{self, ShardStep, VerifyItem};
 use ferry_steps::notifications::{self, NotificationsStep};
+use ferry_steps::plans;
 use ferry_steps::{Aws, Ctx, StepError};
 use rig::{Config, Moto, Server, Version};
 use serde_json::json;
@@ -24,6 +25,13 @@ const MARKER: &str = "MARKER-s3cret-7f1d";
 
 async fn moto_aws(moto: &Moto) -> Arc<Aws> {
     Arc::new(common::aws::moto_aws(moto).await)
+}
+
+/// The stack's plan bucket, in moto: the Plan steps write their shards there.
+async fn plan_bucket(aws: &Aws) {
+    let bucket = "ferry-plans";
+    std::env::set_var(plans::BUCKET_ENV, bucket);
+    aws.s3.create_bucket().bucket(bucket).send().await.unwrap();
 }
 
 fn ctx(aws: &Arc<Aws>, budget: Option<Duration>) -> Ctx {
@@ -162,14 +170,18 @@ async fn a_copy_cut_into_many_short_invocations_ends_verified_and_reruns_are_har
         .unwrap();
     assert!(inv.source_keys >= 20_000, "{inv:?}");
     outputs.push(serde_json::to_string(&inv).unwrap());
+    plan_bucket(&aws).await;
     let plan = handlers::plan(ctx(&aws, None), m.clone()).await.unwrap();
     assert_eq!(plan.count, 4);
     outputs.push(serde_json::to_string(&plan).unwrap());
+    // The shards as the Map's ItemReader reads them.
+    let shards: Vec<ferry_engine::plan::Shard> = plans::load(&aws, &plan).await.unwrap();
+    assert_eq!(shards.len(), 4);
 
     // No time at all: each invocation makes one SCAN call's worth of progress and hands
     // back its cursor.
     let (invocations, copied) =
-        copy_all(|| ctx(&aws, Some(Duration::ZERO)), &m, plan.shards.clone()).await;
+        copy_all(|| ctx(&aws, Some(Duration::ZERO)), &m, shards.clone()).await;
     assert!(
         invocations > 2 * plan.count,
         "the copy was cut into many invocations: {invocations}"
@@ -179,7 +191,7 @@ async fn a_copy_cut_into_many_short_invocations_ends_verified_and_reruns_are_har
     // Re-running the very first invocation after the end changes nothing.
     let first = ShardStep {
         migration: m.clone(),
-        shard: plan.shards[0].clone(),
+        shard: shards[0].clone(),
         counts: None,
         pass: None,
     };
@@ -190,12 +202,14 @@ async fn a_copy_cut_into_many_short_invocations_ends_verified_and_reruns_are_har
     let verify = handlers::plan_verify(ctx(&aws, None), m.clone())
         .await
         .unwrap();
+    let items: Vec<VerifyItem> = plans::load(&aws, &verify).await.unwrap();
+    assert_eq!(verify.count, items.len());
     assert!(
-        verify.items.iter().any(|i| i.pass == "reverse"),
+        items.iter().any(|i| i.pass == "reverse"),
         "both directions are planned"
     );
     let mut ok = 0;
-    for item in verify.items {
+    for item in items {
         let mut step = ShardStep {
             migration: m.clone(),
             shard: item.shard,
@@ -290,9 +304,9 @@ async fn each_error_type_comes_from_a_real_failing_condition() {
         ..Config::default()
     });
     let m = input(&source, &small, Some(&good));
-    let plan = handlers::plan(c(), m.clone()).await.unwrap();
+    let shards = handlers::copy_plan(&c(), &m).await.unwrap();
     let mut oom = None;
-    for shard in plan.shards {
+    for shard in shards {
         let step = ShardStep {
             migration: m.clone(),
             shard,

@@ -748,9 +748,13 @@ async fn a_tail_task_that_stops_before_ready_fails_start_tail_at_once() {
     let out = after_end::cleanup_request(ctx.clone(), request)
         .await
         .unwrap();
+    let out = serde_json::to_value(out).unwrap();
     assert!(
-        out.restored[0].contains("CannotPullContainerError"),
-        "{out:?}"
+        out["restored"][0]
+            .as_str()
+            .unwrap()
+            .contains("CannotPullContainerError"),
+        "{out}"
     );
     let done = rig.wait_done(&execution).await;
     assert_eq!(done.status, ExecutionStatus::Failed);

@@ -205,7 +205,9 @@ fn every_function_builds_an_existing_step_binary_and_every_binary_is_deployed() 
 
 /// The body of `fn name` in `source` (from its first `{` to the matching `}`).
 fn body<'a>(source: &'a str, name: &str) -> Option<&'a str> {
-    let start = source.find(&format!("fn {name}("))?;
+    let start = source
+        .find(&format!("fn {name}("))
+        .or_else(|| source.find(&format!("fn {name}<")))?;
     let open = start + source[start..].find('{')?;
     let mut depth = 0;
     for (i, c) in source[open..].char_indices() {
@@ -251,8 +253,11 @@ fn calls_of(sources: &str, handler: &str) -> BTreeSet<String> {
             let called = rest[ident.len()..].starts_with("()");
             // A call made right on the Step Functions client: `….aws.sfn.describe_execution()`.
             let on_sfn = b[..i].trim_end().ends_with(".sfn");
+            let on_s3 = b[..i].trim_end().ends_with(".s3");
             if called && on_sfn {
                 actions.insert(format!("states:{}", pascal(&ident)));
+            } else if called && on_s3 {
+                actions.insert(format!("s3:{}", pascal(&ident)));
             } else if called && ident == "get_secret_value" {
                 actions.insert("secretsmanager:GetSecretValue".to_string());
             } else if called
@@ -295,6 +300,8 @@ fn each_function_may_do_exactly_what_its_code_does() {
         read("notifications.rs"),
         read("parameter_groups.rs"),
         read("after_end.rs"),
+        read("executions.rs"),
+        read("plans.rs"),
         read("aws.rs"),
     ]
     .join("\n");

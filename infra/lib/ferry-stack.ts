@@ -10,7 +10,7 @@ import {
   Stack, StackProps, CfnParameter, CfnOutput, Fn, Aws, DockerImage, ILocalBundling,
   aws_iam as iam, aws_lambda as lambda, aws_s3_assets as assets, aws_sqs as sqs,
   aws_sns as sns, aws_ecs as ecs, aws_logs as logs, aws_stepfunctions as sfn,
-  aws_scheduler as scheduler, aws_cloudwatch as cloudwatch, aws_events as events, aws_ec2 as ec2,
+  aws_scheduler as scheduler, aws_cloudwatch as cloudwatch, aws_events as events, aws_ec2 as ec2, aws_s3 as s3,
   CfnCondition,
 } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
@@ -48,6 +48,7 @@ interface Step {
   statements: iam.PolicyStatementProps[];
   memory?: number;
   inVpc?: boolean;
+  env?: Record<string, string>;
 }
 
 const ANY = ['*'];
@@ -86,12 +87,24 @@ export class FerryStack extends Stack {
     const machineName = `${Aws.STACK_NAME}-migration`;
     const machineArn = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:stateMachine:${machineName}`;
     const executions = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${machineName}`;
+    const mapRuns = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:mapRun:${machineName}`;
+
+    // Shard plans (Plan, Plan verify) and the Distributed Maps' results: no key data, only node
+    // addresses and cursor ranges; kept two weeks.
+    const planBucket = new s3.CfnBucket(this, 'PlanBucket', {
+      bucketEncryption: { serverSideEncryptionConfiguration: [{ serverSideEncryptionByDefault: { sseAlgorithm: 'AES256' } }] },
+      publicAccessBlockConfiguration: { blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true },
+      ownershipControls: { rules: [{ objectOwnership: 'BucketOwnerEnforced' }] },
+      lifecycleConfiguration: { rules: [{ id: 'expire', status: 'Enabled', expirationInDays: 14 }] },
+    });
+    const writePlans: iam.PolicyStatementProps = { actions: ['s3:PutObject'], resources: [`${planBucket.attrArn}/plans/*`] };
+    const planEnv = { FERRY_PLAN_BUCKET: planBucket.ref };
 
     const steps: Step[] = [
       { id: 'Inventory', inVpc: true, binary: 'ferry-inventory', description: 'Preflight of both servers before anything is written.', statements: [readSecrets] },
-      { id: 'Plan', inVpc: true, binary: 'ferry-plan', description: 'The shard plan (SCAN cursor ranges).', statements: [readSecrets] },
+      { id: 'Plan', inVpc: true, binary: 'ferry-plan', description: 'The shard plan (SCAN cursor ranges).', statements: [readSecrets, writePlans], env: planEnv },
       { id: 'CopyShard', inVpc: true, binary: 'ferry-copy-shard', description: 'Copies one shard from its cursor until the time budget runs out.', statements: [readSecrets], memory: 1769 },
-      { id: 'PlanVerify', inVpc: true, binary: 'ferry-plan-verify', description: 'The verify shards, both directions.', statements: [readSecrets] },
+      { id: 'PlanVerify', inVpc: true, binary: 'ferry-plan-verify', description: 'The verify shards, both directions.', statements: [readSecrets, writePlans], env: planEnv },
       { id: 'VerifyShard', inVpc: true, binary: 'ferry-verify-shard', description: 'Verifies one shard from its cursor until the time budget runs out.', statements: [readSecrets] },
       { id: 'Backup', binary: 'ferry-backup', description: 'Requests an ElastiCache snapshot of the source.', statements: [{ actions: [
         'elasticache:CreateSnapshot', 'elasticache:CreateServerlessCacheSnapshot', 'elasticache:DescribeSnapshots',
@@ -108,6 +121,10 @@ export class FerryStack extends Stack {
         'elasticache:DescribeCacheClusters', 'elasticache:ModifyReplicationGroup', 'elasticache:DeleteCacheParameterGroup'], resources: ANY },
         // An execution that ended outside the state machine's Catch: its input and history.
         { actions: ['states:DescribeExecution', 'states:GetExecutionHistory'], resources: [`${executions}:*`] },
+        // A failed Distributed Map: its Map Runs and their failed child executions.
+        { actions: ['states:ListMapRuns'], resources: [`${executions}:*`] },
+        { actions: ['states:ListExecutions'], resources: [`${mapRuns}/*`] },
+        { actions: ['states:DescribeExecution'], resources: [`${executions}/*`] },
         // A tail task that stopped before it was ready: its start token fails at once.
         { actions: ['states:SendTaskFailure'], resources: ANY }] },
     ];
@@ -140,7 +157,7 @@ export class FerryStack extends Stack {
         role: role.attrArn,
         code: { s3Bucket: code.s3BucketName, s3Key: code.s3ObjectKey },
         vpcConfig: step.inVpc ? { subnetIds: subnetIds.valueAsList, securityGroupIds: securityGroupIds.valueAsList } : undefined,
-        environment: { variables: { RUST_LOG: 'info' } },
+        environment: { variables: { RUST_LOG: 'info', ...step.env } },
       });
       fn.addMetadata('BuildProperties', { Binary: step.binary });
       functions[step.id] = fn;
@@ -241,6 +258,9 @@ export class FerryStack extends Stack {
         { actions: ['sns:Publish'], resources: [cutoverTopic.ref] },
         { actions: ['ecs:RunTask'], resources: [tailTask.ref] },
         { actions: ['iam:PassRole'], resources: [tailExecutionRole.attrArn, tailTaskRole.attrArn] },
+        // ItemReader reads the plans; ResultWriter writes the Maps' results.
+        { actions: ['s3:GetObject'], resources: [`${planBucket.attrArn}/plans/*`] },
+        { actions: ['s3:PutObject', 's3:GetObject', 's3:ListMultipartUploadParts', 's3:AbortMultipartUpload'], resources: [`${planBucket.attrArn}/results/*`] },
         { actions: ['states:StartExecution', 'states:DescribeExecution', 'states:StopExecution'], resources: [machineArn, `${executions}/*`] },
       ])],
     });

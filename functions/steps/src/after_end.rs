@@ -7,12 +7,13 @@
 //! nothing). The same Lambda hears of a tail task that stopped (EventBridge's "ECS Task State
 //! Change"): see [`tail_stopped`].
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::aws::Ctx;
 use crate::contracts::{CleanupOutput, MigrationInput, NotificationsOutput};
 use crate::error::StepError;
+use crate::executions;
 use crate::notifications::{self, NotificationsStep};
 
 /// An EventBridge "Step Functions Execution Status Change" event (only what is used; the
@@ -49,25 +50,77 @@ pub struct StoppedDetail {
     pub containers: Vec<Value>,
 }
 
-/// What the Cleanup Lambda is sent: the Clean up states' input, an execution's end, or a tail
-/// task that stopped.
+/// What the Cleanup Lambda is sent: the Clean up states' input, an execution's end, a tail
+/// task that stopped, or a Distributed Map that failed ("Find the failed shard").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum CleanupRequest {
+    MapFailed { map_failure: MapFailure },
     Step(Box<NotificationsStep>),
     Ended(ExecutionEnded),
     TailStopped(TaskStopped),
+}
+
+/// A Distributed Map's failure, as its Catch recorded it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapFailure {
+    /// The parent execution.
+    pub execution: String,
+    /// The Map's error: `{Error, Cause}`.
+    pub error: StateError,
+}
+
+/// A state's error as a Catch records it, and as the Fail state reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateError {
+    #[serde(rename = "Error")]
+    pub error: String,
+    #[serde(rename = "Cause", default)]
+    pub cause: String,
+}
+
+/// What the Cleanup Lambda answers.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum CleanupAnswer {
+    Cleaned(CleanupOutput),
+    Failure(StateError),
 }
 
 /// The Cleanup Lambda's handler.
 pub async fn cleanup_request(
     ctx: Ctx,
     request: CleanupRequest,
-) -> Result<CleanupOutput, StepError> {
-    match request {
+) -> Result<CleanupAnswer, StepError> {
+    let cleaned = match request {
+        CleanupRequest::MapFailed { map_failure } => {
+            return Ok(CleanupAnswer::Failure(
+                failed_shard(&ctx, map_failure).await?,
+            ));
+        }
         CleanupRequest::Step(step) => notifications::cleanup(ctx, *step).await,
         CleanupRequest::Ended(ended) => cleanup_after_end(ctx, ended).await,
         CleanupRequest::TailStopped(stopped) => tail_stopped(ctx, stopped).await,
+    };
+    cleaned.map(CleanupAnswer::Cleaned)
+}
+
+/// The failed shard's own error in place of the Map's; the Map's when no failed child is
+/// found (its error stands, with a cause that says so).
+async fn failed_shard(ctx: &Ctx, failure: MapFailure) -> Result<StateError, StepError> {
+    match executions::failed_map_child(&ctx.aws, &failure.execution).await? {
+        Some((error, cause)) => {
+            tracing::info!(%error, "the failed shard's error replaces the Map's");
+            Ok(StateError { error, cause })
+        }
+        None => Ok(StateError {
+            cause: format!(
+                "{} (no failed child execution was found to say why)",
+                failure.error.cause
+            ),
+            ..failure.error
+        }),
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Aws {
     pub cloudformation: aws_sdk_cloudformation::Client,
     /// The tail's Fargate task (the control CLI checks it is alive).
     pub ecs: aws_sdk_ecs::Client,
+    /// The shard plans the Distributed Maps read (`plans`).
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Aws {
@@ -42,8 +44,18 @@ impl Aws {
             sqs: aws_sdk_sqs::Client::new(config),
             cloudformation: aws_sdk_cloudformation::Client::new(config),
             ecs: aws_sdk_ecs::Client::new(config),
+            s3: s3_client(config),
         }
     }
+}
+
+/// An S3 client; path-style addressing where an endpoint URL is set (an emulator on a
+/// loopback address has no per-bucket host names).
+fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(config.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
 }
 
 /// The JSON a credentials secret holds. Other fields (host, port…) are allowed and ignored.

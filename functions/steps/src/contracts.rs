@@ -226,12 +226,15 @@ pub struct InventoryOutput {
     pub verify: String,
 }
 
-/// Plan: the shards the state machine maps over.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlanOutput {
-    /// Every shard, at its start.
-    pub shards: Vec<Shard>,
-    /// How many.
+/// Plan and Plan verify: where the items the Distributed Map reads are (`plans`), and how many.
+/// The items themselves never enter the execution's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPlan {
+    /// The plan bucket.
+    pub bucket: String,
+    /// The object: one JSON array of items.
+    pub key: String,
+    /// How many items.
     pub count: usize,
 }
 

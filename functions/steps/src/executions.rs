@@ -2,7 +2,7 @@
 //! the stack's state machine, found through the stack's outputs. A thin adapter over Step
 //! Functions and CloudFormation; what it shows is read from the execution's own history.
 
-use aws_sdk_sfn::types::{HistoryEvent, HistoryEventType};
+use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent, HistoryEventType};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -362,4 +362,50 @@ pub async fn abort(aws: &Aws, execution: &str, cause: &str) -> Result<(), StepEr
         .await
         .map_err(|e| StepError::from_aws("StopExecution", e))?;
     Ok(())
+}
+
+/// The error and cause of a failed Distributed Map child of `execution`: Step Functions fails
+/// the Map itself with `States.ExceedToleratedFailureThreshold`, and the step's own error
+/// (`VerifyFailed`, `TargetOutOfMemory`…) is only on the child. Reads the execution's Map Runs,
+/// newest first, and the first failed (or timed-out) child of each; `None` when there is none.
+pub async fn failed_map_child(
+    aws: &Aws,
+    execution: &str,
+) -> Result<Option<(String, String)>, StepError> {
+    let runs = aws
+        .sfn
+        .list_map_runs()
+        .execution_arn(execution)
+        .send()
+        .await
+        .map_err(|e| StepError::from_aws("ListMapRuns", e))?;
+    let mut runs = runs.map_runs;
+    runs.sort_by_key(|run| std::cmp::Reverse(run.start_date));
+    for run in runs {
+        for status in [ExecutionStatus::Failed, ExecutionStatus::TimedOut] {
+            let children = aws
+                .sfn
+                .list_executions()
+                .map_run_arn(&run.map_run_arn)
+                .status_filter(status)
+                .max_results(1)
+                .send()
+                .await
+                .map_err(|e| StepError::from_aws("ListExecutions", e))?;
+            let Some(child) = children.executions.first() else {
+                continue;
+            };
+            let d = aws
+                .sfn
+                .describe_execution()
+                .execution_arn(&child.execution_arn)
+                .send()
+                .await
+                .map_err(|e| StepError::from_aws("DescribeExecution", e))?;
+            let error = d.error.unwrap_or_else(|| "States.Timeout".into());
+            let cause = d.cause.unwrap_or_default();
+            return Ok(Some((error, cause)));
+        }
+    }
+    Ok(None)
 }

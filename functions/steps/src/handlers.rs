@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::{endpoints, Ctx};
 use crate::contracts::{
-    CopyShardOutput, InventoryOutput, MigrationInput, Mode, PlanOutput, VerifyShardOutput,
+    CopyShardOutput, InventoryOutput, MigrationInput, Mode, StoredPlan, VerifyShardOutput,
 };
 use crate::error::StepError;
-use crate::metrics;
+use crate::{metrics, plans};
 
 /// The engine's migration for an execution input, credentials from Secrets Manager.
 pub async fn migration(ctx: &Ctx, input: &MigrationInput) -> Result<Migration, StepError> {
@@ -94,8 +94,15 @@ pub async fn inventory(ctx: Ctx, input: MigrationInput) -> Result<InventoryOutpu
 }
 
 /// Plan: the copy's shards, each at the start of its cursor range.
-pub async fn plan(ctx: Ctx, input: MigrationInput) -> Result<PlanOutput, StepError> {
-    let m = migration(&ctx, &input).await?;
+pub async fn plan(ctx: Ctx, input: MigrationInput) -> Result<StoredPlan, StepError> {
+    let bucket = plans::bucket()?;
+    let shards = copy_plan(&ctx, &input).await?;
+    plans::store(&ctx.aws, &bucket, &input.migration_id, "copy", &shards).await
+}
+
+/// The copy's shards, once the source is ready to be copied.
+pub async fn copy_plan(ctx: &Ctx, input: &MigrationInput) -> Result<Vec<Shard>, StepError> {
+    let m = migration(ctx, input).await?;
     let source = migrate::server_info(&m.source).await?;
     // Function libraries are server-level state: loaded once, here, before any shard is
     // copied (LOAD REPLACE: a rerun of this step is harmless).
@@ -107,11 +114,7 @@ pub async fn plan(ctx: Ctx, input: MigrationInput) -> Result<PlanOutput, StepErr
         // reflect an older moment (live mode: the tail subscribed before this step).
         ferry_engine::cluster::wait_for_replicas(&m.source, Duration::from_secs(60)).await?;
     }
-    let shards = migrate::plan_copy_shards(&m, &source);
-    Ok(PlanOutput {
-        count: shards.len(),
-        shards,
-    })
+    Ok(migrate::plan_copy_shards(&m, &source))
 }
 
 /// CopyShard's and VerifyShard's input: the migration and one shard, with the counts of the
@@ -185,13 +188,6 @@ pub async fn copy_shard(
     })
 }
 
-/// PlanVerify's output: forward shards over the source and reverse shards over the target.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VerifyPlanOutput {
-    /// `{shard, pass}` items for the Map.
-    pub items: Vec<VerifyItem>,
-}
-
 /// One VerifyShard work item.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyItem {
@@ -252,8 +248,16 @@ async fn verify_setup(
 }
 
 /// PlanVerify: the shards VerifyShard maps over, both directions (design §5).
-pub async fn plan_verify(ctx: Ctx, input: MigrationInput) -> Result<VerifyPlanOutput, StepError> {
-    let m = migration(&ctx, &input).await?;
+pub async fn plan_verify(ctx: Ctx, input: MigrationInput) -> Result<StoredPlan, StepError> {
+    let bucket = plans::bucket()?;
+    let items = verify_plan(&ctx, &input).await?;
+    plans::store(&ctx.aws, &bucket, &input.migration_id, "verify", &items).await
+}
+
+/// The verify's items: forward shards over the source and reverse shards over the target,
+/// once the function libraries compare equal.
+pub async fn verify_plan(ctx: &Ctx, input: &MigrationInput) -> Result<Vec<VerifyItem>, StepError> {
+    let m = migration(ctx, input).await?;
     let source = migrate::server_info(&m.source).await?;
     let functions = ferry_engine::functions::verify(&m.source, &m.target).await?;
     if functions.differences() > 0 {
@@ -265,7 +269,7 @@ pub async fn plan_verify(ctx: Ctx, input: MigrationInput) -> Result<VerifyPlanOu
             ),
         });
     }
-    let (vctx, target) = verify_setup(&m, &input).await?;
+    let (vctx, target) = verify_setup(&m, input).await?;
     let mut items: Vec<VerifyItem> = migrate::plan_shards(&m, &source)
         .into_iter()
         .map(|shard| VerifyItem {
@@ -281,7 +285,7 @@ pub async fn plan_verify(ctx: Ctx, input: MigrationInput) -> Result<VerifyPlanOu
                 pass: "reverse".into(),
             }),
     );
-    Ok(VerifyPlanOutput { items })
+    Ok(items)
 }
 
 /// VerifyShard: compares one shard from its cursor until done or the time budget runs out;

@@ -16,6 +16,7 @@ pub mod lambda;
 pub mod metrics;
 pub mod notifications;
 pub mod parameter_groups;
+pub mod plans;
 pub mod tail_task;
 
 pub use aws::{Aws, Ctx};
