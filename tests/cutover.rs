@@ -211,3 +211,41 @@ async fn a_switch_not_confirmed_before_the_fence_expires_is_refused() {
     assert!(r.get("cutover").is_none_or(|c| c.is_null()), "{r}");
     assert_eq!(target.cmd(&["GET", "after:expiry"]), "1");
 }
+
+/// The clients still connected after a cutover are counted in full but named only up to
+/// `CLIENTS_LISTED`: the tail's Release answer is a Step Functions task output (256 KiB at
+/// most), and a source can have tens of thousands of clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_left_on_the_source_are_counted_but_named_only_up_to_a_limit() {
+    use std::io::{Read, Write};
+    let source = Server::start();
+    let clients: Vec<std::net::TcpStream> = (0..150)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", source.port)).unwrap();
+            // An application's write (ferry's own commands, PING among them, are not counted).
+            c.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+                .unwrap();
+            let mut ok = [0u8; 5];
+            c.read_exact(&mut ok).unwrap();
+            c
+        })
+        .collect();
+    let endpoint =
+        ferry_engine::Endpoint::parse(ferry_engine::Role::Source, &source.url()).unwrap();
+    let (listed, total) = ferry_engine::fence::source_clients(&endpoint)
+        .await
+        .unwrap();
+    assert_eq!(total, 150);
+    assert_eq!(listed.len(), ferry_engine::fence::CLIENTS_LISTED);
+    let report = ferry_engine::cutover::CutoverReport {
+        source_clients: listed,
+        source_clients_total: total,
+        ..Default::default()
+    };
+    assert!(
+        report.clients_line().ends_with("and 50 more (150 in all)"),
+        "{}",
+        report.clients_line()
+    );
+    drop(clients);
+}

@@ -81,6 +81,16 @@ fn role_actions(t: &Value, role_id: &str) -> (BTreeSet<String>, usize) {
     let mut actions = BTreeSet::new();
     for p in role["Policies"].as_array().into_iter().flatten() {
         for s in p["PolicyDocument"]["Statement"].as_array().unwrap() {
+            // A statement under a condition (`Fn::If [cond, statement, AWS::NoValue]`) counts
+            // as its actions with the condition's name.
+            if let Some([cond, s, _]) = s["Fn::If"].as_array().map(Vec::as_slice) {
+                actions.insert(format!(
+                    "{} if {}",
+                    s["Action"].as_str().unwrap(),
+                    cond.as_str().unwrap()
+                ));
+                continue;
+            }
             match &s["Action"] {
                 Value::String(a) => {
                     actions.insert(a.clone());

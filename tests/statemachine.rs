@@ -369,3 +369,196 @@ fn every_lambda_task_retries_what_aws_recommends() {
         }
     }
 }
+
+/// Issue 14: the execution's state stays small however many shards there are. A Valkey 9
+/// cluster of 500 primaries with 16 dbs and 16 shards per db: the real Plan code plans it and
+/// the real plan store writes it to (moto's) S3, and the real definition runs over it, with
+/// every Lambda answered by a stand-in of its contract's shape (Inventory, Backup, Cleanup) or
+/// echoing its shard (CopyShard, VerifyShard; the verify plan is the forward shards twice, the
+/// reverse pass's share). The runner measures every state's input and output, in the parent
+/// and in the children, and enforces the 256 KiB limit. Each Map reads all 128,000 (256,000)
+/// items from S3 and runs 200 children: the children are alike (a run of all 128,000 copy
+/// children measured the same largest states), and running them all takes over ten minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
+    use ferry_engine::inventory::{DbStats, NodeShare, ServerInfo};
+    use ferry_steps::contracts::{BackupOutput, CleanupOutput, InventoryOutput, MigrationInput};
+    use ferry_steps::handlers::VerifyItem;
+
+    let moto = Moto::start();
+    let aws = Aws {
+        moto: moto.url(),
+        sfn_port: rig::free_port(),
+    };
+    let steps = common::aws::moto_aws(&moto).await;
+    steps
+        .s3
+        .create_bucket()
+        .bucket(PLAN_BUCKET)
+        .send()
+        .await
+        .unwrap();
+
+    let (primaries, dbs, shards_per_db) = (500u16, 16u32, 16u32);
+    let slots_each = 16384 / primaries;
+    let nodes = (0..primaries)
+        .map(|i| NodeShare {
+            addr: format!("ferry-source-{i:04}.abcdef.clustercfg.euw1.cache.amazonaws.com:6379"),
+            slots: vec![(
+                i * slots_each,
+                if i == primaries - 1 {
+                    16383
+                } else {
+                    (i + 1) * slots_each - 1
+                },
+            )],
+            dbs: (0..dbs)
+                .map(|db| {
+                    (
+                        db,
+                        DbStats {
+                            keys: 2_000_000,
+                            expires: 1_000_000,
+                            field_ttl_keys: 10,
+                        },
+                    )
+                })
+                .collect(),
+            replica: Some(format!(
+                "ferry-source-{i:04}-002.abcdef.cache.amazonaws.com:6379"
+            )),
+            run_id: String::new(),
+        })
+        .collect();
+    let source = ServerInfo {
+        addr: "ferry-source.abcdef.clustercfg.euw1.cache.amazonaws.com:6379".into(),
+        product: "valkey".into(),
+        version: "9.0.0".into(),
+        mode: "cluster".into(),
+        run_id: String::new(),
+        rdb_version: 80,
+        dbs: (0..dbs)
+            .map(|db| {
+                (
+                    db,
+                    DbStats {
+                        keys: 1_000_000_000,
+                        expires: 0,
+                        field_ttl_keys: 0,
+                    },
+                )
+            })
+            .collect(),
+        used_memory: 500 << 30,
+        maxmemory: 0,
+        maxmemory_policy: "noeviction".into(),
+        notify_keyspace_events: None,
+        databases: Some(16),
+        role: "master".into(),
+        maxclients: Some(65000),
+        modules: vec![],
+        connected_clients: 20_000,
+        nodes,
+    };
+    let endpoint = |role, url: &str| ferry_engine::Endpoint::parse(role, url).unwrap();
+    let mut m = ferry_engine::migrate::Migration::new(
+        endpoint(ferry_engine::Role::Source, "rediss://127.0.0.1:6379"),
+        endpoint(ferry_engine::Role::Target, "rediss://127.0.0.1:6380"),
+    );
+    m.shards_per_db = shards_per_db;
+    let shards = ferry_engine::migrate::plan_copy_shards(&m, &source);
+    assert!(shards.len() >= 500 * 16 * 16, "{} shards", shards.len());
+    let copy = ferry_steps::plans::store(&steps, PLAN_BUCKET, "big", "copy", &shards)
+        .await
+        .unwrap();
+    let items: Vec<VerifyItem> = ["forward", "reverse"]
+        .iter()
+        .flat_map(|pass| {
+            shards.iter().map(|shard| VerifyItem {
+                shard: shard.clone(),
+                pass: pass.to_string(),
+            })
+        })
+        .collect();
+    let verify = ferry_steps::plans::store(&steps, PLAN_BUCKET, "big", "verify", &items)
+        .await
+        .unwrap();
+
+    let input = json!({
+        "migration_id": "big",
+        "mode": "snapshot",
+        "source": {
+            "endpoint": "rediss://ferry-source.abcdef.clustercfg.euw1.cache.amazonaws.com:6379",
+            "replication_group_id": "ferry-source",
+            "secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ferry/source-AbCdEf",
+        },
+        "target": {
+            "endpoint": "rediss://redis-12345.c1.eu-west-1-2.ec2.cloud.redislabs.com:12345",
+            "secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ferry/target-AbCdEf",
+        },
+        "options": { "shards_per_db": shards_per_db, "max_concurrency": 1000 },
+    });
+    MigrationInput::from_json(input.clone()).unwrap();
+    let inventory = InventoryOutput {
+        source: "valkey 9.0.0 (cluster, 500 primaries, RDB 80)".into(),
+        target: "redis 8.2.3 (standalone, RDB 12)".into(),
+        source_keys: 16_000_000_000,
+        copy_method: "struct".into(),
+        notes: vec!["the target is Redis: hash-field TTLs are carried by HPEXPIREAT".into(); 20],
+        max_concurrency: 1000,
+        verify: "full".into(),
+    };
+    let backup = BackupOutput {
+        snapshot_name: Some("ferry-big-20261130t120000".into()),
+        status: Some("available".into()),
+        ready: true,
+        ..Default::default()
+    };
+    let stubs = json!({
+        "ferry-inventory": inventory,
+        "ferry-backup": backup,
+        "ferry-plan": copy,
+        "ferry-plan-verify": verify,
+        "ferry-copy-shard": { "echo_shard": { "counts": ferry_engine::copy::Counts::default() } },
+        "ferry-verify-shard": { "echo_shard": {
+            "shard_id": "x", "counts": ferry_engine::verify::StatusCounts::default(), "sample": [], "ok": true } },
+        "ferry-cleanup": CleanupOutput { restored: vec![] },
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stubs.json");
+    std::fs::write(&file, stubs.to_string()).unwrap();
+    // Every child is alike: each Map reads all its items and runs the first 200 children.
+    let extra = ["--stubs", file.to_str().unwrap(), "--map-items", "200"];
+    let r = run_with("http://127.0.0.1:9", &aws, &input, &extra);
+    assert_eq!(
+        r["status"],
+        "SUCCEEDED",
+        "{}",
+        &r.to_string()[..2000.min(r.to_string().len())]
+    );
+    assert_eq!(
+        r["maps"]["Copy shards"]["items"],
+        shards.len(),
+        "{}",
+        r["maps"]
+    );
+    assert_eq!(
+        r["maps"]["Verify shards"]["items"],
+        items.len(),
+        "{}",
+        r["maps"]
+    );
+    assert_eq!(calls(&r, "Copy shard"), 200);
+    assert_eq!(calls(&r, "Verify shard"), 200);
+    let (parent, child) = (
+        r["largest_state_bytes"].as_u64().unwrap(),
+        r["largest_child_state_bytes"].as_u64().unwrap(),
+    );
+    eprintln!(
+        "{} shards: largest state {parent} bytes ({}), largest child state {child} bytes",
+        shards.len(),
+        r["largest_state"]
+    );
+    assert!(parent < 64 * 1024, "{parent}");
+    assert!(child < 64 * 1024, "{child}");
+}

@@ -129,6 +129,7 @@ fn definition(control: &str, topic: &str, test: &str) -> Value {
             "Release": with_next(real(f, "Release", Some(20)), "Migrated"),
             "Tail lost at the barrier": real(f, "Tail lost at the barrier", None),
             "Tail lost during the cutover": real(f, "Tail lost during the cutover", None),
+            "Tell the operator the tail was lost": real(f, "Tell the operator the tail was lost", None),
             "Replaced too often?": real(f, "Replaced too often?", None),
             "Tail keeps stopping": real(f, "Tail keeps stopping", None),
             "Replace the tail": replace,
@@ -575,6 +576,10 @@ async fn a_killed_tail_is_replaced_heals_and_the_run_ends_verified() {
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("healed after the replacement"), "{output}");
     assert_eq!(result["replacements"]["count"], 2, "{result}");
+    // Each loss was told to the operator (SNS), the alarm for a tail that stopped reporting.
+    let told = "Tell the operator the tail was lost";
+    assert!(rig.wait_for_state(&execution, told, 2).await, "{told}");
+    assert!(result.get("notify_error").is_none(), "{result}");
 }
 
 /// A fence the operator does not release in time: the tail lifts it (writes flow to the source

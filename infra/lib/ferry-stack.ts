@@ -72,6 +72,8 @@ export class FerryStack extends Stack {
     const createVpcEndpoints = new CfnParameter(this, 'CreateVpcEndpoints', { type: 'String',
       allowedValues: ['true', 'false'], default: 'false',
       description: '"true" creates the VPC endpoints the in-VPC parts need (interface: Secrets Manager, Step Functions, SQS, Logs, ECR api and dkr; gateway: S3); "false" when the subnets reach AWS through a NAT gateway.' });
+    const secretsKmsKeyArn = new CfnParameter(this, 'SecretsKmsKeyArn', { type: 'String', default: '',
+      description: 'The customer-managed KMS key the two secrets are encrypted with, if any: the parts that read them get kms:Decrypt on it, through Secrets Manager only. Empty for the AWS-managed key (aws/secretsmanager), which needs no grant.' });
     const vpcId = new CfnParameter(this, 'VpcId', { type: 'AWS::EC2::VPC::Id',
       description: 'The VPC of SubnetIds (where CreateVpcEndpoints puts the endpoints).' });
     const routeTableIds = new CfnParameter(this, 'RouteTableIds', { type: 'CommaDelimitedList', default: '',
@@ -83,11 +85,18 @@ export class FerryStack extends Stack {
     // ARNs of secrets, not secrets: nothing to hide.
     const secrets = [sourceSecretArn.valueAsString, targetSecretArn.valueAsString];
     const readSecrets: iam.PolicyStatementProps = { actions: ['secretsmanager:GetSecretValue'], resources: secrets };
+    // kms:Decrypt on the secrets' customer-managed key, when there is one, through Secrets Manager only.
+    new CfnCondition(this, 'HasSecretsKey', { expression: Fn.conditionNot(Fn.conditionEquals(secretsKmsKeyArn.valueAsString, '')) });
+    const decryptSecrets = Fn.conditionIf('HasSecretsKey', {
+      Effect: 'Allow', Action: 'kms:Decrypt', Resource: secretsKmsKeyArn.valueAsString,
+      Condition: { StringEquals: { 'kms:ViaService': `secretsmanager.${Aws.REGION}.amazonaws.com` } },
+    }, Aws.NO_VALUE);
 
     const machineName = `${Aws.STACK_NAME}-migration`;
     const machineArn = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:stateMachine:${machineName}`;
     const executions = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${machineName}`;
     const mapRuns = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:mapRun:${machineName}`;
+    const ec = `arn:${Aws.PARTITION}:elasticache:${Aws.REGION}:${Aws.ACCOUNT_ID}`;
 
     // Shard plans (Plan, Plan verify) and the Distributed Maps' results: no key data, only node
     // addresses and cursor ranges; kept two weeks.
@@ -106,19 +115,28 @@ export class FerryStack extends Stack {
       { id: 'CopyShard', inVpc: true, binary: 'ferry-copy-shard', description: 'Copies one shard from its cursor until the time budget runs out.', statements: [readSecrets], memory: 1769 },
       { id: 'PlanVerify', inVpc: true, binary: 'ferry-plan-verify', description: 'The verify shards, both directions.', statements: [readSecrets, writePlans], env: planEnv },
       { id: 'VerifyShard', inVpc: true, binary: 'ferry-verify-shard', description: 'Verifies one shard from its cursor until the time budget runs out.', statements: [readSecrets] },
-      { id: 'Backup', binary: 'ferry-backup', description: 'Requests an ElastiCache snapshot of the source.', statements: [{ actions: [
-        'elasticache:CreateSnapshot', 'elasticache:CreateServerlessCacheSnapshot', 'elasticache:DescribeSnapshots',
-        'elasticache:DescribeServerlessCacheSnapshots'], resources: ANY }] },
+      { id: 'Backup', binary: 'ferry-backup', description: 'Requests an ElastiCache snapshot of the source.', statements: [
+        // Snapshots are named ferry-<migration_id>-<execution start>.
+        { actions: ['elasticache:CreateSnapshot'], resources: [`${ec}:replicationgroup:*`, `${ec}:snapshot:ferry-*`] },
+        { actions: ['elasticache:CreateServerlessCacheSnapshot'], resources: [`${ec}:serverlesscache:*`, `${ec}:serverlesscachesnapshot:ferry-*`] },
+        // Describe calls take no resource-level permissions.
+        { actions: ['elasticache:DescribeSnapshots', 'elasticache:DescribeServerlessCacheSnapshots'], resources: ANY }] },
       { id: 'BackupStatus', binary: 'ferry-backup-status', description: 'Reports the snapshot\'s status.', statements: [{ actions: [
         'elasticache:DescribeSnapshots', 'elasticache:DescribeServerlessCacheSnapshots'], resources: ANY }] },
       { id: 'EnableNotifications', binary: 'ferry-enable-notifications', description: 'Sets notify-keyspace-events through the source\'s cache parameter group.', statements: [{ actions: [
         'elasticache:DescribeReplicationGroups', 'elasticache:DescribeCacheClusters', 'elasticache:DescribeCacheParameterGroups',
-        'elasticache:DescribeCacheParameters', 'elasticache:DescribeEngineDefaultParameters', 'elasticache:CreateCacheParameterGroup',
-        'elasticache:ModifyCacheParameterGroup', 'elasticache:ModifyReplicationGroup'], resources: ANY }] },
+        'elasticache:DescribeCacheParameters', 'elasticache:DescribeEngineDefaultParameters'], resources: ANY },
+        // ferry edits only the groups it creates (ferry-<replication group>), never the source's own.
+        { actions: ['elasticache:CreateCacheParameterGroup', 'elasticache:ModifyCacheParameterGroup'], resources: [`${ec}:parametergroup:ferry-*`] },
+        // Attaching ferry's group (and, on a refusal, the original again).
+        { actions: ['elasticache:ModifyReplicationGroup'], resources: [`${ec}:replicationgroup:*`, `${ec}:parametergroup:*`] }] },
       { id: 'NotificationsStatus', binary: 'ferry-notifications-status', description: 'Reports whether every member applies the parameter group.', statements: [{ actions: [
         'elasticache:DescribeCacheClusters'], resources: ANY }] },
       { id: 'Cleanup', binary: 'ferry-cleanup', description: 'Puts back the notification settings (also after an abort or an uncaught failure).', statements: [{ actions: [
-        'elasticache:DescribeCacheClusters', 'elasticache:ModifyReplicationGroup', 'elasticache:DeleteCacheParameterGroup'], resources: ANY },
+        'elasticache:DescribeCacheClusters'], resources: ANY },
+        // The original group back on the replication group; ferry's own group deleted.
+        { actions: ['elasticache:ModifyReplicationGroup'], resources: [`${ec}:replicationgroup:*`, `${ec}:parametergroup:*`] },
+        { actions: ['elasticache:DeleteCacheParameterGroup'], resources: [`${ec}:parametergroup:ferry-*`] },
         // An execution that ended outside the state machine's Catch: its input and history.
         { actions: ['states:DescribeExecution', 'states:GetExecutionHistory'], resources: [`${executions}:*`] },
         // A failed Distributed Map: its Map Runs and their failed child executions.
@@ -137,7 +155,7 @@ export class FerryStack extends Stack {
           `arn:${Aws.PARTITION}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole`,
           ...(step.inVpc ? [`arn:${Aws.PARTITION}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole`] : []),
         ],
-        policies: [policy(`${step.id}FunctionPolicy`, step.statements)],
+        policies: [policy(`${step.id}FunctionPolicy`, step.statements, step.inVpc ? [decryptSecrets] : [])],
       });
       const code = new assets.Asset(this, `${step.id}Code`, {
         path: ROOT,
@@ -225,7 +243,7 @@ export class FerryStack extends Stack {
         { actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility'], resources: [controlQueue.attrArn] },
         { actions: ['states:SendTaskSuccess', 'states:SendTaskFailure', 'states:SendTaskHeartbeat'], resources: ANY },
         { actions: ['states:DescribeExecution'], resources: [`${executions}:*`] },
-      ])],
+      ], [decryptSecrets])],
     });
     const tailTask = new ecs.CfnTaskDefinition(this, 'TailTaskDefinition', {
       requiresCompatibilities: ['FARGATE'],
@@ -336,7 +354,8 @@ function assume(service: string): unknown {
     actions: ['sts:AssumeRole'], principals: [new iam.ServicePrincipal(service)] })] });
 }
 
-function policy(name: string, statements: iam.PolicyStatementProps[]): iam.CfnRole.PolicyProperty {
-  return { policyName: name, policyDocument: new iam.PolicyDocument({
-    statements: statements.map((s) => new iam.PolicyStatement(s)) }) };
+/** An inline policy of `statements`, and `conditional` ones (`Fn::If` statements) after them. */
+function policy(name: string, statements: iam.PolicyStatementProps[], conditional: unknown[] = []): iam.CfnRole.PolicyProperty {
+  return { policyName: name, policyDocument: { Version: '2012-10-17', Statement: [
+    ...statements.map((s) => new iam.PolicyStatement(s).toStatementJson()), ...conditional] } };
 }

@@ -21,9 +21,13 @@
 //   Map Runs the way Step Functions does, so a step can look the child's error up.
 //
 // usage: node run.mjs INPUT_JSON_FILE LAMBDA_URL [--aws URL] [--sfn-port PORT] [--stubs FILE]
-//   --aws       moto's URL: the S3 the plan bucket lives in
-//   --sfn-port  serve the Map Run APIs on 127.0.0.1:PORT while the execution runs
-//   --stubs     {FunctionName: payload | {"echo_shard": extra}} answered instead of the Lambda
+//                    [--map-items N]
+//   --aws        moto's URL: the S3 the plan bucket lives in
+//   --sfn-port   serve the Map Run APIs on 127.0.0.1:PORT while the execution runs
+//   --stubs      {FunctionName: payload | {"echo_shard": extra}} answered instead of the Lambda
+//   --map-items  each Distributed Map reads all its items but runs only the first N children
+//                (every child is alike; the parent's state never holds the items)
+// The output's `maps` says, per Distributed Map, how many items it read and how many it ran.
 
 // aws-local-stepfunctions needs Node 22's Promise.withResolvers; this is Node 20.
 if (!Promise.withResolvers) {
@@ -43,6 +47,8 @@ const option = (name) => { const i = args.indexOf(name); return i < 0 ? undefine
 const awsUrl = option('--aws');
 const sfnPort = option('--sfn-port');
 const stubs = option('--stubs') ? JSON.parse(readFileSync(option('--stubs'), 'utf8')) : {};
+const mapItems = option('--map-items') ? Number(option('--map-items')) : Infinity;
+const maps = {};
 const input = JSON.parse(readFileSync(inputFile, 'utf8'));
 const functions = {
   InventoryFunctionArn: 'ferry-inventory', BackupFunctionArn: 'ferry-backup',
@@ -141,7 +147,9 @@ function distribute(states, name) {
     const { Bucket, Key } = resolve(reader.Parameters, state);
     const response = await s3('GET', Bucket, Key);
     if (!response.ok) { const e = new Error(`s3://${Bucket}/${Key}: ${response.status}`); e.name = 'States.ItemReaderFailed'; throw e; }
-    return JSON.parse(await response.text());
+    const items = JSON.parse(await response.text());
+    maps[name] = { items: items.length, run: Math.min(items.length, mapItems) };
+    return items.slice(0, mapItems);
   };
   const next = map.Next, resultPath = map.ResultPath;
   const mapping = { ...map, ItemsPath: '$.__items', ResultPath: '$.__results', Next: written };
@@ -240,7 +248,7 @@ const execution = machine.run(input, {
 
 // Every state's input and output, as AWS measures them (the harness's own __items and
 // __results stand for what AWS keeps outside the state).
-let largest = 0, largestChild = 0;
+let largest = 0, largestName = null, largestChild = 0;
 const stateBytes = (value) => {
   if (value && typeof value === 'object' && !Array.isArray(value) && ('__items' in value || '__results' in value)) {
     const { __items, __results, ...rest } = value;
@@ -252,14 +260,15 @@ const watching = (async () => {
   for await (const event of execution.eventLogs) {
     if (event.type !== 'StateEntered' && event.type !== 'StateExited') continue;
     const size = Math.max(stateBytes(event.state.input), stateBytes(event.state.output));
-    if (event.index === undefined) largest = Math.max(largest, size); else largestChild = Math.max(largestChild, size);
+    if (event.index === undefined && size > largest) [largest, largestName] = [size, event.state.name];
+    if (event.index !== undefined) largestChild = Math.max(largestChild, size);
     if (size > LIMIT && !uncatchable) {
       uncatchable = new DataLimitExceeded(`state ${event.state.name}`, size);
       execution.abort();
     }
   }
 })();
-const sizes = () => ({ largest_state_bytes: largest, largest_child_state_bytes: largestChild });
+const sizes = () => ({ largest_state_bytes: largest, largest_state: largestName, largest_child_state_bytes: largestChild });
 let result;
 try {
   const output = await execution.result;
@@ -273,5 +282,5 @@ if (uncatchable) {
   // No Catch sees it: the execution fails as is, whatever ran after.
   result = { status: 'FAILED', error: uncatchable.name, cause: uncatchable.message, uncaught: true, calls };
 }
-console.log(JSON.stringify({ ...result, ...sizes() }));
+console.log(JSON.stringify({ ...result, ...sizes(), maps }));
 server?.close();

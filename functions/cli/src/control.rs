@@ -259,16 +259,11 @@ Switch the application to the target now, then run: ferry cutover --release {arn
             c.fence, c.checked_keys
         );
     }
-    let clients: Vec<String> = c
-        .source_clients
-        .iter()
-        .map(|c| format!("{} {} ({})", c.addr, c.name, c.last_command))
-        .collect();
     format!(
         "released: writes were held {} ms; {} writes reached the source after the release (copied to the target); clients still connected to the source: {}",
         c.fence_ms,
         c.stragglers,
-        if clients.is_empty() { "none".to_string() } else { clients.join(", ") }
+        c.clients_line()
     )
 }
 

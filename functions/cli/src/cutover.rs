@@ -120,11 +120,11 @@ pub async fn run(
     let mut report = fenced.release_and_watch(m, t, &settings, stop).await?;
     report.verify_before = Some(before.total);
     eprintln!("cutover: writes were held {} ms", report.fence_ms);
-    if report.stragglers > 0 || !report.source_clients.is_empty() {
+    if report.stragglers > 0 || report.source_clients_total > 0 {
         eprintln!(
             "cutover: {} writes reached the source after the release (copied); clients still connected: {}",
             report.stragglers,
-            report.source_clients.iter().map(|c| format!("{} {} ({})", c.addr, c.name, c.last_command)).collect::<Vec<_>>().join(", ")
+            report.clients_line()
         );
     }
     Ok(Cutover::Done(Box::new(report)))

@@ -59,8 +59,31 @@ pub struct CutoverReport {
     pub check: StatusCounts,
     /// Writes that reached the source after the release, copied by the tail.
     pub stragglers: u64,
-    /// Clients still connected to the source at the end of the watch.
+    /// Clients still connected to the source at the end of the watch: the first
+    /// [`fence::CLIENTS_LISTED`] (the tail's answer must stay small: a Step Functions task's
+    /// output is at most 256 KiB, and a source may have tens of thousands of clients).
     pub source_clients: Vec<SourceClient>,
+    /// How many there were in all.
+    #[serde(default)]
+    pub source_clients_total: u64,
+}
+
+impl CutoverReport {
+    /// The clients still connected to the source, for people: `none`, or each as `addr name
+    /// (last command)`, and how many more there were than the report names.
+    pub fn clients_line(&self) -> String {
+        let listed: Vec<String> = self
+            .source_clients
+            .iter()
+            .map(|c| format!("{} {} ({})", c.addr, c.name, c.last_command))
+            .collect();
+        let total = self.source_clients_total.max(listed.len() as u64);
+        match total - listed.len() as u64 {
+            _ if total == 0 => "none".to_string(),
+            0 => listed.join(", "),
+            more => format!("{} and {more} more ({total} in all)", listed.join(", ")),
+        }
+    }
 }
 
 /// How a fence attempt ended.
@@ -235,7 +258,8 @@ impl Fenced {
         }
         let r = tail.report();
         report.stragglers = (r.keys_copied + r.keys_deleted).saturating_sub(copied_before);
-        report.source_clients = fence::source_clients(&m.source).await?;
+        (report.source_clients, report.source_clients_total) =
+            fence::source_clients(&m.source).await?;
         Ok(report)
     }
 }

@@ -148,10 +148,15 @@ const FERRY_COMMANDS: &[&str] = &[
     "NULL",
 ];
 
+/// How many of the clients still connected to the source a report names.
+pub const CLIENTS_LISTED: usize = 100;
+
 /// The clients connected to every source primary that are not ferry's own (not subscribed, and
-/// last seen running something other than the reads and checks ferry runs).
-pub async fn source_clients(source: &Endpoint) -> Result<Vec<SourceClient>> {
+/// last seen running something other than the reads and checks ferry runs): the first
+/// [`CLIENTS_LISTED`], and how many there are.
+pub async fn source_clients(source: &Endpoint) -> Result<(Vec<SourceClient>, u64)> {
     let mut out = Vec::new();
+    let mut total = 0u64;
     for node in cluster::primary_endpoints(source).await? {
         let mut conn = Conn::connect(&node).await?;
         let me = conn.call(&["CLIENT", "ID"]).await?.as_int().unwrap_or(-1);
@@ -169,6 +174,10 @@ pub async fn source_clients(source: &Endpoint) -> Result<Vec<SourceClient>> {
             if id == me.to_string() || subscribed || FERRY_COMMANDS.contains(&cmd.as_str()) {
                 continue;
             }
+            total += 1;
+            if out.len() >= CLIENTS_LISTED {
+                continue;
+            }
             out.push(SourceClient {
                 node: node.addr(),
                 addr: field("addr"),
@@ -177,5 +186,5 @@ pub async fn source_clients(source: &Endpoint) -> Result<Vec<SourceClient>> {
             });
         }
     }
-    Ok(out)
+    Ok((out, total))
 }
