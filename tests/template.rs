@@ -76,6 +76,14 @@ fn sam_validate_lint_passes() {
     );
 }
 
+/// `path` is an ELF executable for AArch64 (e_machine, at offset 18, is 0xB7).
+fn assert_arm64_elf(path: &std::path::Path) {
+    let binary = std::fs::read(path).unwrap();
+    assert_eq!(&binary[..4], b"\x7fELF", "{path:?}");
+    let machine = u16::from_le_bytes([binary[18], binary[19]]);
+    assert_eq!(machine, 0xB7, "{path:?} is not arm64");
+}
+
 /// `sam build` of one step function (all ten build the same way: one crate, SAM's
 /// rust-cargolambda builder running `cargo lambda` for arm64 with zig), in debug mode to keep the
 /// suite short; the result must be an arm64 `bootstrap`.
@@ -97,14 +105,36 @@ fn sam_build_builds_a_step_function_for_arm64() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let binary = std::fs::read(dir.path().join("InventoryFunction/bootstrap")).unwrap();
-    assert_eq!(&binary[..4], b"\x7fELF");
-    // e_machine at offset 18: 0xB7 is AArch64.
-    assert_eq!(
-        u16::from_le_bytes([binary[18], binary[19]]),
-        0xB7,
-        "not arm64"
+    assert_arm64_elf(&dir.path().join("InventoryFunction/bootstrap"));
+}
+
+/// The tail's image builds `ferry` (ferry-cli) for arm64 (`infra/Dockerfile`, `docker build
+/// --platform linux/arm64`, `--locked`). There is no Docker engine here, so the same crate is
+/// cross-built for aarch64 glibc with cargo lambda's zig toolchain, `--locked` as in the
+/// Dockerfile (debug, like the SAM build above, whose aarch64 dependencies in `target/` it
+/// reuses); the result must be an AArch64 ELF. The image itself is not built here.
+#[test]
+fn the_tail_binary_builds_for_arm64_as_the_dockerfile_does() {
+    let dockerfile = std::fs::read_to_string(format!("{}/infra/Dockerfile", root())).unwrap();
+    assert!(
+        dockerfile.contains("cargo build --release --locked -p ferry-cli"),
+        "the Dockerfile builds what this test builds"
     );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("cargo")
+        .args(["lambda", "build", "--arm64", "--locked", "-p", "ferry-cli"])
+        .args(["--bin", "ferry", "--lambda-dir"])
+        .arg(dir.path())
+        .current_dir(root())
+        .output()
+        .expect("cargo lambda: run scripts/setup.sh");
+    assert!(
+        out.status.success(),
+        "cargo lambda build:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_arm64_elf(&dir.path().join("ferry/bootstrap"));
 }
 
 #[test]
