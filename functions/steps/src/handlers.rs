@@ -320,10 +320,16 @@ pub async fn verify_shard(
     let sample: Vec<DiffSample> = report.sample;
     let ok = counts.differences() == 0;
     if shard.done && !ok {
+        // The counts add up over rounds; the sample is this round's.
+        let keys: Vec<&String> = sample.iter().map(|d| &d.key).collect();
+        let example = match keys.is_empty() {
+            true => "the differing keys were found by an earlier round of this shard (that round's output names them)".to_string(),
+            false => format!("e.g. {keys:?}"),
+        };
         return Err(StepError::Named {
             kind: "VerifyFailed",
             message: format!(
-                "shard {id}: ok {}, missing {}, extra {}, type {}, ttl {}, value {}, unverified {}; e.g. {:?}",
+                "shard {id}: ok {}, missing {}, extra {}, type {}, ttl {}, value {}, unverified {}; {example}",
                 counts.ok,
                 counts.missing,
                 counts.extra,
@@ -331,7 +337,6 @@ pub async fn verify_shard(
                 counts.ttl,
                 counts.value,
                 counts.unverified,
-                sample.iter().map(|d| &d.key).collect::<Vec<_>>()
             ),
         });
     }
