@@ -168,7 +168,20 @@ async fn standalone_to_standalone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_heals_a_primary_failover() {
-    let source = Side::Cluster(Cluster::start(3, 1, &NOTIFY));
+    primary_failover(&NOTIFY, "keyspace").await;
+}
+
+/// The same on the tracking channel, which `auto` picks on a cluster with notifications off:
+/// the new primary is subscribed to and tracked, the gap healed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_heals_a_primary_failover() {
+    primary_failover(&[], "tracking").await;
+}
+
+/// A live run on a 3-primary cluster with a replica each (started with `args`), a primary
+/// failed over mid-run; the run must follow `channel`, see the gap, heal it and end verified.
+async fn primary_failover(args: &[&str], channel: &str) {
+    let source = Side::Cluster(Cluster::start(3, 1, args));
     let target = Side::start(true);
     seed(&source, "20000");
     let Side::Cluster(cluster) = &source else {
@@ -204,6 +217,7 @@ async fn live_heals_a_primary_failover() {
         "the failover was seen as a gap: {r}"
     );
     assert!(r["live"]["heals"].as_u64().unwrap() >= 1, "and healed: {r}");
+    assert_eq!(r["live"]["channel"], channel, "{r}");
     compare(&source, &target);
     assert_sides_same(&source, &target).await;
 }

@@ -19,16 +19,48 @@ fn source_with_notifications() -> Server {
     })
 }
 
+/// The live channel a run follows. Each is chosen by `auto`: the keyspace run's source has
+/// notifications on, the tracking run's source has them off (its default) and must stay so.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Channel {
+    Keyspace,
+    Tracking,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
     None,
     KillSubscription,
+    /// Tracking: the connection that holds CLIENT TRACKING on (its invalidations stop).
+    KillTrackingClient,
     FlushDb,
     RestartSource,
 }
 
-async fn live_run(seed: u64, fault: Fault) {
-    let mut source = source_with_notifications();
+/// Kills the source's connections with CLIENT TRACKING on (flag `t` in CLIENT LIST).
+fn kill_tracking_clients(source: &Server) -> usize {
+    let list = source.cmd(&["CLIENT", "LIST"]);
+    let ids: Vec<String> = list
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('t')))
+        })
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_string)
+        .collect();
+    for id in &ids {
+        assert_eq!(source.cmd(&["CLIENT", "KILL", "ID", id]), ":1");
+    }
+    ids.len()
+}
+
+async fn live_run(seed: u64, fault: Fault, channel: Channel) {
+    let mut source = match channel {
+        Channel::Keyspace => source_with_notifications(),
+        Channel::Tracking => Server::start(),
+    };
+    let notify_before = source.cmd(&["CONFIG", "GET", "notify-keyspace-events"]);
     let target = Server::start();
     let out = common::ferry(
         &[
@@ -72,16 +104,33 @@ async fn live_run(seed: u64, fault: Fault) {
         Fault::KillSubscription => assert!(source
             .cmd(&["CLIENT", "KILL", "TYPE", "pubsub"])
             .starts_with(':')),
+        Fault::KillTrackingClient => assert_eq!(kill_tracking_clients(&source), 1),
         Fault::FlushDb => assert_eq!(source.cmd(&["FLUSHDB"]), "+OK"),
         Fault::RestartSource => source.restart(),
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let written = writers.stop().await;
     let (code, text) = run.finish().await;
-    assert_eq!(code, 0, "seed {seed}, {fault:?}:\n{text}");
+    assert_eq!(code, 0, "seed {seed}, {fault:?}, {channel:?}:\n{text}");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(r["outcome"], "verified", "{r}");
+    let ran = format!("{channel:?}").to_lowercase();
+    assert_eq!(r["live"]["channel"], ran.as_str(), "{r}");
+    assert!(
+        text.contains(match channel {
+            Channel::Keyspace => "subscribed to keyspace events",
+            Channel::Tracking => "subscribed to client tracking",
+        }),
+        "{text}"
+    );
+    if fault != Fault::RestartSource {
+        // A restart resets CONFIG; otherwise the source's configuration is as it was.
+        assert_eq!(
+            source.cmd(&["CONFIG", "GET", "notify-keyspace-events"]),
+            notify_before
+        );
+    }
     assert!(
         during_snapshot > 0 && written > during_snapshot,
         "writes ran during and after the snapshot"
@@ -103,42 +152,48 @@ async fn live_run(seed: u64, fault: Fault) {
     }
 }
 
+/// A run on each channel: the keyspace one from a source with notifications on, the tracking
+/// one (seed + 20) from a source with them off.
+async fn on_both_channels(seed: u64, fault: Fault) {
+    live_run(seed, fault, Channel::Keyspace).await;
+    live_run(seed + 20, fault, Channel::Tracking).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_follows_a_busy_writer_during_and_after_the_snapshot() {
-    for seed in [1, 2, 3] {
-        live_run(seed, Fault::None).await;
+    for seed in [1, 2] {
+        on_both_channels(seed, Fault::None).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_heals_a_killed_subscription() {
-    live_run(11, Fault::KillSubscription).await;
+    on_both_channels(11, Fault::KillSubscription).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_heals_a_killed_tracking_connection() {
+    live_run(32, Fault::KillTrackingClient, Channel::Tracking).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_heals_a_flushdb() {
-    live_run(12, Fault::FlushDb).await;
+    on_both_channels(12, Fault::FlushDb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_heals_a_source_restart() {
-    live_run(13, Fault::RestartSource).await;
+    on_both_channels(13, Fault::RestartSource).await;
 }
 
 #[test]
-fn live_refuses_without_notifications_and_says_how_to_enable_them() {
+fn the_keyspace_channel_refuses_without_notifications_and_says_how_to_enable_them() {
     let (source, target) = (Server::start(), Server::start());
     source.cmd(&["SET", "k", "v"]);
-    let out = common::ferry(
-        &[
-            "replicate",
-            "--mode",
-            "live",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-        ],
+    let out = common::replicate(
+        &source.url(),
+        &target.url(),
+        &["--mode", "live", "--live-channel", "keyspace"],
         &[],
     );
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
@@ -151,20 +206,34 @@ fn live_refuses_without_notifications_and_says_how_to_enable_them() {
     );
     assert_eq!(target.cmd(&["DBSIZE"]), ":0");
 
+    // Asking to change the source's configuration for the channel that needs none is a mistake.
+    let out = common::replicate(
+        &source.url(),
+        &target.url(),
+        &[
+            "--mode",
+            "live",
+            "--live-channel",
+            "tracking",
+            "--enable-notifications",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+    assert!(common::text(&out).contains("needs no change"));
+    assert_eq!(target.cmd(&["DBSIZE"]), ":0");
+
     // With --enable-notifications ferry turns them on and puts the old value back at the end.
     source.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Ex"]);
-    let out = common::ferry(
+    let out = common::replicate(
+        &source.url(),
+        &target.url(),
         &[
-            "replicate",
             "--mode",
             "live",
             "--enable-notifications",
             "--idle-timeout",
             "0.5",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
         ],
         &[],
     );
@@ -295,4 +364,35 @@ async fn a_stop_during_a_heal_waits_for_it() {
     assert!(out.contains("outcome: verified"), "{out}");
     assert_eq!(target.cmd(&["DBSIZE"]), ":1", "{out}");
     assert_eq!(target.cmd(&["GET", "after-the-flush"]), "1");
+}
+
+/// Where CONFIG is blocked (as on ElastiCache), `auto` cannot read `notify-keyspace-events`:
+/// it listens for the canary's keyspace event and follows client tracking when none comes.
+#[test]
+fn auto_without_config_tells_the_channel_by_the_canary() {
+    for (notify, channel) in [(true, "keyspace"), (false, "tracking")] {
+        let mut args: Vec<String> = ["--rename-command", "CONFIG", ""]
+            .map(String::from)
+            .to_vec();
+        if notify {
+            args.extend(["--notify-keyspace-events".into(), "KA".into()]);
+        }
+        let source = Server::with(Config {
+            args,
+            ..Config::default()
+        });
+        let target = Server::start();
+        source.cmd(&["SET", "k", "v"]);
+        let out = common::replicate(
+            &source.url(),
+            &target.url(),
+            &["--mode", "live", "--idle-timeout", "0.5", "--json", "-"],
+            &[],
+        );
+        let text = common::text(&out);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["live"]["channel"], channel, "{r}");
+        assert_eq!(target.cmd(&["GET", "k"]), "v");
+    }
 }

@@ -246,6 +246,18 @@ async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
     }
     assert_eq!(calls(&r, "Plan verify"), 1, "{r}");
     assert_eq!(calls(&r, "Replace the tail"), 0, "{r}");
+    assert_eq!(calls(&r, "Enable notifications"), 1, "{r}");
+
+    // The tracking channel leaves the source's configuration alone: no EnableNotifications,
+    // the tail starts straight after the backup.
+    let tracked_target = Server::start();
+    let mut tracking = input("live", &source, &tracked_target, &arn);
+    tracking["options"]["live_channel"] = json!("tracking");
+    let r = run(&watch, &aws, &tracking);
+    assert_eq!(r["status"], "SUCCEEDED", "{r}");
+    assert_eq!(calls(&r, "Enable notifications"), 0, "{r}");
+    assert_eq!(calls(&r, "Start the tail"), 1, "{r}");
+    assert_eq!(calls(&r, "Clean up"), 1, "{r}");
 }
 
 #[test]
@@ -507,6 +519,7 @@ async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
         notes: vec!["the target is Redis: hash-field TTLs are carried by HPEXPIREAT".into(); 20],
         max_concurrency: 1000,
         verify: "full".into(),
+        live_channel: Default::default(),
     };
     let backup = BackupOutput {
         snapshot_name: Some("ferry-big-20261130t120000".into()),

@@ -449,13 +449,35 @@ fn snapshot(source: &Server, target: &Server) {
 /// the execution succeeds with the cutover report and the target equals the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_cutover_fences_checks_releases_and_reports_stragglers() {
+    aws_cutover(&source(), "keyspace").await;
+}
+
+/// The same migration from a source whose notify-keyspace-events is off and stays off: `auto`
+/// runs the real tail on client tracking, through the same cutover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cutover_on_the_tracking_channel_changes_nothing_on_the_source() {
+    let source = Server::with(Config {
+        password: Some(MARKER.into()),
+        ..Config::default()
+    });
+    aws_cutover(&source, "tracking").await;
+    assert_eq!(
+        source.cmd(&["CONFIG", "GET", "notify-keyspace-events"]),
+        "notify-keyspace-events\n"
+    );
+}
+
+/// A live run through the real state machine and tail, on `channel`: snapshot, barrier, a
+/// fenced check, the application's switch, the release and its stragglers.
+async fn aws_cutover(source: &Server, channel: &str) {
     let rig = rig().await;
-    let (source, target) = (source(), Server::start());
+    let target = Server::start();
     let app = App::start(&source.plain_url(0));
-    let input = migration(&rig, &source, &target).await;
-    let (execution, tail) = rig.start_with_tail("live-1", input).await;
-    let verify = rig.copy_and_verify(&source, &target).await;
+    let input = migration(&rig, source, &target).await;
+    let (execution, tail) = rig.start_with_tail(&format!("live-{channel}"), input).await;
+    let verify = rig.copy_and_verify(source, &target).await;
     assert_eq!(verify["tail"]["phase"], "barrier", "{verify}");
+    assert_eq!(verify["tail"]["report"]["channel"], channel, "{verify}");
     assert!(
         verify["tail"]["replayed"].as_u64().unwrap() > 0,
         "keys written during the snapshot are replayed: {verify}"
@@ -625,9 +647,10 @@ async fn notifications_off_fail_the_start_token_with_notifications_disabled() {
         ..Config::default()
     });
     let target = Server::start();
-    let execution = rig
-        .start("off-1", migration(&rig, &source, &target).await)
-        .await;
+    // The keyspace channel asked for by name (auto would follow client tracking instead).
+    let mut input = migration(&rig, &source, &target).await;
+    input["options"]["live_channel"] = json!("keyspace");
+    let execution = rig.start("off-1", input).await;
     let start = rig.next_step("start").await;
     let (code, output) = finish(rig.launch_tail(&start)).await;
     let done = rig.wait_done(&execution).await;

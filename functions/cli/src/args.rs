@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ferry_engine::channel::LiveChannel;
 
 /// Move a live Redis keyspace (ElastiCache, Valkey, any Redis) to another Redis without downtime.
 ///
@@ -305,8 +307,16 @@ pub struct LiveArgs {
     /// quiet; past it ferry reports the keys still dirty and exits 4 (writers still running?).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_seconds)]
     pub drain_timeout: f64,
+    /// Live mode: how ferry hears changes on the source. keyspace: keyspace notifications
+    /// (notify-keyspace-events); tracking: client tracking in broadcast mode (Redis 6+), which
+    /// needs no configuration change; auto: keyspace when the source has notifications on,
+    /// tracking otherwise.
+    #[arg(long, value_name = "CHANNEL", default_value = "auto",
+          value_parser = clap::builder::PossibleValuesParser::new(LiveChannel::NAMES)
+              .map(|s| s.parse::<LiveChannel>().expect("a listed name")))]
+    pub live_channel: LiveChannel,
     /// Live mode: if the source's notify-keyspace-events lacks flags, set them (CONFIG SET) and
-    /// restore the original value at the end.
+    /// restore the original value at the end (the keyspace channel).
     #[arg(long)]
     pub enable_notifications: bool,
     /// Live mode: workers copying dirty keys.

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+use ferry_engine::channel::LiveChannel;
 use ferry_engine::migrate::{self, Migration, Purpose};
 use ferry_engine::tail::{self, Tail, TailOptions};
 use ferry_engine::Error;
@@ -19,7 +20,31 @@ pub const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(30
 pub fn tail_options(l: &LiveArgs) -> TailOptions {
     TailOptions {
         workers: l.tail_workers.max(1),
+        channel: l.live_channel,
         ..TailOptions::default()
+    }
+}
+
+/// Turns keyspace notifications on where the run asks for it (`--enable-notifications`, for
+/// the keyspace or auto channel): returns the value to restore at the end, if changed. On the
+/// keyspace channel without it, refuses a source that has them off; on the tracking channel
+/// (and auto without it) the source's configuration is left as it is.
+pub async fn prepare_channel(m: &Migration, l: &LiveArgs) -> Result<Option<String>, Error> {
+    match (l.live_channel, l.enable_notifications) {
+        (LiveChannel::Tracking, true) => Err(Error::InvalidInput(
+            "--enable-notifications changes the source for the keyspace channel; --live-channel tracking needs no change".into(),
+        )),
+        (LiveChannel::Keyspace, enable) => tail::ensure_notifications(&m.source, enable).await,
+        (LiveChannel::Auto, true) => tail::ensure_notifications(&m.source, true).await,
+        (_, false) => Ok(None),
+    }
+}
+
+/// The line that says the tail is following, and on which channel.
+pub fn subscribed_line(t: &Tail) -> String {
+    match t.channel() {
+        LiveChannel::Tracking => "subscribed to client tracking (no configuration change on the source); the canary key arrived".into(),
+        _ => "subscribed to keyspace events; the canary key arrived".into(),
     }
 }
 
@@ -133,12 +158,12 @@ async fn tail_leased(a: &TailArgs, m: &Migration, report: &mut Report) -> Result
     let inv = migrate::inventory(m, Purpose::Compare).await?;
     let ctx = m.copy_context(&inv);
     let stop = stop_on_signal();
-    let original = tail::ensure_notifications(&m.source, a.live.enable_notifications).await?;
+    let original = prepare_channel(m, &a.live).await?;
     remember_restore(m, &original);
     let outcome = async {
         let dbs = migrate::source_dbs(&m.scope, &inv.source);
         let mut t = Tail::start(m, ctx, dbs, tail_options(&a.live), false).await?;
-        eprintln!("tail: subscribed to keyspace events; the canary key arrived; following");
+        eprintln!("tail: {}; following", subscribed_line(&t));
         follow(&mut t, &stop, a.live.idle_timeout, None).await?;
         let timeout = std::time::Duration::from_secs_f64(a.live.drain_timeout);
         let drained = t.drain(DRAIN_QUIET, timeout).await?;

@@ -11,14 +11,14 @@ use ferry_engine::copy::{CopyContext, CopyOptions, Method};
 use ferry_engine::functions::{self, FunctionCounts};
 use ferry_engine::inventory::Inventory;
 use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
-use ferry_engine::tail::{self, Tail};
+use ferry_engine::tail::Tail;
 use ferry_engine::verify::Level;
 use ferry_engine::Error;
 
 use crate::args::{CopyType, Mode, ReplicateArgs, VerifyLevel};
 use crate::connect::{fresh_verify_context, holding_lease, migration};
 use crate::cutover::{self, Confirmations, Cutover};
-use crate::live::{follow, tail_options, Followed, DRAIN_QUIET};
+use crate::live::{follow, prepare_channel, subscribed_line, tail_options, Followed, DRAIN_QUIET};
 use crate::progress::Progress;
 use crate::report::{emit, exit_code_of, CopySummary, ErrorSummary, Report, VerifySummary};
 use crate::signals::{count_cutover_signals, remember_restore, restore_flags, stop_on_signal};
@@ -121,7 +121,7 @@ async fn replicate_leased(
     let mut live = None;
     let mut original_flags = None;
     if a.mode == Mode::Live {
-        original_flags = tail::ensure_notifications(&m.source, a.live.enable_notifications).await?;
+        original_flags = prepare_channel(m, &a.live).await?;
         remember_restore(m, &original_flags);
         let dbs = migrate::source_dbs(&m.scope, &inv.source);
         let started = async {
@@ -140,7 +140,9 @@ async fn replicate_leased(
                 return Err(e);
             }
         }
-        eprintln!("live: subscribed to keyspace events; the canary key arrived");
+        if let Some(t) = &live {
+            eprintln!("live: {}", subscribed_line(t));
+        }
     }
     if a.mode == Mode::Snapshot && m.read_from_replicas {
         // Replicas must hold what their primaries had when the copy starts, or it would copy

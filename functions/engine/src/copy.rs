@@ -237,6 +237,16 @@ fn refuses_restore(message: &str) -> bool {
 }
 
 /// A source and a target connection that copy batches of keys.
+/// What a live sync of some keys did on the target.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Synced {
+    /// Keys the source holds, copied.
+    pub copied: u64,
+    /// Keys the source no longer holds that were removed from the target (absent there too:
+    /// not counted).
+    pub deleted: u64,
+}
+
 pub struct Copier {
     /// Source connection.
     pub source: Conn,
@@ -311,8 +321,8 @@ impl Copier {
     }
 
     /// Makes the target match the source for `keys` (the live tail's copy): existing keys are
-    /// copied, keys the source no longer has are deleted. Returns how many were deleted.
-    pub async fn sync_keys(&mut self, db: u32, keys: &[Bytes]) -> Result<u64> {
+    /// copied, keys the source no longer has are deleted.
+    pub async fn sync_keys(&mut self, db: u32, keys: &[Bytes]) -> Result<Synced> {
         self.copy_keys(db, keys).await?;
         let gone = std::mem::take(&mut self.gone);
         for k in &gone {
@@ -320,8 +330,10 @@ impl Copier {
             self.target.queue(&[&b"UNLINK"[..], &target_key]);
         }
         self.target.send().await?;
-        self.expect_ok(gone.len()).await?;
-        Ok(gone.len() as u64)
+        Ok(Synced {
+            copied: (keys.len() - gone.len()) as u64,
+            deleted: self.expect_ok(gone.len()).await?,
+        })
     }
 
     fn note_gone(&mut self, key: &Bytes) {
@@ -343,7 +355,7 @@ impl Copier {
     /// Reads the replies of the per-type writes sent so far.
     async fn ack_writes(&mut self) -> Result<()> {
         let n = std::mem::take(&mut self.unacked_writes);
-        self.expect_ok(n).await
+        self.expect_ok(n).await.map(|_| ())
     }
 
     /// Keys per pipeline round: the batch, cut so a round moves about [`ROUND_BYTES`].
@@ -764,11 +776,16 @@ impl Copier {
     }
 
     /// Reads `n` replies from the target and fails on the first error reply, including errors
-    /// inside a transaction's EXEC reply.
-    async fn expect_ok(&mut self, n: usize) -> Result<()> {
+    /// inside a transaction's EXEC reply; returns the sum of the integer replies (an UNLINK's
+    /// count of keys it removed).
+    async fn expect_ok(&mut self, n: usize) -> Result<u64> {
         let mut first_error = None;
+        let mut counted = 0;
         for _ in 0..n {
             let reply = self.target.recv().await?;
+            if let Reply::Int(k) = reply {
+                counted += k.max(0) as u64;
+            }
             let nested = match &reply {
                 Reply::Array(items) => items.iter().find_map(Reply::error_text),
                 other => other.error_text(),
@@ -777,7 +794,7 @@ impl Copier {
                 first_error.get_or_insert_with(|| self.target.server_error(b"write", &msg));
             }
         }
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(counted), Err)
     }
 
     /// Copies one key in bounded chunks (big keys and streams); its expiry is read once the last
@@ -894,7 +911,9 @@ impl Copier {
             Err(Error::Server { message, .. }) if message.contains("no such key") => {
                 return self.gone_meanwhile(temp, target_key).await;
             }
-            other => other?,
+            other => {
+                other?;
+            }
         }
         bump(&self.ctx.stats.copied, 1);
         bump(&self.ctx.stats.struct_copied, 1);

@@ -4,6 +4,7 @@
 //! keyspace into SCAN cursor ranges, [`copy`] moves keys (DUMP/RESTORE or per-type), [`verify`]
 //! proves the result, and [`snapshot`] runs shards in parallel with progress.
 
+pub mod channel;
 pub mod cluster;
 pub mod conn;
 pub mod copy;

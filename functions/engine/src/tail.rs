@@ -1,8 +1,8 @@
-//! The live tail (design §4): follows keyspace notifications on the source and keeps the target
-//! equal to it, losing nothing.
+//! The live tail (design §4): follows a live channel on the source ([`crate::channel`]: keyspace
+//! notifications or client tracking) and keeps the target equal to it, losing nothing.
 //!
-//! 1. Subscribe first: `PSUBSCRIBE __keyspace@*__:*` (every db), confirmed, then a canary key
-//!    proves delivery, before any snapshot shard starts.
+//! 1. Subscribe first: a [`Feed`] on every source node, confirmed, then a canary key proves
+//!    delivery, before any snapshot shard starts.
 //! 2. State, not events: an event marks its key dirty ([`DirtySet`]); a worker reads the key's
 //!    current state from the source and writes it (or deletes it) on the target.
 //! 3. The reader task only parses and marks; target writes never block it.
@@ -18,6 +18,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::channel::{Feed, Heard, LiveChannel};
 use crate::cluster;
 use crate::conn::Conn;
 use crate::copy::{Copier, CopyContext};
@@ -26,22 +27,11 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::inventory::{config_get, notifications_cover};
 use crate::migrate::{self, Migration};
-use crate::resp::Reply;
 use crate::verify::{Status, VerifyOptions};
 
 /// Whether a key is ferry's own canary (never copied, never verified).
 pub fn is_canary(key: &[u8]) -> bool {
     key.starts_with(crate::scope::CANARY_PREFIX)
-}
-
-/// The db and key of a keyspace channel `__keyspace@<db>__:<key>`; key names are binary-safe
-/// and may contain `:`.
-pub fn parse_keyspace_channel(channel: &[u8]) -> Option<(u32, &[u8])> {
-    let rest = channel.strip_prefix(b"__keyspace@")?;
-    let end = rest.iter().position(|&b| b == b'_')?;
-    let db = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
-    let key = rest[end..].strip_prefix(b"__:")?;
-    Some((db, key))
 }
 
 /// The notification flags live mode needs, added to what the server already has.
@@ -71,6 +61,8 @@ pub struct TailOptions {
     pub canary_timeout: Duration,
     /// How often each node's `INFO` is checked for flushes and restarts.
     pub gap_poll: Duration,
+    /// The live channel; `Auto` picks keyspace notifications when the source has them on.
+    pub channel: LiveChannel,
 }
 
 impl Default for TailOptions {
@@ -81,6 +73,7 @@ impl Default for TailOptions {
             run_id: format!("{:016x}", rand::random::<u64>()),
             canary_timeout: Duration::from_secs(5),
             gap_poll: Duration::from_millis(500),
+            channel: LiveChannel::Auto,
         }
     }
 }
@@ -105,6 +98,8 @@ pub struct TailStats {
 /// The tail's figures, for progress lines, JSON and logs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TailReport {
+    /// The channel that ran: keyspace or tracking.
+    pub channel: LiveChannel,
     pub events: u64,
     pub keys_copied: u64,
     pub keys_deleted: u64,
@@ -137,6 +132,7 @@ pub struct Tail {
     touched: Arc<std::sync::Mutex<Option<Touched>>>,
     /// The healer's gap channel, for gaps the tail's driver knows of ([`Tail::heal`]).
     gaps: mpsc::UnboundedSender<String>,
+    channel: LiveChannel,
 }
 
 struct Shared {
@@ -148,6 +144,11 @@ struct Shared {
     stopped: Arc<Notify>,
     unhealed: Arc<AtomicU64>,
     dbs: Vec<u32>,
+    /// The dbs a tracking invalidation's key is marked dirty in (it names no db): those in
+    /// scope that held keys at the start, and any the gap watcher sees gain keys later.
+    key_dbs: std::sync::RwLock<std::collections::BTreeSet<u32>>,
+    /// The channel that runs (`options.channel` resolved).
+    channel: LiveChannel,
     options: TailOptions,
     fatal: mpsc::UnboundedSender<Error>,
     /// Keys copied or deleted since [`Tail::record_touched`], while recording.
@@ -175,6 +176,11 @@ impl Tail {
             dirty.open_window();
         }
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
+        let nodes = source_nodes(&m.source).await?;
+        let channel = match options.channel {
+            LiveChannel::Auto => choose_channel(&nodes[0], dbs[0], &options).await?,
+            chosen => chosen,
+        };
         let shared = Arc::new(Shared {
             migration: m.clone(),
             copy,
@@ -183,14 +189,15 @@ impl Tail {
             stop: Arc::new(AtomicBool::new(false)),
             stopped: Arc::new(Notify::new()),
             unhealed: Arc::new(AtomicU64::new(0)),
+            key_dbs: std::sync::RwLock::new(dbs.iter().copied().collect()),
             dbs,
+            channel,
             options,
             fatal: fatal_tx,
             touched: Default::default(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         let (gap_tx, gap_rx) = mpsc::unbounded_channel::<String>();
-        let nodes = source_nodes(&m.source).await?;
         let mut subscriptions = Subscriptions::default();
         for node in nodes {
             subscriptions.add(&shared, node, &gap_tx).await?;
@@ -219,7 +226,13 @@ impl Tail {
             tasks,
             fatal,
             started: Instant::now(),
+            channel,
         })
+    }
+
+    /// The channel this tail follows (never `Auto`).
+    pub fn channel(&self) -> LiveChannel {
+        self.channel
     }
 
     /// The snapshot has finished: copy every key touched since subscription once more.
@@ -296,6 +309,7 @@ impl Tail {
         let (_, peak, bytes) = self.dirty.remembered();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         TailReport {
+            channel: self.channel,
             events: g(&self.stats.events),
             keys_copied: g(&self.stats.copied),
             keys_deleted: g(&self.stats.deleted),
@@ -333,27 +347,46 @@ fn fail(shared: &Shared, e: Error) -> Result<()> {
     Ok(())
 }
 
-/// Subscribes to keyspace events of every db (a key can MOVE into a db that was empty) and
-/// waits for the server to confirm.
-async fn subscribe(ep: &Endpoint) -> Result<Conn> {
-    let mut conn = Conn::connect(ep).await?;
-    match conn.call(&["PSUBSCRIBE", "__keyspace@*__:*"]).await? {
-        Reply::Array(items)
-            if items
-                .first()
-                .and_then(Reply::as_bytes)
-                .is_some_and(|k| &k[..] == b"psubscribe") =>
-        {
-            Ok(conn)
+/// Keyspace notifications when the source's `notify-keyspace-events` covers live mode, client
+/// tracking when it is readable and does not; `None` where CONFIG is blocked (ElastiCache),
+/// where only trying tells.
+async fn channel_by_config(node: &Endpoint) -> Result<Option<LiveChannel>> {
+    let mut conn = Conn::connect(node).await?;
+    Ok(config_get(&mut conn, "notify-keyspace-events").await?.map(
+        |flags| match notifications_cover(&flags) {
+            true => LiveChannel::Keyspace,
+            false => LiveChannel::Tracking,
+        },
+    ))
+}
+
+/// The channel `auto` runs on: keyspace notifications where they are on (by CONFIG, or where
+/// CONFIG is blocked, by the canary's event arriving), client tracking otherwise.
+async fn choose_channel(node: &SourceNode, db: u32, options: &TailOptions) -> Result<LiveChannel> {
+    if let Some(channel) = channel_by_config(&node.endpoint).await? {
+        return Ok(channel);
+    }
+    let mut feed = Feed::open(&node.endpoint, LiveChannel::Keyspace).await?;
+    let key = canary_key(&options.run_id, &node.slots);
+    write_canary(node, db, &key).await?;
+    let heard = tokio::time::timeout(options.canary_timeout, async {
+        loop {
+            if let Heard::Key { key: k, .. } = feed.next().await? {
+                if k[..] == key[..] {
+                    return Ok::<_, Error>(());
+                }
+            }
         }
-        other => Err(Error::Protocol {
-            addr: conn.addr().to_string(),
-            message: format!("PSUBSCRIBE was not confirmed: {other:?}"),
-        }),
+    })
+    .await;
+    match heard {
+        Ok(Ok(())) => Ok(LiveChannel::Keyspace),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Ok(LiveChannel::Tracking),
     }
 }
 
-/// Reads keyspace events forever, reconnecting after a drop; a reconnect is a gap.
+/// Reads a node's changes for ever, reopening its feed after a drop; a reopen is a gap.
 async fn subscriber(
     shared: Arc<Shared>,
     ep: Endpoint,
@@ -364,8 +397,8 @@ async fn subscriber(
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(50);
     while !shared.stop.load(Ordering::Relaxed) {
-        let mut conn = match subscribe(&ep).await {
-            Ok(c) => c,
+        let mut feed = match Feed::open(&ep, shared.channel).await {
+            Ok(f) => f,
             Err(e) => {
                 if let Some(r) = ready.take() {
                     let _ = r.send(Err(e));
@@ -386,34 +419,46 @@ async fn subscriber(
             }
         }
         loop {
-            let reply = tokio::select! {
-                r = conn.recv() => r,
+            let heard = tokio::select! {
+                h = feed.next() => h,
                 _ = shared.stopped.notified() => return Ok(()),
             };
-            match reply {
-                Ok(Reply::Array(mut items)) if items.len() == 4 => {
-                    let event = items
-                        .pop()
-                        .and_then(|e| e.as_bytes().cloned())
-                        .unwrap_or_default();
-                    let channel = match items.pop() {
-                        Some(Reply::Bulk(c)) => c,
-                        _ => continue,
-                    };
-                    if let Some((db, key)) = parse_keyspace_channel(&channel) {
+            match heard {
+                Ok(Heard::Key { db, key, by_writer }) => {
+                    shared.stats.events.fetch_add(1, Ordering::Relaxed);
+                    if is_canary(&key) {
+                        canary_seen.notify_waiters();
+                    } else if shared.migration.scope.covers(db, &key) {
+                        shared.dirty.mark_as((db, key), by_writer);
+                    }
+                }
+                Ok(Heard::Keys(keys)) => {
+                    let dbs: Vec<u32> = shared
+                        .key_dbs
+                        .read()
+                        .expect("dbs")
+                        .iter()
+                        .copied()
+                        .collect();
+                    for key in keys {
                         shared.stats.events.fetch_add(1, Ordering::Relaxed);
-                        if is_canary(key) {
+                        if is_canary(&key) {
                             canary_seen.notify_waiters();
-                        } else if shared.migration.scope.covers(db, key) {
-                            let at = channel.len() - key.len();
-                            let by_writer = !matches!(&event[..], b"expired" | b"evicted");
-                            shared.dirty.mark_as((db, channel.slice(at..)), by_writer);
+                            continue;
+                        }
+                        for &db in &dbs {
+                            if shared.migration.scope.covers(db, &key) {
+                                shared.dirty.mark((db, key.clone()));
+                            }
                         }
                     }
                 }
-                Ok(_) => {}
+                Ok(Heard::Everything) => {
+                    let _ = gaps.send(format!("{} was flushed (a null invalidation)", ep.addr()));
+                }
+                Ok(Heard::Nothing) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "keyspace subscription dropped; resubscribing");
+                    tracing::warn!(error = %e, channel = %shared.channel, "live subscription dropped; resubscribing");
                     let _ = gaps.send(format!("subscription to {} dropped", ep.addr()));
                     break;
                 }
@@ -523,25 +568,36 @@ fn canary_key(run_id: &str, slots: &[(u16, u16)]) -> Vec<u8> {
     key
 }
 
-/// Writes the node's canary and waits for its event: notifications are proven to flow.
-async fn prove_delivery(shared: &Shared, node: &SourceNode, seen: &Notify) -> Result<()> {
+/// Writes the canary `key` (60 s TTL) on `node`, in `db` unless it is a cluster node.
+async fn write_canary(node: &SourceNode, db: u32, key: &[u8]) -> Result<()> {
     let mut conn = Conn::connect(&node.endpoint).await?;
     if node.slots.is_empty() {
-        conn.select(shared.dbs[0]).await?;
+        conn.select(db).await?;
     }
+    conn.call(&[&b"SET"[..], key, b"1", b"PX", b"60000"])
+        .await?;
+    Ok(())
+}
+
+/// Writes the node's canary and waits for it on the channel: changes are proven to flow.
+async fn prove_delivery(shared: &Shared, node: &SourceNode, seen: &Notify) -> Result<()> {
     let key = canary_key(&shared.options.run_id, &node.slots);
     let waiting = seen.notified();
     tokio::pin!(waiting);
     waiting.as_mut().enable();
-    conn.call(&[&b"SET"[..], &key, b"1", b"PX", b"60000"])
-        .await?;
+    write_canary(node, shared.dbs[0], &key).await?;
+    let how_to_fix = match shared.channel {
+        LiveChannel::Tracking => "client tracking delivered no invalidation; check that nothing kills ferry's connections, or use --live-channel keyspace",
+        _ => "enable notify-keyspace-events (K plus g$lshzxet; on ElastiCache, in a custom cache parameter group), or use --live-channel tracking, which needs no configuration",
+    };
     tokio::time::timeout(shared.options.canary_timeout, waiting)
         .await
         .map_err(|_| {
             Error::NotificationsDisabled(format!(
-                "no keyspace event for the canary key {} on {} within {}s: enable notify-keyspace-events (K plus g$lshzxet; on ElastiCache, in a custom cache parameter group)",
+                "the canary key {} on {} was not heard on the {} channel within {}s: {how_to_fix}",
                 String::from_utf8_lossy(&key),
                 node.endpoint.addr(),
+                shared.channel,
                 shared.options.canary_timeout.as_secs()
             ))
         })
@@ -570,20 +626,25 @@ async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
             for ((db, key), _) in &batch {
                 by_db.entry(*db).or_default().push(key.clone());
             }
-            let mut deleted = 0;
+            let mut synced = crate::copy::Synced::default();
             for (db, keys) in by_db {
-                deleted += c.sync_keys(db, &keys).await?;
+                let s = c.sync_keys(db, &keys).await?;
+                synced.copied += s.copied;
+                synced.deleted += s.deleted;
             }
-            Ok::<u64, Error>(deleted)
+            Ok::<_, Error>(synced)
         }
         .await;
         match result {
-            Ok(deleted) => {
-                shared.stats.deleted.fetch_add(deleted, Ordering::Relaxed);
+            Ok(synced) => {
+                shared
+                    .stats
+                    .deleted
+                    .fetch_add(synced.deleted, Ordering::Relaxed);
                 shared
                     .stats
                     .copied
-                    .fetch_add(batch.len() as u64 - deleted, Ordering::Relaxed);
+                    .fetch_add(synced.copied, Ordering::Relaxed);
                 if let Some(t) = shared.touched.lock().expect("touched").as_mut() {
                     batch.iter().for_each(|((db, key), _)| t.add(*db, key));
                 }
@@ -635,7 +696,10 @@ impl NodeWatch {
             libraries,
         };
         for (node, _) in &subscriptions.nodes {
-            let mark = node_mark(&mut watch.conns, &node.endpoint, &shared.copy).await?;
+            let mark = node_mark(&mut watch.conns, &node.endpoint, shared).await?;
+            // Dbs that gained keys since inventory: the snapshot, planned after this, copies
+            // them; invalidations from now on are marked in them too.
+            new_key_dbs(shared, &mark);
             watch.marks.insert(node.endpoint.addr(), mark);
         }
         Ok(watch)
@@ -652,6 +716,37 @@ struct NodeMark {
     silent: std::collections::BTreeMap<&'static str, u64>,
     /// Calls of FUNCTION LOAD/DELETE/FLUSH/RESTORE.
     function_changes: u64,
+    /// Dbs holding keys (read on the tracking channel only, whose invalidations name no db).
+    dbs: Vec<u32>,
+}
+
+/// Adds the dbs in scope that `mark` saw holding keys to those tracking invalidations are
+/// marked in; returns the ones that were new.
+fn new_key_dbs(shared: &Shared, mark: &NodeMark) -> Vec<u32> {
+    let mut key_dbs = shared.key_dbs.write().expect("dbs");
+    mark.dbs
+        .iter()
+        .copied()
+        .filter(|db| shared.migration.scope.covers_db(*db) && key_dbs.insert(*db))
+        .collect()
+}
+
+/// The dbs an `INFO keyspace` lists with keys.
+fn dbs_with_keys(keyspace: &str) -> Vec<u32> {
+    keyspace
+        .lines()
+        .filter_map(|l| {
+            let (db, stats) = l.split_once(':')?;
+            let db = db.strip_prefix("db")?.parse().ok()?;
+            let keys: u64 = stats
+                .strip_prefix("keys=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            (keys > 0).then_some(db)
+        })
+        .collect()
 }
 
 /// Watches the source for gaps (design §4.5): each node's INFO for flushes (commandstats) and
@@ -686,8 +781,13 @@ async fn gap_watcher(
                 .find(|(n, _)| n.endpoint.addr() == addr)
                 .map(|(n, _)| n.endpoint.clone())
                 .expect("subscribed node");
-            match node_mark(&mut conns, &ep, &shared.copy).await {
+            match node_mark(&mut conns, &ep, &shared).await {
                 Ok(mut now) => {
+                    let gained = new_key_dbs(&shared, &now);
+                    if !gained.is_empty() {
+                        // Invalidations for keys there arrived before the db was known.
+                        let _ = gaps.send(format!("dbs {gained:?} gained keys on {addr}"));
+                    }
                     if let Some(before) = marks.get(&addr) {
                         if before.run_id != now.run_id {
                             let _ = gaps.send(format!("{addr} restarted"));
@@ -731,14 +831,24 @@ async fn gap_watcher(
 async fn node_mark(
     conns: &mut std::collections::HashMap<String, Conn>,
     ep: &Endpoint,
-    throttle: &CopyContext,
+    shared: &Shared,
 ) -> Result<NodeMark> {
     let addr = ep.addr();
     if !conns.contains_key(&addr) {
         conns.insert(addr.clone(), Conn::connect(ep).await?);
     }
     let c = conns.get_mut(&addr).expect("connected");
-    throttle.throttle(2).await;
+    let tracking = shared.channel == LiveChannel::Tracking;
+    shared.copy.throttle(2 + u64::from(tracking)).await;
+    let dbs = match tracking {
+        true => dbs_with_keys(
+            &c.call(&["INFO", "keyspace"])
+                .await?
+                .as_text()
+                .unwrap_or_default(),
+        ),
+        false => Vec::new(),
+    };
     let server = c
         .call(&["INFO", "server"])
         .await?
@@ -760,6 +870,7 @@ async fn node_mark(
         flushes: flush_calls(&stats),
         silent: crate::module_types::silent_write_calls(&stats),
         function_changes: crate::functions::change_calls(&stats),
+        dbs,
     })
 }
 
@@ -1011,28 +1122,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_binary_safe_channels() {
-        assert_eq!(
-            parse_keyspace_channel(b"__keyspace@0__:user:1"),
-            Some((0, &b"user:1"[..]))
-        );
-        assert_eq!(
-            parse_keyspace_channel(b"__keyspace@15__:a__:b"),
-            Some((15, &b"a__:b"[..]))
-        );
-        assert_eq!(
-            parse_keyspace_channel(b"__keyspace@3__:\x00\xff"),
-            Some((3, &b"\x00\xff"[..]))
-        );
-        assert_eq!(
-            parse_keyspace_channel(b"__keyspace@3__:"),
-            Some((3, &b""[..]))
-        );
-        assert_eq!(parse_keyspace_channel(b"__keyevent@0__:set"), None);
-        assert_eq!(parse_keyspace_channel(b"__keyspace@x__:k"), None);
-    }
-
-    #[test]
     fn merges_flags() {
         assert_eq!(merged_notify_flags(""), "Kg$lshzxet");
         assert_eq!(merged_notify_flags("Ex"), "ExKg$lshzet");
@@ -1044,5 +1133,11 @@ mod tests {
     fn counts_flushes() {
         let s = "cmdstat_get:calls=5,usec=1\r\ncmdstat_flushdb:calls=2,usec=9\r\ncmdstat_flushall:calls=1,usec=3\r\n";
         assert_eq!(flush_calls(s), 3);
+    }
+
+    #[test]
+    fn lists_dbs_with_keys() {
+        let s = "# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\ndb3:keys=1,expires=1,avg_ttl=9\r\ndb4:keys=0,expires=0\r\n";
+        assert_eq!(dbs_with_keys(s), vec![0, 3]);
     }
 }

@@ -3,6 +3,7 @@
 //! field (a password) is an `InvalidInput`, never silently ignored. Credentials appear only as
 //! Secrets Manager ARNs.
 
+use ferry_engine::channel::LiveChannel;
 use ferry_engine::copy::Counts;
 use ferry_engine::plan::Shard;
 use ferry_engine::verify::{DiffSample, StatusCounts};
@@ -74,8 +75,13 @@ pub struct TargetSpec {
 pub struct Options {
     /// Take an ElastiCache snapshot of the source first.
     pub backup: bool,
-    /// Let EnableNotifications change the source's parameter group (live mode).
+    /// Let EnableNotifications change the source's parameter group (live mode, keyspace or
+    /// auto channel).
     pub enable_notifications: bool,
+    /// The live channel: `auto` (keyspace notifications when on, client tracking otherwise),
+    /// `keyspace`, or `tracking` (no configuration change on the source: the state machine
+    /// skips EnableNotifications).
+    pub live_channel: LiveChannel,
     /// Shards per source database (design §2).
     pub shards_per_db: u32,
     /// Copy method: auto, dump or struct.
@@ -122,6 +128,7 @@ impl Default for Options {
         Options {
             backup: true,
             enable_notifications: true,
+            live_channel: LiveChannel::Auto,
             shards_per_db: 8,
             copy_type: "auto".into(),
             verify: "full".into(),
@@ -224,6 +231,9 @@ pub struct InventoryOutput {
     pub max_concurrency: u32,
     /// `options.verify` (or its default): the state machine skips the verify on `none`.
     pub verify: String,
+    /// `options.live_channel` (or its default): the state machine skips EnableNotifications on
+    /// `tracking`.
+    pub live_channel: LiveChannel,
 }
 
 /// Plan and Plan verify: where the items the Distributed Map reads are (`plans`), and how many.

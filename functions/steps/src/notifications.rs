@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_elasticache::types::Parameter;
+use ferry_engine::channel::LiveChannel;
 use ferry_engine::inventory::notifications_cover;
 use ferry_engine::tail::merged_notify_flags;
 use serde::{Deserialize, Serialize};
@@ -98,6 +99,11 @@ pub async fn enable_notifications(
     let Some(rg) = input.source.replication_group_id.as_deref() else {
         return skip("not an ElastiCache source: the tail checks notify-keyspace-events and proves delivery with its canary");
     };
+    if input.options.live_channel == LiveChannel::Tracking {
+        return skip(
+            "options.live_channel is tracking: the source's configuration is left as it is",
+        );
+    }
     if !input.options.enable_notifications {
         return skip("options.enable_notifications is false: the tail's canary proves delivery or fails with NotificationsDisabled");
     }
