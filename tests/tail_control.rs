@@ -449,7 +449,14 @@ fn snapshot(source: &Server, target: &Server) {
 /// the execution succeeds with the cutover report and the target equals the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_cutover_fences_checks_releases_and_reports_stragglers() {
-    aws_cutover(&source(), "keyspace").await;
+    aws_cutover(&source(), "keyspace", false).await;
+}
+
+/// The same with the tail logging in to the source with IAM tokens (`source.iam` in the input,
+/// no secret), signed with its role's credentials (here the environment's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_tail_logs_in_to_an_iam_source() {
+    aws_cutover(&source(), "keyspace", true).await;
 }
 
 /// The same migration from a source whose notify-keyspace-events is off and stays off: `auto`
@@ -460,7 +467,7 @@ async fn the_aws_cutover_on_the_tracking_channel_changes_nothing_on_the_source()
         password: Some(MARKER.into()),
         ..Config::default()
     });
-    aws_cutover(&source, "tracking").await;
+    aws_cutover(&source, "tracking", false).await;
     assert_eq!(
         source.cmd(&["CONFIG", "GET", "notify-keyspace-events"]),
         "notify-keyspace-events\n"
@@ -468,12 +475,28 @@ async fn the_aws_cutover_on_the_tracking_channel_changes_nothing_on_the_source()
 }
 
 /// A live run through the real state machine and tail, on `channel`: snapshot, barrier, a
-/// fenced check, the application's switch, the release and its stragglers.
-async fn aws_cutover(source: &Server, channel: &str) {
+/// fenced check, the application's switch, the release and its stragglers. With `iam`, the
+/// tail logs in to the source with IAM tokens instead of the secret's password.
+async fn aws_cutover(source: &Server, channel: &str, iam: bool) {
     let rig = rig().await;
     let target = Server::start();
     let app = App::start(&source.plain_url(0));
-    let input = migration(&rig, source, &target).await;
+    let mut input = migration(&rig, source, &target).await;
+    if iam {
+        let auth =
+            json!({ "user_id": "ferry-tail", "cache_name": "my-group", "region": "us-east-1" });
+        common::iam_user(
+            source,
+            &serde_json::from_value(auth.clone()).unwrap(),
+            ("test", "test"),
+            300,
+        );
+        input["source"]
+            .as_object_mut()
+            .unwrap()
+            .remove("secret_arn");
+        input["source"]["iam"] = auth;
+    }
     let (execution, tail) = rig.start_with_tail(&format!("live-{channel}"), input).await;
     let verify = rig.copy_and_verify(source, &target).await;
     assert_eq!(verify["tail"]["phase"], "barrier", "{verify}");
@@ -520,6 +543,10 @@ async fn aws_cutover(source: &Server, channel: &str) {
     );
     assert_eq!(code, 0, "{output}");
     assert!(!output.contains(MARKER), "the password leaked:\n{output}");
+    assert!(
+        !output.contains("X-Amz-Signature"),
+        "a token leaked:\n{output}"
+    );
     let straggler = app.last.lock().unwrap().clone().unwrap();
     assert_eq!(
         target.cmd(&["EXISTS", &straggler]),

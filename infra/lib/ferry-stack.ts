@@ -84,7 +84,11 @@ export class FerryStack extends Stack {
       description: 'The execution input the schedule starts with.' });
     // ARNs of secrets, not secrets: nothing to hide.
     const secrets = [sourceSecretArn.valueAsString, targetSecretArn.valueAsString];
+    const ec = `arn:${Aws.PARTITION}:elasticache:${Aws.REGION}:${Aws.ACCOUNT_ID}`;
     const readSecrets: iam.PolicyStatementProps = { actions: ['secretsmanager:GetSecretValue'], resources: secrets };
+    // IAM auth to ElastiCache (source.iam / target.iam): a token signed per connection.
+    const connectIam: iam.PolicyStatementProps = { actions: ['elasticache:Connect'],
+      resources: [`${ec}:replicationgroup:*`, `${ec}:serverlesscache:*`, `${ec}:user:*`] };
     // kms:Decrypt on the secrets' customer-managed key, when there is one, through Secrets Manager only.
     new CfnCondition(this, 'HasSecretsKey', { expression: Fn.conditionNot(Fn.conditionEquals(secretsKmsKeyArn.valueAsString, '')) });
     const decryptSecrets = Fn.conditionIf('HasSecretsKey', {
@@ -96,7 +100,6 @@ export class FerryStack extends Stack {
     const machineArn = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:stateMachine:${machineName}`;
     const executions = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${machineName}`;
     const mapRuns = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:mapRun:${machineName}`;
-    const ec = `arn:${Aws.PARTITION}:elasticache:${Aws.REGION}:${Aws.ACCOUNT_ID}`;
 
     // Shard plans (Plan, Plan verify) and the Distributed Maps' results: no key data, only node
     // addresses and cursor ranges; kept two weeks.
@@ -110,11 +113,11 @@ export class FerryStack extends Stack {
     const planEnv = { FERRY_PLAN_BUCKET: planBucket.ref };
 
     const steps: Step[] = [
-      { id: 'Inventory', inVpc: true, binary: 'ferry-inventory', description: 'Preflight of both servers before anything is written.', statements: [readSecrets] },
-      { id: 'Plan', inVpc: true, binary: 'ferry-plan', description: 'The shard plan (SCAN cursor ranges).', statements: [readSecrets, writePlans], env: planEnv },
-      { id: 'CopyShard', inVpc: true, binary: 'ferry-copy-shard', description: 'Copies one shard from its cursor until the time budget runs out.', statements: [readSecrets], memory: 1769 },
-      { id: 'PlanVerify', inVpc: true, binary: 'ferry-plan-verify', description: 'The verify shards, both directions.', statements: [readSecrets, writePlans], env: planEnv },
-      { id: 'VerifyShard', inVpc: true, binary: 'ferry-verify-shard', description: 'Verifies one shard from its cursor until the time budget runs out.', statements: [readSecrets] },
+      { id: 'Inventory', inVpc: true, binary: 'ferry-inventory', description: 'Preflight of both servers before anything is written.', statements: [readSecrets, connectIam] },
+      { id: 'Plan', inVpc: true, binary: 'ferry-plan', description: 'The shard plan (SCAN cursor ranges).', statements: [readSecrets, connectIam, writePlans], env: planEnv },
+      { id: 'CopyShard', inVpc: true, binary: 'ferry-copy-shard', description: 'Copies one shard from its cursor until the time budget runs out.', statements: [readSecrets, connectIam], memory: 1769 },
+      { id: 'PlanVerify', inVpc: true, binary: 'ferry-plan-verify', description: 'The verify shards, both directions.', statements: [readSecrets, connectIam, writePlans], env: planEnv },
+      { id: 'VerifyShard', inVpc: true, binary: 'ferry-verify-shard', description: 'Verifies one shard from its cursor until the time budget runs out.', statements: [readSecrets, connectIam] },
       { id: 'Backup', binary: 'ferry-backup', description: 'Requests an ElastiCache snapshot of the source.', statements: [
         // Snapshots are named ferry-<migration_id>-<execution start>.
         { actions: ['elasticache:CreateSnapshot'], resources: [`${ec}:replicationgroup:*`, `${ec}:snapshot:ferry-*`] },
@@ -240,6 +243,7 @@ export class FerryStack extends Stack {
       assumeRolePolicyDocument: assume('ecs-tasks.amazonaws.com'),
       policies: [policy('tail', [
         readSecrets,
+        connectIam,
         { actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility'], resources: [controlQueue.attrArn] },
         { actions: ['states:SendTaskSuccess', 'states:SendTaskFailure', 'states:SendTaskHeartbeat'], resources: ANY },
         { actions: ['states:DescribeExecution'], resources: [`${executions}:*`] },

@@ -387,3 +387,32 @@ pub async fn write_every_type(url: &str) {
         .arg("5-5");
     let _: () = p.query_async(&mut c).await.expect("write every type");
 }
+
+/// Creates `auth`'s ACL user on `server` (standing in for an IAM-enabled ElastiCache user): its
+/// passwords are the tokens ferry's signer makes for `auth` with `(key id, secret key)` at
+/// every second from a few seconds ago to `secs` seconds from now. Any other token is refused.
+pub fn iam_user(
+    server: &rig::Server,
+    auth: &ferry_steps::iam::IamAuth,
+    (key_id, secret): (&str, &str),
+    secs: u64,
+) {
+    use std::time::{Duration, SystemTime};
+    let region = auth.region.as_deref().expect("a region");
+    let creds = aws_credential_types::Credentials::new(key_id, secret, None, None, "test");
+    let now = SystemTime::now();
+    let mut args = vec![
+        "ACL".to_string(),
+        "SETUSER".into(),
+        auth.user_id.clone(),
+        "on".into(),
+    ];
+    for s in 0..secs + 5 {
+        let at = now + Duration::from_secs(s) - Duration::from_secs(5);
+        let token = ferry_steps::iam::token(auth, region, &creds, at).unwrap();
+        args.push(format!(">{token}"));
+    }
+    args.extend(["~*", "&*", "+@all"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(server.cmd(&args), "+OK");
+}

@@ -199,6 +199,18 @@ pub struct ConnectArgs {
     /// (redis://host/3) limits the migration to that db; one in the target URL is where it lands.
     #[arg(long = "db-map", value_name = "SRC=DST[:PREFIX]")]
     pub db_map: Vec<String>,
+    /// IAM authentication to an ElastiCache source instead of a password:
+    /// user=ID,cache=NAME[,region=R][,serverless][,renew_secs=N]. NAME is the replication
+    /// group or serverless cache; a token is signed per connection with the environment's AWS
+    /// credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, a role), and connections are renewed
+    /// before ElastiCache's 12-hour limit.
+    #[cfg(feature = "aws")]
+    #[arg(long, value_name = "SPEC")]
+    pub source_iam: Option<ferry_steps::iam::IamAuth>,
+    /// IAM authentication to an ElastiCache target, as --source-iam.
+    #[cfg(feature = "aws")]
+    #[arg(long, value_name = "SPEC")]
+    pub target_iam: Option<ferry_steps::iam::IamAuth>,
     /// How long a server may take to answer before its connection counts as lost (a reply
     /// over 1 MiB gets a second more per MiB).
     #[arg(long, value_name = "SECS", default_value = "120", value_parser = positive_seconds)]

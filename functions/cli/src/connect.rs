@@ -68,7 +68,7 @@ pub fn endpoint(
     Ok(ep)
 }
 
-pub fn migration(c: &ConnectArgs) -> Result<Migration, Error> {
+pub async fn migration(c: &ConnectArgs) -> Result<Migration, Error> {
     let source = endpoint(
         Role::Source,
         &c.source,
@@ -83,12 +83,34 @@ pub fn migration(c: &ConnectArgs) -> Result<Migration, Error> {
         c.target_insecure,
         c.target_cert.as_deref().zip(c.target_key.as_deref()),
     )?;
+    #[cfg(feature = "aws")]
+    let (source, target) = with_iam(c, source, target).await?;
     ferry_engine::conn::set_reply_timeout(std::time::Duration::from_secs_f64(c.reply_timeout));
     let mut m = Migration::new(source, target);
     m.scope.db_map = Scope::parse_db_map(&c.db_map)?;
     m.scope
         .apply_url_dbs(m.source.db_in_url, m.target.db_in_url)?;
     Ok(m)
+}
+
+/// The endpoints logging in with IAM tokens where `--source-iam` / `--target-iam` ask for it,
+/// signed with the environment's AWS credentials.
+#[cfg(feature = "aws")]
+async fn with_iam(
+    c: &ConnectArgs,
+    source: Endpoint,
+    target: Endpoint,
+) -> Result<(Endpoint, Endpoint), Error> {
+    if c.source_iam.is_none() && c.target_iam.is_none() {
+        return Ok((source, target));
+    }
+    let aws = ferry_steps::Aws::from_env().await;
+    let (region, credentials) = (aws.region, aws.credentials);
+    let iam = |ep: Endpoint, auth: &Option<ferry_steps::iam::IamAuth>| match auth {
+        Some(auth) => ferry_steps::aws::with_iam(ep, auth, region.clone(), credentials.clone()),
+        None => Ok(ep),
+    };
+    Ok((iam(source, &c.source_iam)?, iam(target, &c.target_iam)?))
 }
 
 /// Takes the target's lease for a run that writes (see `ferry_engine::lease`), runs `work`,

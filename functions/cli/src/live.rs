@@ -131,7 +131,7 @@ pub async fn tail(a: TailArgs) -> i32 {
         ..Report::default()
     };
     let result = async {
-        let mut m = migration(connect)?;
+        let mut m = migration(connect).await?;
         m.tail_workers = a.live.tail_workers.max(1);
         report.source = m.source.redacted_url();
         report.target = m.target.redacted_url();

@@ -44,7 +44,7 @@ pub async fn run(a: ReplicateArgs) -> i32 {
 }
 
 async fn replicate(a: &ReplicateArgs, report: &mut Report) -> Result<i32, Error> {
-    let mut m = migration(&a.connect)?;
+    let mut m = migration(&a.connect).await?;
     if a.mode == Mode::Live {
         m.tail_workers = a.live.tail_workers.max(1);
     }

@@ -31,7 +31,7 @@ fn finish<T>(result: Result<T, Error>, on_ok: impl FnOnce(T)) -> i32 {
 /// `ferry inventory`: describe both sides and run the pairing checks, writing nothing.
 pub async fn inventory(c: ConnectArgs) -> i32 {
     let result = async {
-        let m = migration(&c)?;
+        let m = migration(&c).await?;
         migrate::inventory(&m, Purpose::Compare).await
     }
     .await;

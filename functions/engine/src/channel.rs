@@ -167,6 +167,11 @@ impl Feed {
         })
     }
 
+    /// When this feed must be renewed: its login expires (IAM), `None` when it never does.
+    pub fn renew_at(&self) -> Option<std::time::Instant> {
+        self.subscriber.renew_at()
+    }
+
     /// The next thing heard. An error means the feed is broken (its subscriber or, on the
     /// tracking channel, its tracking connection was lost): changes may have been missed.
     pub async fn next(&mut self) -> Result<Heard> {

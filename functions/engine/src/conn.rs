@@ -208,7 +208,7 @@ impl Wire {
     }
 
     async fn login(&mut self, ep: &Endpoint) -> Result<()> {
-        if let Some(password) = &ep.password {
+        if let Some(password) = &ep.current_password().await? {
             match &ep.username {
                 Some(user) => self.queue(&[b"AUTH", user.as_bytes(), password.expose().as_bytes()]),
                 None => self.queue(&[&b"AUTH"[..], password.expose().as_bytes()]),
@@ -460,6 +460,8 @@ pub struct Conn {
     wires: Vec<Wire>,
     /// Slot routing, for a cluster.
     routes: Option<Box<Routes>>,
+    /// When a connection logged in with a changing password (IAM) should be replaced.
+    renew_at: Option<std::time::Instant>,
 }
 
 /// How a cluster connection finds the node of each command, and the commands awaiting replies.
@@ -495,6 +497,7 @@ impl Conn {
         Ok(Conn {
             wires: vec![Wire::connect(ep).await?],
             routes: None,
+            renew_at: renew_at(ep),
         })
     }
 
@@ -533,6 +536,7 @@ impl Conn {
         }
         Ok(Conn {
             wires,
+            renew_at: renew_at(ep),
             routes: Some(Box::new(Routes {
                 base: ep.clone(),
                 slot_wire,
@@ -542,6 +546,18 @@ impl Conn {
                 side: Vec::new(),
             })),
         })
+    }
+
+    /// When this connection must be renewed (see [`Conn::due_for_renewal`]).
+    pub fn renew_at(&self) -> Option<std::time::Instant> {
+        self.renew_at
+    }
+
+    /// Whether this connection has lived as long as its endpoint's changing password allows
+    /// (IAM auth): a long-lived user replaces it with a new one at a quiet moment.
+    pub fn due_for_renewal(&self) -> bool {
+        self.renew_at
+            .is_some_and(|at| std::time::Instant::now() >= at)
     }
 
     /// Whether commands are routed over a cluster's primaries.
@@ -768,6 +784,11 @@ impl Conn {
     pub fn server_error(&self, command: &[u8], message: &str) -> Error {
         self.wires[0].server_error(command, message)
     }
+}
+
+/// When a connection to `ep` made now must be renewed.
+fn renew_at(ep: &Endpoint) -> Option<std::time::Instant> {
+    ep.renew_after().map(|d| std::time::Instant::now() + d)
 }
 
 impl Routes {

@@ -5,7 +5,11 @@
 //! error or report built from an `Endpoint` can carry it.
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -39,6 +43,31 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A password that changes, asked for on every connect: an ElastiCache IAM token (valid 15
+/// minutes) is one. The engine knows nothing of how it is made (that is AWS's side).
+pub trait PasswordSource: Send + Sync {
+    /// A password to log in with now.
+    fn password(&self) -> Pin<Box<dyn Future<Output = Result<Secret>> + Send + '_>>;
+
+    /// How long a connection may stay logged in on one password: long-lived connections are
+    /// renewed (a new connection, a new password) before this (ElastiCache closes IAM
+    /// connections after 12 hours).
+    fn renew_after(&self) -> Option<Duration>;
+
+    /// What it is, for messages (never the password): e.g. `IAM user ferry on my-cache`.
+    fn describe(&self) -> String;
+}
+
+/// An endpoint's [`PasswordSource`], shared by every connection made from it.
+#[derive(Clone)]
+pub struct ChangingPassword(pub Arc<dyn PasswordSource>);
+
+impl fmt::Debug for ChangingPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.describe())
+    }
+}
+
 /// How to verify the server's certificate on a `rediss://` endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct TlsSettings {
@@ -67,6 +96,8 @@ pub struct Endpoint {
     pub username: Option<String>,
     /// Password or auth token.
     pub password: Option<Secret>,
+    /// Where a fresh password comes from on every connect (IAM), instead of `password`.
+    pub changing_password: Option<ChangingPassword>,
     /// The database the URL selects (used when a command names no other).
     pub db: u32,
     /// The database the URL named, if it named one: the migration then covers that database
@@ -150,6 +181,7 @@ impl Endpoint {
             port,
             username,
             password,
+            changing_password: None,
             db: db_in_url.unwrap_or(0),
             db_in_url,
             tls,
@@ -168,6 +200,27 @@ impl Endpoint {
         self
     }
 
+    /// Logs in with a password from `source` on every connect (IAM auth) as `username`.
+    pub fn with_changing_password(mut self, username: String, source: ChangingPassword) -> Self {
+        self.username = Some(username);
+        self.password = None;
+        self.changing_password = Some(source);
+        self
+    }
+
+    /// How long a connection to this endpoint may live before it is renewed (IAM auth).
+    pub fn renew_after(&self) -> Option<Duration> {
+        self.changing_password.as_ref()?.0.renew_after()
+    }
+
+    /// The password to log in with now: the changing one's current value, or the fixed one.
+    pub async fn current_password(&self) -> Result<Option<Secret>> {
+        match &self.changing_password {
+            Some(source) => Ok(Some(source.0.password().await?)),
+            None => Ok(self.password.clone()),
+        }
+    }
+
     /// `host:port`, the way every message names this server.
     pub fn addr(&self) -> String {
         if self.host.contains(':') {
@@ -184,11 +237,12 @@ impl Endpoint {
         } else {
             "redis"
         };
-        let user = match (&self.username, &self.password) {
-            (Some(u), Some(_)) => format!("{u}:***@"),
-            (Some(u), None) => format!("{u}@"),
-            (None, Some(_)) => ":***@".to_string(),
-            (None, None) => String::new(),
+        let has_password = self.password.is_some() || self.changing_password.is_some();
+        let user = match (&self.username, has_password) {
+            (Some(u), true) => format!("{u}:***@"),
+            (Some(u), false) => format!("{u}@"),
+            (None, true) => ":***@".to_string(),
+            (None, false) => String::new(),
         };
         match self.db_in_url {
             Some(db) => format!("{scheme}://{user}{}/{db}", self.addr()),

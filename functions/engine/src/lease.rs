@@ -121,6 +121,9 @@ async fn renew(ep: Endpoint, holder: String, lost: Arc<AtomicBool>) {
     let mut conn: Option<Conn> = None;
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
+        if conn.as_ref().is_some_and(Conn::due_for_renewal) {
+            conn = None;
+        }
         if conn.is_none() {
             conn = Conn::keyspace(&ep).await.ok();
         }

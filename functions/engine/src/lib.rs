@@ -36,5 +36,5 @@ pub mod value;
 pub mod vectorset;
 pub mod verify;
 
-pub use endpoint::{Endpoint, Role, Secret, TlsSettings};
+pub use endpoint::{ChangingPassword, Endpoint, PasswordSource, Role, Secret, TlsSettings};
 pub use error::{Error, Result};

@@ -425,6 +425,10 @@ impl BatchWorker for Copier {
     async fn process(&mut self, db: u32, keys: Vec<Bytes>) -> Result<()> {
         self.copy_keys(db, &keys).await
     }
+
+    fn due_for_renewal(&self) -> bool {
+        self.source.due_for_renewal() || self.target.due_for_renewal()
+    }
 }
 
 /// When a copy run should stop early and hand back checkpoints.

@@ -26,6 +26,12 @@ use crate::scan_boundary::Boundaries;
 pub trait BatchWorker: Send + 'static {
     /// Handles one batch; an error stops the whole run.
     fn process(&mut self, db: u32, keys: Vec<Bytes>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether its connections have lived as long as a changing password allows (IAM): it is
+    /// then replaced by a fresh worker before its next batch.
+    fn due_for_renewal(&self) -> bool {
+        false
+    }
 }
 
 /// How to scan: on which server, with which filters, how wide.
@@ -205,6 +211,9 @@ where
     Fut: Future<Output = Result<W>>,
 {
     let (mut attempt, mut since) = (0, None);
+    if worker.as_ref().is_some_and(W::due_for_renewal) {
+        *worker = None;
+    }
     loop {
         let result = match worker.as_mut() {
             Some(w) => w.process(batch.db, batch.keys.clone()).await,
@@ -271,6 +280,7 @@ async fn node_conn<'a>(
     endpoint: &Endpoint,
     node: &str,
 ) -> Result<&'a mut Conn> {
+    conns.retain(|(_, c)| !c.due_for_renewal());
     let at = match conns.iter().position(|(n, _)| n == node) {
         Some(i) => i,
         None => {

@@ -386,18 +386,20 @@ async fn choose_channel(node: &SourceNode, db: u32, options: &TailOptions) -> Re
     }
 }
 
-/// Reads a node's changes for ever, reopening its feed after a drop; a reopen is a gap.
+/// Reads a node's changes for ever, reopening its feed after a drop; a reopen is a gap. A
+/// feed logged in with a changing password (IAM) is renewed before it expires, without a gap.
 async fn subscriber(
     shared: Arc<Shared>,
-    ep: Endpoint,
+    node: SourceNode,
     ready: oneshot::Sender<Result<()>>,
     canary_seen: Arc<Notify>,
     gaps: mpsc::UnboundedSender<String>,
 ) -> Result<()> {
+    let ep = &node.endpoint;
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(50);
     while !shared.stop.load(Ordering::Relaxed) {
-        let mut feed = match Feed::open(&ep, shared.channel).await {
+        let mut feed = match Feed::open(ep, shared.channel).await {
             Ok(f) => f,
             Err(e) => {
                 if let Some(r) = ready.take() {
@@ -419,44 +421,22 @@ async fn subscriber(
             }
         }
         loop {
+            let renewal = feed.renew_at();
             let heard = tokio::select! {
                 h = feed.next() => h,
                 _ = shared.stopped.notified() => return Ok(()),
+                _ = sleep_until(renewal) => match renew(&shared, &node, &mut feed, &canary_seen, &gaps).await {
+                    Ok(renewed) => {
+                        feed = renewed;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
             };
             match heard {
-                Ok(Heard::Key { db, key, by_writer }) => {
-                    shared.stats.events.fetch_add(1, Ordering::Relaxed);
-                    if is_canary(&key) {
-                        canary_seen.notify_waiters();
-                    } else if shared.migration.scope.covers(db, &key) {
-                        shared.dirty.mark_as((db, key), by_writer);
-                    }
+                Ok(heard) => {
+                    take(&shared, heard, &canary_seen, &gaps, ep);
                 }
-                Ok(Heard::Keys(keys)) => {
-                    let dbs: Vec<u32> = shared
-                        .key_dbs
-                        .read()
-                        .expect("dbs")
-                        .iter()
-                        .copied()
-                        .collect();
-                    for key in keys {
-                        shared.stats.events.fetch_add(1, Ordering::Relaxed);
-                        if is_canary(&key) {
-                            canary_seen.notify_waiters();
-                            continue;
-                        }
-                        for &db in &dbs {
-                            if shared.migration.scope.covers(db, &key) {
-                                shared.dirty.mark((db, key.clone()));
-                            }
-                        }
-                    }
-                }
-                Ok(Heard::Everything) => {
-                    let _ = gaps.send(format!("{} was flushed (a null invalidation)", ep.addr()));
-                }
-                Ok(Heard::Nothing) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, channel = %shared.channel, "live subscription dropped; resubscribing");
                     let _ = gaps.send(format!("subscription to {} dropped", ep.addr()));
@@ -466,6 +446,99 @@ async fn subscriber(
         }
     }
     Ok(())
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Make before break: opens a new feed, then reads the old one up to a canary written after
+/// the new one was confirmed. Every change published before the canary was read from the old
+/// feed, every change after it arrives on the new one: nothing falls between them.
+async fn renew(
+    shared: &Shared,
+    node: &SourceNode,
+    old: &mut Feed,
+    canary_seen: &Notify,
+    gaps: &mpsc::UnboundedSender<String>,
+) -> Result<Feed> {
+    let new = Feed::open(&node.endpoint, shared.channel).await?;
+    let key = canary_key(&shared.options.run_id, &node.slots);
+    write_canary(node, shared.dbs[0], &key).await?;
+    let drained = tokio::time::timeout(shared.options.canary_timeout, async {
+        loop {
+            if take(shared, old.next().await?, canary_seen, gaps, &node.endpoint) {
+                return Ok::<_, Error>(());
+            }
+        }
+    })
+    .await;
+    match drained {
+        Ok(Ok(())) => {
+            tracing::info!(node = %node.endpoint.addr(), "live subscription renewed (a new login before the old one expires)");
+            Ok(new)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::Protocol {
+            addr: node.endpoint.addr(),
+            message: "the old subscription did not deliver the renewal canary".into(),
+        }),
+    }
+}
+
+/// Acts on what a feed heard: marks keys dirty, reports a flush as a gap, and wakes whoever
+/// waits for a canary. Returns whether it was a canary.
+fn take(
+    shared: &Shared,
+    heard: Heard,
+    canary_seen: &Notify,
+    gaps: &mpsc::UnboundedSender<String>,
+    ep: &Endpoint,
+) -> bool {
+    let mut canary = false;
+    match heard {
+        Heard::Key { db, key, by_writer } => {
+            shared.stats.events.fetch_add(1, Ordering::Relaxed);
+            if is_canary(&key) {
+                canary = true;
+            } else if shared.migration.scope.covers(db, &key) {
+                shared.dirty.mark_as((db, key), by_writer);
+            }
+        }
+        Heard::Keys(keys) => {
+            let dbs: Vec<u32> = shared
+                .key_dbs
+                .read()
+                .expect("dbs")
+                .iter()
+                .copied()
+                .collect();
+            for key in keys {
+                shared.stats.events.fetch_add(1, Ordering::Relaxed);
+                if is_canary(&key) {
+                    canary = true;
+                    continue;
+                }
+                for &db in &dbs {
+                    if shared.migration.scope.covers(db, &key) {
+                        shared.dirty.mark((db, key.clone()));
+                    }
+                }
+            }
+        }
+        Heard::Everything => {
+            let _ = gaps.send(format!("{} was flushed (a null invalidation)", ep.addr()));
+        }
+        Heard::Nothing => {}
+    }
+    if canary {
+        canary_seen.notify_waiters();
+    }
+    canary
 }
 
 /// A source node the tail subscribes to: the server itself, or one cluster primary.
@@ -512,7 +585,7 @@ impl Subscriptions {
         let (ready_tx, ready_rx) = oneshot::channel();
         let handle = self.tasks.spawn(subscriber(
             shared.clone(),
-            node.endpoint.clone(),
+            node.clone(),
             ready_tx,
             canary_seen.clone(),
             gaps.clone(),
@@ -615,6 +688,12 @@ async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
         if batch.is_empty() {
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
             continue;
+        }
+        if copier
+            .as_ref()
+            .is_some_and(crate::scan::BatchWorker::due_for_renewal)
+        {
+            copier = None;
         }
         let result = async {
             if copier.is_none() {
@@ -834,6 +913,9 @@ async fn node_mark(
     shared: &Shared,
 ) -> Result<NodeMark> {
     let addr = ep.addr();
+    if conns.get(&addr).is_some_and(Conn::due_for_renewal) {
+        conns.remove(&addr);
+    }
     if !conns.contains_key(&addr) {
         conns.insert(addr.clone(), Conn::connect(ep).await?);
     }

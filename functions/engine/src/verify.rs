@@ -578,6 +578,10 @@ impl VerifyWorker {
 }
 
 impl BatchWorker for VerifyWorker {
+    fn due_for_renewal(&self) -> bool {
+        self.source.due_for_renewal() || self.target.due_for_renewal()
+    }
+
     async fn process(&mut self, db: u32, keys: Vec<Bytes>) -> Result<()> {
         let statuses = self.compare(db, &keys).await?;
         let mut local = VerifyReport::default();
@@ -602,6 +606,10 @@ pub struct ReverseWorker {
 }
 
 impl BatchWorker for ReverseWorker {
+    fn due_for_renewal(&self) -> bool {
+        self.source.due_for_renewal() || self.target.due_for_renewal()
+    }
+
     /// A target key is extra only when it is the migration's (it has an owner: a source db in
     /// scope maps there, with its prefix, and its name is in the pattern) and no owner holds it
     /// on the source. Keys that are not the migration's are never counted, so never deleted.

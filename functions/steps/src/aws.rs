@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::contracts::MigrationInput;
 use crate::error::StepError;
+use crate::iam::{IamAuth, IamPassword};
 
 /// The SDK clients a step may use.
 #[derive(Clone)]
@@ -27,6 +28,9 @@ pub struct Aws {
     pub ecs: aws_sdk_ecs::Client,
     /// The shard plans the Distributed Maps read (`plans`).
     pub s3: aws_sdk_s3::Client,
+    /// The role's credentials and region, for IAM auth tokens (`iam`).
+    pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    pub region: Option<String>,
 }
 
 impl Aws {
@@ -45,6 +49,8 @@ impl Aws {
             cloudformation: aws_sdk_cloudformation::Client::new(config),
             ecs: aws_sdk_ecs::Client::new(config),
             s3: s3_client(config),
+            credentials: config.credentials_provider(),
+            region: config.region().map(|r| r.to_string()),
         }
     }
 }
@@ -132,6 +138,7 @@ async fn endpoint(
     role: Role,
     url: &str,
     secret_arn: Option<&str>,
+    iam: Option<&IamAuth>,
 ) -> Result<Endpoint, StepError> {
     let mut ep = Endpoint::parse(role, url)?;
     if let Some(arn) = secret_arn {
@@ -143,7 +150,24 @@ async fn endpoint(
             tls.client_key_pem = c.client_key_pem;
         }
     }
+    if let Some(auth) = iam {
+        ep = with_iam(ep, auth, aws.region.clone(), aws.credentials.clone())?;
+    }
     Ok(ep)
+}
+
+/// `ep` logging in with IAM tokens for `auth`, signed with `credentials` (the role's).
+pub fn with_iam(
+    ep: Endpoint,
+    auth: &IamAuth,
+    region: Option<String>,
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+) -> Result<Endpoint, ferry_engine::Error> {
+    let password = IamPassword::new(auth.clone(), region, credentials)?;
+    Ok(ep.with_changing_password(
+        auth.user_id.clone(),
+        ferry_engine::ChangingPassword(Arc::new(password)),
+    ))
 }
 
 /// Both endpoints of a migration.
@@ -153,6 +177,7 @@ pub async fn endpoints(aws: &Aws, m: &MigrationInput) -> Result<(Endpoint, Endpo
         Role::Source,
         &m.source.endpoint,
         m.source.secret_arn.as_deref(),
+        m.source.iam.as_ref(),
     )
     .await?;
     let target = endpoint(
@@ -160,6 +185,7 @@ pub async fn endpoints(aws: &Aws, m: &MigrationInput) -> Result<(Endpoint, Endpo
         Role::Target,
         &m.target.endpoint,
         m.target.secret_arn.as_deref(),
+        m.target.iam.as_ref(),
     )
     .await?;
     Ok((source, target))

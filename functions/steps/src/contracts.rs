@@ -10,6 +10,7 @@ use ferry_engine::verify::{DiffSample, StatusCounts};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StepError;
+use crate::iam::IamAuth;
 
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +57,10 @@ pub struct SourceSpec {
     /// "client_cert_pem"?, "client_key_pem"?}`.
     #[serde(default)]
     pub secret_arn: Option<String>,
+    /// IAM authentication instead of a password: a token per connection, signed with the
+    /// step's role (a secret may still carry the TLS material).
+    #[serde(default)]
+    pub iam: Option<IamAuth>,
 }
 
 /// The target endpoint.
@@ -67,6 +72,9 @@ pub struct TargetSpec {
     /// Secrets Manager ARN of the target's credentials (same shape as the source's).
     #[serde(default)]
     pub secret_arn: Option<String>,
+    /// IAM authentication (an ElastiCache target), as for the source.
+    #[serde(default)]
+    pub iam: Option<IamAuth>,
 }
 
 /// Options of a run; every field has a default.

@@ -12,6 +12,7 @@ pub mod elasticache;
 pub mod error;
 pub mod executions;
 pub mod handlers;
+pub mod iam;
 pub mod lambda;
 pub mod metrics;
 pub mod notifications;
