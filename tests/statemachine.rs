@@ -258,6 +258,18 @@ async fn the_state_machine_runs_every_mode_retries_and_fails_cleanly() {
     assert_eq!(calls(&r, "Enable notifications"), 0, "{r}");
     assert_eq!(calls(&r, "Start the tail"), 1, "{r}");
     assert_eq!(calls(&r, "Clean up"), 1, "{r}");
+
+    // A serverless source (no parameter groups, no keyspace notifications): `auto` means client
+    // tracking there, so EnableNotifications is skipped the same way. (No backup: moto has no
+    // serverless snapshots; tests/elasticache_mocked.rs covers that step.)
+    let serverless_target = Server::start();
+    let mut serverless = input("live", &source, &serverless_target, &arn);
+    serverless["source"]["serverless_cache_name"] = json!("orders");
+    serverless["options"]["backup"] = json!(false);
+    let r = run(&watch, &aws, &serverless);
+    assert_eq!(r["status"], "SUCCEEDED", "{r}");
+    assert_eq!(calls(&r, "Enable notifications"), 0, "{r}");
+    assert_eq!(calls(&r, "Start the tail"), 1, "{r}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_engine::channel::LiveChannel;
 use ferry_engine::copy::Counts;
 use ferry_engine::verify::StatusCounts;
 use ferry_steps::contracts::{ControlAction, ControlRequest, MigrationInput, Mode};
@@ -355,14 +356,23 @@ async fn each_error_type_comes_from_a_real_failing_condition() {
     assert!(busy.cmd(&["SCRIPT", "KILL"]).starts_with("+OK"));
     script.join().unwrap();
 
-    // NotificationsDisabled: live mode on an ElastiCache Serverless source.
+    // Live mode on an ElastiCache Serverless source: `auto` follows client tracking, so there
+    // is nothing to configure; the keyspace channel, asked for by name, cannot be had there.
     let mut serverless = input(&source, &target, Some(&good));
     serverless.mode = Mode::Live;
     serverless.source.serverless_cache_name = Some("orders".into());
+    assert_eq!(serverless.live_channel(), LiveChannel::Tracking);
+    let skipped = notifications::enable_notifications(c(), serverless.clone())
+        .await
+        .unwrap();
+    assert!(skipped.in_sync && !skipped.changed, "{skipped:?}");
+    assert!(skipped.skipped.unwrap().contains("client tracking"));
+    serverless.options.live_channel = LiveChannel::Keyspace;
     let e = notifications::enable_notifications(c(), serverless)
         .await
         .unwrap_err();
     assert_eq!(e.error_type(), "NotificationsDisabled");
+    assert!(e.to_string().contains("live_channel tracking"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

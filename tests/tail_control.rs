@@ -449,14 +449,38 @@ fn snapshot(source: &Server, target: &Server) {
 /// the execution succeeds with the cutover report and the target equals the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_cutover_fences_checks_releases_and_reports_stragglers() {
-    aws_cutover(&source(), "keyspace", false).await;
+    aws_cutover(&source(), "keyspace", |_| {}).await;
 }
 
 /// The same with the tail logging in to the source with IAM tokens (`source.iam` in the input,
 /// no secret), signed with its role's credentials (here the environment's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_tail_logs_in_to_an_iam_source() {
-    aws_cutover(&source(), "keyspace", true).await;
+    let source = source();
+    aws_cutover(&source, "keyspace", |input| {
+        let auth =
+            json!({ "user_id": "ferry-tail", "cache_name": "my-group", "region": "us-east-1" });
+        let parsed = serde_json::from_value(auth.clone()).unwrap();
+        common::iam_user(&source, &parsed, ("test", "test"), 300);
+        input["source"]
+            .as_object_mut()
+            .unwrap()
+            .remove("secret_arn");
+        input["source"]["iam"] = auth;
+    })
+    .await;
+}
+
+/// An ElastiCache Serverless source (a standalone server stands in for its data plane): `auto`
+/// means client tracking there, decided from the input, so the tail needs no probe and the
+/// state machine no EnableNotifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_tail_follows_a_serverless_source_by_client_tracking() {
+    let source = source();
+    aws_cutover(&source, "tracking", |input| {
+        input["source"]["serverless_cache_name"] = json!("orders");
+    })
+    .await;
 }
 
 /// The same migration from a source whose notify-keyspace-events is off and stays off: `auto`
@@ -467,7 +491,7 @@ async fn the_aws_cutover_on_the_tracking_channel_changes_nothing_on_the_source()
         password: Some(MARKER.into()),
         ..Config::default()
     });
-    aws_cutover(&source, "tracking", false).await;
+    aws_cutover(&source, "tracking", |_| {}).await;
     assert_eq!(
         source.cmd(&["CONFIG", "GET", "notify-keyspace-events"]),
         "notify-keyspace-events\n"
@@ -475,28 +499,14 @@ async fn the_aws_cutover_on_the_tracking_channel_changes_nothing_on_the_source()
 }
 
 /// A live run through the real state machine and tail, on `channel`: snapshot, barrier, a
-/// fenced check, the application's switch, the release and its stragglers. With `iam`, the
-/// tail logs in to the source with IAM tokens instead of the secret's password.
-async fn aws_cutover(source: &Server, channel: &str, iam: bool) {
+/// fenced check, the application's switch, the release and its stragglers; `adapt` changes the
+/// execution input first.
+async fn aws_cutover(source: &Server, channel: &str, adapt: impl FnOnce(&mut Value)) {
     let rig = rig().await;
     let target = Server::start();
     let app = App::start(&source.plain_url(0));
     let mut input = migration(&rig, source, &target).await;
-    if iam {
-        let auth =
-            json!({ "user_id": "ferry-tail", "cache_name": "my-group", "region": "us-east-1" });
-        common::iam_user(
-            source,
-            &serde_json::from_value(auth.clone()).unwrap(),
-            ("test", "test"),
-            300,
-        );
-        input["source"]
-            .as_object_mut()
-            .unwrap()
-            .remove("secret_arn");
-        input["source"]["iam"] = auth;
-    }
+    adapt(&mut input);
     let (execution, tail) = rig.start_with_tail(&format!("live-{channel}"), input).await;
     let verify = rig.copy_and_verify(source, &target).await;
     assert_eq!(verify["tail"]["phase"], "barrier", "{verify}");

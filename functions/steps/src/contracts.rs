@@ -171,6 +171,18 @@ impl MigrationInput {
         Ok(input)
     }
 
+    /// The live channel this run follows: `options.live_channel`, where `auto` on an
+    /// ElastiCache Serverless source is client tracking (a serverless cache has no parameter
+    /// groups and delivers no keyspace notifications).
+    pub fn live_channel(&self) -> LiveChannel {
+        match self.options.live_channel {
+            LiveChannel::Auto if self.source.serverless_cache_name.is_some() => {
+                LiveChannel::Tracking
+            }
+            chosen => chosen,
+        }
+    }
+
     /// The checks `from_json` runs after parsing.
     pub fn check(&self) -> Result<(), StepError> {
         if self.migration_id.is_empty()

@@ -90,7 +90,7 @@ pub async fn inventory(ctx: Ctx, input: MigrationInput) -> Result<InventoryOutpu
         notes: inv.notes,
         max_concurrency: input.options.max_concurrency,
         verify: input.options.verify.clone(),
-        live_channel: input.options.live_channel,
+        live_channel: input.live_channel(),
     })
 }
 

@@ -90,20 +90,24 @@ pub async fn enable_notifications(
     if input.mode != Mode::Live {
         return skip("only live mode follows keyspace notifications");
     }
-    if input.source.serverless_cache_name.is_some() {
+    let serverless = input.source.serverless_cache_name.is_some();
+    if serverless && input.live_channel() == LiveChannel::Keyspace {
         return Err(ferry_engine::Error::NotificationsDisabled(
-            "ElastiCache Serverless caches do not deliver keyspace notifications: use snapshot mode, or a node-based cache".into(),
+            "ElastiCache Serverless caches do not deliver keyspace notifications: use options.live_channel tracking (or auto, which picks it)".into(),
         )
         .into());
+    }
+    if input.live_channel() == LiveChannel::Tracking {
+        return skip(match serverless {
+            true => "a serverless source is followed by client tracking: nothing to configure",
+            false => {
+                "options.live_channel is tracking: the source's configuration is left as it is"
+            }
+        });
     }
     let Some(rg) = input.source.replication_group_id.as_deref() else {
         return skip("not an ElastiCache source: the tail checks notify-keyspace-events and proves delivery with its canary");
     };
-    if input.options.live_channel == LiveChannel::Tracking {
-        return skip(
-            "options.live_channel is tracking: the source's configuration is left as it is",
-        );
-    }
     if !input.options.enable_notifications {
         return skip("options.enable_notifications is false: the tail's canary proves delivery or fails with NotificationsDisabled");
     }

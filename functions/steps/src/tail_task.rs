@@ -407,7 +407,7 @@ async fn start(ctx: &Ctx, s: &TailTaskSettings) -> Result<Follower, StepError> {
     let options = TailOptions {
         workers: input.options.workers.max(1),
         run_id: input.migration_id.clone(),
-        channel: input.options.live_channel,
+        channel: input.live_channel(),
         ..TailOptions::default()
     };
     let dbs = migrate::source_dbs(&m.scope, &source);
