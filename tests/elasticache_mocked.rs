@@ -86,6 +86,9 @@ type Shared = Arc<Mutex<State>>;
 /// The engine defaults of a family, as DescribeEngineDefaultParameters gives them.
 fn family_defaults(_family: &str) -> BTreeMap<String, String> {
     [
+        ("client-output-buffer-limit-pubsub-hard-limit", "33554432"),
+        ("client-output-buffer-limit-pubsub-soft-limit", "8388608"),
+        ("client-output-buffer-limit-pubsub-soft-seconds", "60"),
         ("cluster-enabled", "no"),
         ("maxmemory-policy", "volatile-lru"),
         ("notify-keyspace-events", ""),
@@ -100,10 +103,13 @@ fn parameter_list(params: &BTreeMap<String, String>) -> Vec<Parameter> {
     params
         .iter()
         .map(|(k, v)| {
-            let p = Parameter::builder()
+            let mut p = Parameter::builder()
                 .parameter_name(k)
                 .source("system")
                 .is_modifiable(true);
+            if k.starts_with("client-output-buffer-limit") {
+                p = p.data_type("integer").allowed_values("0-");
+            }
             match v.is_empty() {
                 true => p.build(),
                 false => p.parameter_value(v).build(),
@@ -569,7 +575,18 @@ async fn enable_poll_and_clean_up(state: &Shared, expect: &[(&str, &str)]) {
 #[tokio::test]
 async fn a_default_group_is_copied_attached_restored_and_a_second_run_changes_nothing() {
     let state = on_the_default_group();
-    enable_poll_and_clean_up(&state, &[("cluster-enabled", "no")]).await;
+    // The default pub/sub limits (32 MiB, 8 MiB for 60 s) are raised in ferry's group, so a
+    // burst does not cut the tail's subscription; Cleanup's re-attach puts the defaults back.
+    enable_poll_and_clean_up(
+        &state,
+        &[
+            ("cluster-enabled", "no"),
+            ("client-output-buffer-limit-pubsub-hard-limit", "268435456"),
+            ("client-output-buffer-limit-pubsub-soft-limit", "67108864"),
+            ("client-output-buffer-limit-pubsub-soft-seconds", "60"),
+        ],
+    )
+    .await;
 }
 
 /// Issue 14: most production ElastiCache is cluster-mode enabled, on `default.<family>.cluster.on`.
@@ -596,11 +613,18 @@ async fn a_custom_group_is_copied_with_its_settings_never_edited() {
         &[
             ("maxmemory-policy", "allkeys-lru"),
             ("notify-keyspace-events", "Ex"),
+            ("client-output-buffer-limit-pubsub-hard-limit", "67108864"),
         ],
     );
     enable_poll_and_clean_up(
         &state,
-        &[("maxmemory-policy", "allkeys-lru"), ("timeout", "0")],
+        &[
+            ("maxmemory-policy", "allkeys-lru"),
+            ("timeout", "0"),
+            // The operator's own pub/sub limit is kept, and then none is raised.
+            ("client-output-buffer-limit-pubsub-hard-limit", "67108864"),
+            ("client-output-buffer-limit-pubsub-soft-limit", "8388608"),
+        ],
     )
     .await;
 }

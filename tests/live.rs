@@ -7,6 +7,8 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::live::{LiveRun, Writers};
@@ -394,5 +396,83 @@ fn auto_without_config_tells_the_channel_by_the_canary() {
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(r["live"]["channel"], channel, "{r}");
         assert_eq!(target.cmd(&["GET", "k"]), "v");
+    }
+}
+
+/// A subscriber that falls behind is cut off by the server's pubsub output-buffer limit (set
+/// tiny here, and ferry frozen with SIGSTOP while writers go on): on either channel that is a
+/// dropped subscription, a gap, healed; the run ends verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_cut_off_for_falling_behind_is_a_gap_healed() {
+    for channel in [Channel::Keyspace, Channel::Tracking] {
+        let source = match channel {
+            Channel::Keyspace => source_with_notifications(),
+            Channel::Tracking => Server::start(),
+        };
+        let target = Server::start();
+        common::seed(&source.url(), "3000");
+        let limit = [
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 128kb 64kb 1",
+        ];
+        assert_eq!(source.cmd(&limit), "+OK");
+        let writers = Writers::start(&source.url(), 3, 90, (false, false));
+        // Kilobyte key names: enough changes per second to outgrow the kernel's socket buffers
+        // on either channel while ferry is frozen (tracking batches invalidations, and small
+        // ones fit in the socket for seconds).
+        let flooding = Arc::new(AtomicBool::new(true));
+        let flood = {
+            let (url, flooding) = (source.url(), flooding.clone());
+            tokio::spawn(async move {
+                let mut c = common::client(&url).await;
+                let mut i = 0u64;
+                while flooding.load(Ordering::Relaxed) {
+                    let mut p = redis::pipe();
+                    for _ in 0..100 {
+                        i += 1;
+                        p.cmd("SET")
+                            .arg(format!("long:{:0>1000}", i % 3000))
+                            .arg(i)
+                            .ignore();
+                    }
+                    let _: () = p.query_async(&mut c).await.unwrap();
+                }
+            })
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("live.json");
+        // Idle only well after the writers stop: the frozen seconds must not end the run early.
+        let idle = ["--idle-timeout", "4"];
+        let run = LiveRun::start_with(&source.url(), &target.url(), &report, &idle);
+        run.wait_for("target caught up", Duration::from_secs(30))
+            .await;
+        run.signal("-STOP");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        run.signal("-CONT");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        writers.stop().await;
+        flooding.store(false, Ordering::Relaxed);
+        flood.await.unwrap();
+        let (code, text) = run.finish().await;
+        assert_eq!(code, 0, "{channel:?}: {text}");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        assert_eq!(r["outcome"], "verified", "{r}");
+        assert!(
+            text.contains("subscription") && text.contains("dropped"),
+            "{text}"
+        );
+        assert!(r["live"]["gaps"].as_u64().unwrap() >= 1, "{channel:?}: {r}");
+        assert!(r["live"]["heals"].as_u64().unwrap() >= 1, "{r}");
+        assert!(r["live"]["subscriber_omem_bytes"].is_u64(), "{r}");
+        for db in [0, 1] {
+            let (s, t) = (
+                common::keyspace(&source.url_db(db)).await,
+                common::keyspace(&target.url_db(db)).await,
+            );
+            common::assert_same(&s, &t, 1000);
+        }
     }
 }

@@ -106,6 +106,9 @@ const TRACKING_PING: Duration = Duration::from_secs(1);
 /// One node's subscription to its changes on one channel.
 pub struct Feed {
     subscriber: Conn,
+    /// The subscriber's client id on the server (its `CLIENT LIST` entry shows how much the
+    /// server holds for it: `omem`).
+    client_id: i64,
     /// Tracking: the keep-alive task that owns the connection with `CLIENT TRACKING` on, and
     /// where it reports that connection's loss.
     tracking: Option<(tokio::task::JoinHandle<()>, oneshot::Receiver<Error>)>,
@@ -124,27 +127,30 @@ impl Feed {
     /// every change from then on is heard. `channel` is keyspace or tracking.
     pub async fn open(ep: &Endpoint, channel: LiveChannel) -> Result<Feed> {
         let mut subscriber = Conn::connect(ep).await?;
+        // CLIENT may be refused by an ACL: the keyspace channel then works without the id.
+        let client_id = match subscriber.call(&["CLIENT", "ID"]).await {
+            Ok(Reply::Int(id)) => Ok(id),
+            Ok(other) => return Err(protocol(&subscriber, format!("CLIENT ID: {other:?}"))),
+            Err(e) => Err(e),
+        };
         if channel != LiveChannel::Tracking {
             let reply = subscriber.call(&["PSUBSCRIBE", "__keyspace@*__:*"]).await?;
             confirmed(&subscriber, reply, b"psubscribe")?;
             return Ok(Feed {
                 subscriber,
+                client_id: client_id.unwrap_or(-1),
                 tracking: None,
             });
         }
-        let id = match subscriber.call(&["CLIENT", "ID"]).await {
-            Ok(Reply::Int(id)) => id,
-            Ok(other) => return Err(protocol(&subscriber, format!("CLIENT ID: {other:?}"))),
-            Err(e) => return Err(no_tracking(ep, &e.to_string())),
-        };
+        let id = client_id.map_err(|e| no_tracking(ep, &e.to_string()))?;
         let reply = subscriber
             .call(&["SUBSCRIBE", "__redis__:invalidate"])
             .await?;
         confirmed(&subscriber, reply, b"subscribe")?;
         let mut tracker = Conn::connect(ep).await?;
-        let id = id.to_string();
+        let redirect = id.to_string();
         if let Err(e) = tracker
-            .call(&["CLIENT", "TRACKING", "on", "REDIRECT", &id, "BCAST"])
+            .call(&["CLIENT", "TRACKING", "on", "REDIRECT", &redirect, "BCAST"])
             .await
         {
             return Err(no_tracking(ep, &e.to_string()));
@@ -163,8 +169,14 @@ impl Feed {
         });
         Ok(Feed {
             subscriber,
+            client_id: id,
             tracking: Some((keepalive, lost)),
         })
+    }
+
+    /// The subscriber's client id on the server, if CLIENT was allowed.
+    pub fn client_id(&self) -> Option<i64> {
+        (self.client_id >= 0).then_some(self.client_id)
     }
 
     /// When this feed must be renewed: its login expires (IAM), `None` when it never does.

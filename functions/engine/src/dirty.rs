@@ -181,6 +181,12 @@ impl DirtySet {
         (s.remembered.len(), s.remembered_peak, bytes)
     }
 
+    /// Counts as writer activity without a key: a gap (writes may be going on unseen), so
+    /// no one takes the silence of a broken subscription for quiet.
+    pub fn note_activity(&self) {
+        *self.last_event.lock().expect("last event") = Some(Instant::now());
+    }
+
     /// Time since the last writer activity marked a key (None before any).
     pub fn quiet_for(&self) -> Option<Duration> {
         self.last_event

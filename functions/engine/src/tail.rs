@@ -93,6 +93,9 @@ pub struct TailStats {
     pub heals: AtomicU64,
     /// Keys re-copied by barrier replays.
     pub replayed: AtomicU64,
+    /// The largest output buffer a source node held for ferry's subscription at the last look
+    /// (`CLIENT LIST` `omem`): near the server's pubsub limit, the subscription is cut (a gap).
+    pub subscriber_omem: AtomicU64,
 }
 
 /// The tail's figures, for progress lines, JSON and logs.
@@ -113,6 +116,9 @@ pub struct TailReport {
     pub remembered_bytes_now: usize,
     pub gaps: u64,
     pub heals: u64,
+    /// Bytes a source node held for ferry's subscription at the last look (the most of any
+    /// node): the headroom left before the server's pubsub output-buffer limit cuts it.
+    pub subscriber_omem_bytes: u64,
     pub seconds: f64,
 }
 
@@ -149,6 +155,8 @@ struct Shared {
     key_dbs: std::sync::RwLock<std::collections::BTreeSet<u32>>,
     /// The channel that runs (`options.channel` resolved).
     channel: LiveChannel,
+    /// Each node's subscriber client id (`host:port` → id), for its `omem`.
+    subscriber_ids: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     options: TailOptions,
     fatal: mpsc::UnboundedSender<Error>,
     /// Keys copied or deleted since [`Tail::record_touched`], while recording.
@@ -192,6 +200,7 @@ impl Tail {
             key_dbs: std::sync::RwLock::new(dbs.iter().copied().collect()),
             dbs,
             channel,
+            subscriber_ids: Default::default(),
             options,
             fatal: fatal_tx,
             touched: Default::default(),
@@ -323,6 +332,7 @@ impl Tail {
             remembered_bytes_now: bytes,
             gaps: g(&self.stats.gaps),
             heals: g(&self.stats.heals),
+            subscriber_omem_bytes: g(&self.stats.subscriber_omem),
             seconds: secs,
         }
     }
@@ -412,6 +422,7 @@ async fn subscriber(
             }
         };
         backoff = Duration::from_millis(50);
+        note_subscriber(&shared, ep, &feed);
         match ready.take() {
             Some(r) => {
                 let _ = r.send(Ok(()));
@@ -428,6 +439,7 @@ async fn subscriber(
                 _ = sleep_until(renewal) => match renew(&shared, &node, &mut feed, &canary_seen, &gaps).await {
                     Ok(renewed) => {
                         feed = renewed;
+                        note_subscriber(&shared, ep, &feed);
                         continue;
                     }
                     Err(e) => Err(e),
@@ -446,6 +458,14 @@ async fn subscriber(
         }
     }
     Ok(())
+}
+
+/// Remembers `feed`'s client id on `ep`, whose `omem` the gap watcher reads.
+fn note_subscriber(shared: &Shared, ep: &Endpoint, feed: &Feed) {
+    if let Some(id) = feed.client_id() {
+        let mut ids = shared.subscriber_ids.lock().expect("ids");
+        ids.insert(ep.addr(), id);
+    }
 }
 
 /// Sleeps until `at`, or for ever without one.
@@ -797,6 +817,8 @@ struct NodeMark {
     function_changes: u64,
     /// Dbs holding keys (read on the tracking channel only, whose invalidations name no db).
     dbs: Vec<u32>,
+    /// The output buffer the node holds for ferry's subscriber (`omem`), 0 when unknown.
+    omem: u64,
 }
 
 /// Adds the dbs in scope that `mark` saw holding keys to those tracking invalidations are
@@ -897,6 +919,8 @@ async fn gap_watcher(
                 }
             }
         }
+        let omem = marks.values().map(|m| m.omem).max().unwrap_or(0);
+        shared.stats.subscriber_omem.store(omem, Ordering::Relaxed);
         while let Some(done) = subscriptions.tasks.try_join_next() {
             if let Ok(Err(e)) = done {
                 return fail(&shared, e);
@@ -953,7 +977,30 @@ async fn node_mark(
         silent: crate::module_types::silent_write_calls(&stats),
         function_changes: crate::functions::change_calls(&stats),
         dbs,
+        omem: subscriber_omem(c, shared, &addr).await,
     })
+}
+
+/// What `node` holds for ferry's subscriber there, by `CLIENT LIST ID`; 0 where CLIENT is
+/// refused or the subscriber is not known yet.
+async fn subscriber_omem(c: &mut Conn, shared: &Shared, node: &str) -> u64 {
+    let id = shared
+        .subscriber_ids
+        .lock()
+        .expect("ids")
+        .get(node)
+        .copied();
+    let Some(id) = id else { return 0 };
+    let listed = c.call(&["CLIENT", "LIST", "ID", &id.to_string()]).await;
+    listed
+        .ok()
+        .and_then(|r| r.as_text())
+        .and_then(|line| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix("omem="))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Loads `node`'s function libraries on the target and deletes there the ones the migration
@@ -1096,6 +1143,7 @@ async fn healer(
             reasons.push(more);
         }
         let taken = reasons.len() as u64;
+        shared.dirty.note_activity();
         let new_gaps = reasons.iter().filter(|r| *r != HEAL_RETRY).count();
         shared
             .stats
@@ -1110,6 +1158,8 @@ async fn healer(
             .stats
             .replayed
             .fetch_add(replayed as u64, Ordering::Relaxed);
+        // Quiet is counted from the end of the heal: it is the first moment changes are known.
+        shared.dirty.note_activity();
         match healed {
             Ok(n) => {
                 shared.stats.heals.fetch_add(1, Ordering::Relaxed);

@@ -26,7 +26,7 @@ use crate::contracts::{CleanupOutput, MigrationInput, Mode, NotificationsOutput}
 use crate::error::StepError;
 use crate::parameter_groups::{
     attach_group, describe_group, family_defaults, group_pending, members, parameters,
-    replication_group, set_parameters, value_of,
+    replication_group, set_parameters, value_of, FamilyDefault,
 };
 
 const NOTIFY: &str = "notify-keyspace-events";
@@ -49,11 +49,22 @@ fn original_from_description(description: &str) -> Option<String> {
         .map(|(_, g)| g.trim().to_string())
 }
 
+/// The pub/sub output-buffer limits ferry's group gets in place of the defaults (32 MiB, or
+/// 8 MiB for 60 s): a subscriber past the limit is disconnected, which costs the tail a heal
+/// pass (a compare of the whole keyspace). ferry's reader never waits on the target, but a burst
+/// of writes on a busy source can still outrun one connection by tens of megabytes.
+const PUBSUB_LIMITS: [(&str, u64); 3] = [
+    ("client-output-buffer-limit-pubsub-hard-limit", 256 << 20),
+    ("client-output-buffer-limit-pubsub-soft-limit", 64 << 20),
+    ("client-output-buffer-limit-pubsub-soft-seconds", 60),
+];
+
 /// The parameters ferry's group gets: those of `original` that differ from the family's
-/// defaults, `cluster-enabled` as the original has it, and the notification flags.
+/// defaults, `cluster-enabled` as the original has it, the notification flags, and raised
+/// pub/sub limits where the original has the defaults.
 fn copied_values(
     original: &[Parameter],
-    defaults: &HashMap<String, String>,
+    defaults: &HashMap<String, FamilyDefault>,
     notify: &str,
 ) -> Vec<(String, String)> {
     let mut values: Vec<(String, String)> = original
@@ -63,12 +74,36 @@ fn copied_values(
         .filter(|(name, value)| {
             *name != NOTIFY
                 && (*name == CLUSTER_ENABLED
-                    || defaults.get(*name).map(String::as_str) != Some(value))
+                    || defaults.get(*name).map(|d| d.value.as_str()) != Some(value))
         })
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
     values.push((NOTIFY.to_string(), notify.to_string()));
+    values.extend(raised_pubsub_limits(original, defaults));
     values
+}
+
+/// [`PUBSUB_LIMITS`], each within the range ElastiCache allows, when all three of the
+/// original's are the family's defaults; none when an operator set any of them (theirs stay).
+fn raised_pubsub_limits(
+    original: &[Parameter],
+    defaults: &HashMap<String, FamilyDefault>,
+) -> Vec<(String, String)> {
+    let tuned = PUBSUB_LIMITS.iter().any(|(name, _)| {
+        let default = defaults.get(*name).map(|d| d.value.as_str());
+        value_of(original, name).is_some_and(|v| Some(v) != default)
+    });
+    if tuned {
+        return Vec::new();
+    }
+    PUBSUB_LIMITS
+        .iter()
+        .filter_map(|(name, wanted)| {
+            let default = defaults.get(*name)?;
+            let value = default.max().map_or(*wanted, |max| (*wanted).min(max));
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect()
 }
 
 /// EnableNotifications: makes the source deliver `K` plus `g$lshzxet` (keeping the flags it
@@ -259,4 +294,42 @@ pub async fn cleanup(ctx: Ctx, step: NotificationsStep) -> Result<CleanupOutput,
         }
     }
     Ok(CleanupOutput { restored })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults(allowed: &str) -> HashMap<String, FamilyDefault> {
+        [
+            ("hard-limit", "33554432"),
+            ("soft-limit", "8388608"),
+            ("soft-seconds", "60"),
+        ]
+        .into_iter()
+        .map(|(n, v)| {
+            let d = FamilyDefault {
+                value: v.into(),
+                allowed: Some(allowed.into()),
+            };
+            (format!("client-output-buffer-limit-pubsub-{n}"), d)
+        })
+        .collect()
+    }
+
+    #[test]
+    fn pubsub_limits_are_raised_within_the_allowed_range_unless_tuned() {
+        let raised = raised_pubsub_limits(&[], &defaults("0-"));
+        assert!(raised.contains(&(PUBSUB_LIMITS[0].0.into(), "268435456".into())));
+        // A narrower range ElastiCache allows caps the value.
+        let capped = raised_pubsub_limits(&[], &defaults("0-100000000"));
+        assert!(capped.contains(&(PUBSUB_LIMITS[0].0.into(), "100000000".into())));
+        assert!(capped.contains(&(PUBSUB_LIMITS[1].0.into(), "67108864".into())));
+        // An operator's own limit is kept: nothing raised.
+        let tuned = Parameter::builder()
+            .parameter_name(PUBSUB_LIMITS[2].0)
+            .parameter_value("10")
+            .build();
+        assert!(raised_pubsub_limits(&[tuned], &defaults("0-")).is_empty());
+    }
 }

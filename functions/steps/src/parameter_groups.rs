@@ -161,10 +161,26 @@ pub async fn parameters(ctx: &Ctx, group: &str) -> Result<Vec<Parameter>, StepEr
 }
 
 /// The engine's default value of every parameter of `family`.
+/// A family's default value of one parameter, and the values ElastiCache allows for it
+/// (`AllowedValues`: `0-`, `1-100`, `yes,no`…).
+#[derive(Debug, Clone)]
+pub struct FamilyDefault {
+    pub value: String,
+    pub allowed: Option<String>,
+}
+
+impl FamilyDefault {
+    /// The largest number the allowed range takes (`None`: unbounded or not a range).
+    pub fn max(&self) -> Option<u64> {
+        let (_, max) = self.allowed.as_deref()?.split_once('-')?;
+        max.trim().parse().ok()
+    }
+}
+
 pub async fn family_defaults(
     ctx: &Ctx,
     family: &str,
-) -> Result<HashMap<String, String>, StepError> {
+) -> Result<HashMap<String, FamilyDefault>, StepError> {
     let mut defaults = HashMap::new();
     let mut marker = None;
     loop {
@@ -180,8 +196,11 @@ pub async fn family_defaults(
         let engine = page.engine_defaults();
         for p in engine.map(|e| e.parameters()).unwrap_or_default() {
             if let Some(name) = p.parameter_name() {
-                let value = p.parameter_value().unwrap_or_default().to_string();
-                defaults.insert(name.to_string(), value);
+                let default = FamilyDefault {
+                    value: p.parameter_value().unwrap_or_default().to_string(),
+                    allowed: p.allowed_values().map(str::to_string),
+                };
+                defaults.insert(name.to_string(), default);
             }
         }
         match engine.and_then(|e| e.marker()) {

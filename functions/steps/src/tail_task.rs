@@ -205,6 +205,12 @@ pub async fn run(
                 ("TailLagP99Ms", r.lag_p99_ms, "Milliseconds"),
                 ("TailQueueDepth", r.queue_depth as f64, "Count"),
                 ("TailGaps", r.gaps as f64, "Count"),
+                // Near the source's pubsub output-buffer limit, the subscription is cut.
+                (
+                    "TailSubscriberBufferBytes",
+                    r.subscriber_omem_bytes as f64,
+                    "Bytes",
+                ),
             ],
         );
         // One round per long poll (at most 20 s): waiting tokens are heartbeaten at that pace
