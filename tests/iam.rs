@@ -112,8 +112,8 @@ fn source_url(source: &Server) -> String {
     format!("redis://127.0.0.1:{}", source.port)
 }
 
-#[test]
-fn a_snapshot_logs_in_with_iam_tokens_and_wrong_credentials_are_refused() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_logs_in_with_iam_tokens_and_wrong_credentials_are_refused() {
     let (source, target) = (Server::start(), Server::start());
     common::seed(&source.url(), "2000");
     iam_user(&source, "my-group", 120);
@@ -163,6 +163,31 @@ fn a_snapshot_logs_in_with_iam_tokens_and_wrong_credentials_are_refused() {
         "{text}"
     );
     assert_eq!(fresh.cmd(&["DBSIZE"]), ":0");
+
+    // An IAM-only target the same way (--target-iam), here beside an IAM source.
+    let iam_target = Server::start();
+    iam_user(&iam_target, "new-group", 120);
+    let env = aws_env(SECRET_KEY);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let target_iam = format!("user={USER},cache=new-group,region={REGION}");
+    let target_url = format!("redis://127.0.0.1:{}", iam_target.port);
+    let out = common::replicate(
+        &source_url(&source),
+        &target_url,
+        &[
+            "--mode",
+            "snapshot",
+            "--source-iam",
+            &iam,
+            "--target-iam",
+            &target_iam,
+        ],
+        &env,
+    );
+    let text = common::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("outcome: verified"), "{text}");
+    common::assert_servers_same(&source.url(), &iam_target.url()).await;
 
     // A token for another cache is not this cache's.
     let out = run(
