@@ -12,10 +12,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::cluster;
 use crate::endpoint::{Endpoint, Role, TlsSettings};
 use crate::error::{Error, Result};
 use crate::resp::{self, Reply};
+use crate::slot;
 
 /// How long to wait for a TCP connect plus TLS handshake and login.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -501,44 +501,33 @@ impl Conn {
         })
     }
 
-    /// Connects to the keyspace behind `ep`: the server itself, or, when it is a cluster node,
-    /// every primary of the cluster with commands routed by slot.
-    pub async fn keyspace(ep: &Endpoint) -> Result<Conn> {
-        Self::keyspace_reading(ep, false).await
-    }
-
-    /// Like [`Conn::keyspace`]; with `from_replicas`, a cluster's slots are read from a replica
-    /// of each primary (in READONLY mode) where there is one. For reads only.
-    pub async fn keyspace_reading(ep: &Endpoint, from_replicas: bool) -> Result<Conn> {
-        let mut seed = Conn::connect(ep).await?;
-        let Some(primaries) = cluster::primaries(&mut seed, ep.tls.is_some()).await? else {
-            return Ok(seed);
-        };
-        let mut wires = Vec::with_capacity(primaries.len());
-        let mut slot_wire = vec![0u16; cluster::SLOTS];
-        for (i, p) in primaries.iter().enumerate() {
-            let (host, port) = p.reader(ep, from_replicas).await?;
-            let mut wire = Wire::connect(&ep.at(&host, port)).await?;
-            if !p.is_self((&host, port)) {
+    /// A connection routed by slot over `nodes` (a cluster's primaries, or replicas of them
+    /// in READONLY mode), discovered from `base` ([`Conn::keyspace`] in `cluster`).
+    pub(crate) async fn routed(base: &Endpoint, nodes: Vec<RoutedNode>) -> Result<Conn> {
+        let mut wires = Vec::with_capacity(nodes.len());
+        let mut slot_wire = vec![0u16; slot::SLOTS];
+        for (i, node) in nodes.iter().enumerate() {
+            let mut wire = Wire::connect(&node.endpoint).await?;
+            if node.replica {
                 wire.call(&["READONLY"]).await?;
             }
             wire.retain = true;
             wires.push(wire);
-            for &(a, b) in &p.slots {
+            for &(a, b) in &node.slots {
                 slot_wire[a as usize..=b as usize].fill(i as u16);
             }
         }
         if wires.is_empty() {
             return Err(Error::Protocol {
-                addr: ep.addr(),
+                addr: base.addr(),
                 message: "the cluster has no primary serving slots".into(),
             });
         }
         Ok(Conn {
             wires,
-            renew_at: renew_at(ep),
+            renew_at: renew_at(base),
             routes: Some(Box::new(Routes {
-                base: ep.clone(),
+                base: base.clone(),
                 slot_wire,
                 pending: VecDeque::new(),
                 sticky: 0,
@@ -604,7 +593,7 @@ impl Conn {
         let Some(routes) = self.routes.as_deref_mut() else {
             return self.wires[0].queue(args);
         };
-        let wire = routes.wire_of(cluster::command_key(args));
+        let wire = routes.wire_of(slot::command_key(args));
         routes.close_open(&self.wires);
         let start = self.wires[wire].end_offset();
         self.wires[wire].queue(args);
@@ -786,6 +775,14 @@ impl Conn {
     }
 }
 
+/// A node of a routed connection: where, whether it is a replica (read in READONLY mode), and
+/// the slots it serves.
+pub(crate) struct RoutedNode {
+    pub endpoint: Endpoint,
+    pub replica: bool,
+    pub slots: Vec<(u16, u16)>,
+}
+
 /// When a connection to `ep` made now must be renewed.
 fn renew_at(ep: &Endpoint) -> Option<std::time::Instant> {
     ep.renew_after().map(|d| std::time::Instant::now() + d)
@@ -795,7 +792,7 @@ impl Routes {
     /// The wire for a command about `key`; keyless commands stay on the previous one.
     fn wire_of(&mut self, key: Option<&[u8]>) -> usize {
         if let Some(key) = key {
-            self.sticky = self.slot_wire[cluster::key_slot(key) as usize] as usize;
+            self.sticky = self.slot_wire[slot::key_slot(key) as usize] as usize;
         }
         self.sticky
     }

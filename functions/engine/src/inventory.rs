@@ -126,7 +126,7 @@ impl ServerInfo {
         let maxclients = config_get(conn, "maxclients")
             .await?
             .and_then(|d| d.parse().ok());
-        let modules = crate::module_types::module_names(&info);
+        let modules = module_names(&info);
         let databases = config_get(conn, "databases")
             .await?
             .and_then(|d| d.parse().ok());
@@ -277,6 +277,16 @@ pub async fn config_get(conn: &mut Conn, name: &str) -> Result<Option<String>> {
     }
 }
 
+/// The loaded modules an `INFO` text lists (`module:name=…` lines of its Modules section),
+/// lowercase. INFO rather than `MODULE LIST`: an admin command a read-only source user may not run.
+pub fn module_names(info: &str) -> Vec<String> {
+    info.lines()
+        .filter_map(|l| l.trim().strip_prefix("module:name="))
+        .filter_map(|rest| rest.split(',').next())
+        .map(str::to_lowercase)
+        .collect()
+}
+
 fn parse_info(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -425,6 +435,13 @@ pub fn notifications_cover(flags: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn modules_come_from_info() {
+        let info =
+            "# Modules\r\nmodule:name=vectorset,ver=1,api=1\r\nmodule:name=ReJSON,ver=20803\r\n";
+        assert_eq!(module_names(info), vec!["vectorset", "rejson"]);
+    }
+
     use super::*;
 
     #[test]

@@ -29,6 +29,7 @@ pub mod scan_boundary;
 pub mod scope;
 pub mod seed;
 pub mod silent;
+pub mod slot;
 pub mod stream_pel;
 pub mod tail;
 pub mod util;

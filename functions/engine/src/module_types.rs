@@ -138,16 +138,6 @@ pub async fn scan_type(conn: &mut Conn, type_name: &str, limit: usize) -> Result
     }
 }
 
-/// The loaded modules an `INFO` text lists (`module:name=…` lines of its Modules section),
-/// lowercase. INFO rather than `MODULE LIST`: an admin command a read-only source user may not run.
-pub fn module_names(info: &str) -> Vec<String> {
-    info.lines()
-        .filter_map(|l| l.trim().strip_prefix("module:name="))
-        .filter_map(|rest| rest.split(',').next())
-        .map(str::to_lowercase)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -161,12 +151,5 @@ mod tests {
             "BF.EXISTS reads, it does not write"
         );
         assert_eq!(calls.len(), 2);
-    }
-
-    #[test]
-    fn modules_come_from_info() {
-        let info =
-            "# Modules\r\nmodule:name=vectorset,ver=1,api=1\r\nmodule:name=ReJSON,ver=20803\r\n";
-        assert_eq!(super::module_names(info), vec!["vectorset", "rejson"]);
     }
 }
