@@ -263,17 +263,7 @@ async fn key_pattern_and_type_filters_limit_the_copy() {
 #[tokio::test]
 async fn max_ops_per_sec_caps_the_load_on_the_source() {
     let (source, target) = (Server::start(), Server::start());
-    let spec = ferry_engine::seed::SeedSpec {
-        keys: 4000,
-        ..Default::default()
-    };
-    ferry_engine::seed::seed(
-        &Endpoint::parse(Role::Target, &source.url()).unwrap(),
-        &spec,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    common::seed(&source.url(), "4000");
     let cap = 8000;
     let m = migration(&source.url(), &target.url(), |m| {
         m.copy.max_source_ops = cap

@@ -13,6 +13,7 @@ mod live;
 mod progress;
 mod replicate;
 mod report;
+mod seed;
 mod signals;
 mod tools;
 

@@ -27,7 +27,6 @@ pub mod role;
 pub mod scan;
 pub mod scan_boundary;
 pub mod scope;
-pub mod seed;
 pub mod silent;
 pub mod slot;
 pub mod stream_pel;

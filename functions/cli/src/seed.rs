@@ -4,9 +4,9 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::conn::Conn;
-use crate::endpoint::Endpoint;
-use crate::error::Result;
+use ferry_engine::conn::Conn;
+use ferry_engine::endpoint::Endpoint;
+use ferry_engine::error::Result;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -195,7 +195,7 @@ pub async fn load(
     keyspace: u64,
     connections: usize,
 ) -> Result<LoadReport> {
-    let limiter = std::sync::Arc::new(crate::ratelimit::RateLimiter::new(rate));
+    let limiter = std::sync::Arc::new(ferry_engine::ratelimit::RateLimiter::new(rate));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
     let start = std::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -220,12 +220,12 @@ pub async fn load(
                 flush(&mut conn, &mut queued).await?;
                 writes += BATCH;
             }
-            Ok::<u64, crate::error::Error>(writes)
+            Ok::<u64, ferry_engine::error::Error>(writes)
         });
     }
     let mut writes = 0;
     while let Some(r) = tasks.join_next().await {
-        writes += r.map_err(|e| crate::error::Error::Cancelled(e.to_string()))??;
+        writes += r.map_err(|e| ferry_engine::error::Error::Cancelled(e.to_string()))??;
     }
     let secs = start.elapsed().as_secs_f64();
     let mut conn = Conn::keyspace(ep).await?;
