@@ -530,7 +530,7 @@ async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
         copy_method: "struct".into(),
         notes: vec!["the target is Redis: hash-field TTLs are carried by HPEXPIREAT".into(); 20],
         max_concurrency: 1000,
-        verify: "full".into(),
+        verify: Default::default(),
         live_channel: Default::default(),
     };
     let backup = BackupOutput {

@@ -121,6 +121,19 @@ fn fixtures_parse_and_bad_input_is_refused_without_echoing_it() {
 
     let diagnostic: lambda_runtime::Diagnostic = err.into();
     assert_eq!(diagnostic.error_type, "InvalidInput");
+
+    // The enumerated options name what they take, at parse time, before any step runs.
+    for (option, value, takes) in [
+        ("copy_type", "fast", "`auto`, `dump`"),
+        ("verify", "deep", "`full`, `quick`, `none`"),
+        ("live_channel", "bcast", "`auto`, `keyspace`, `tracking`"),
+    ] {
+        let mut bad = read("execution-input.json");
+        bad["options"][option] = json!(value);
+        let err = MigrationInput::from_json(bad).unwrap_err();
+        assert_eq!(err.error_type(), "InvalidInput");
+        assert!(err.to_string().contains(takes), "{option}: {err}");
+    }
 }
 
 /// Runs CopyShard on every shard, each invocation with a time budget of `budget`, until done;
@@ -284,7 +297,7 @@ async fn each_error_type_comes_from_a_real_failing_condition() {
         ..Config::default()
     });
     let mut dump_only = input(&source, &old, Some(&good));
-    dump_only.options.copy_type = "dump".into();
+    dump_only.options.copy_type = ferry_engine::copy::Method::Dump;
     assert_eq!(
         kind(handlers::inventory(c(), dump_only).await),
         "IncompatibleVersion"

@@ -3,8 +3,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ferry_engine::migrate::{self, Purpose};
 use crate::seed::{self, SeedSpec};
+use ferry_engine::migrate::{self, Purpose};
 use ferry_engine::{Error, Role};
 
 use crate::args::{ConnectArgs, LoadArgs, SeedArgs};

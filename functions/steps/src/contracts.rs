@@ -4,8 +4,9 @@
 //! Secrets Manager ARNs.
 
 use ferry_engine::channel::LiveChannel;
-use ferry_engine::copy::Counts;
+use ferry_engine::copy::{Counts, Method};
 use ferry_engine::plan::Shard;
+use ferry_engine::verify::Level;
 use ferry_engine::verify::{DiffSample, StatusCounts};
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,28 @@ pub struct TargetSpec {
     pub iam: Option<IamAuth>,
 }
 
+/// How deep a run verifies: a verify level, or none at all (`"none"`: the state machine skips
+/// the verify states).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyChoice {
+    #[default]
+    Full,
+    Quick,
+    #[serde(rename = "none")]
+    Skip,
+}
+
+impl VerifyChoice {
+    /// The level a verify runs at (`none` never runs one; a compare of it would be `full`).
+    pub fn level(self) -> Level {
+        match self {
+            VerifyChoice::Quick => Level::Quick,
+            VerifyChoice::Full | VerifyChoice::Skip => Level::Full,
+        }
+    }
+}
+
 /// Options of a run; every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -93,9 +116,9 @@ pub struct Options {
     /// Shards per source database (design §2).
     pub shards_per_db: u32,
     /// Copy method: auto, dump or struct.
-    pub copy_type: String,
+    pub copy_type: Method,
     /// Verify level: full, quick or none.
-    pub verify: String,
+    pub verify: VerifyChoice,
     /// SCAN MATCH glob.
     pub key_pattern: Option<String>,
     /// SCAN TYPE filter.
@@ -138,8 +161,8 @@ impl Default for Options {
             enable_notifications: true,
             live_channel: LiveChannel::Auto,
             shards_per_db: 8,
-            copy_type: "auto".into(),
-            verify: "full".into(),
+            copy_type: Method::Auto,
+            verify: VerifyChoice::Full,
             key_pattern: None,
             key_type: None,
             db_map: Vec::new(),
@@ -250,7 +273,7 @@ pub struct InventoryOutput {
     /// input (pasted in the console, sent by the schedule) leaves it out.
     pub max_concurrency: u32,
     /// `options.verify` (or its default): the state machine skips the verify on `none`.
-    pub verify: String,
+    pub verify: VerifyChoice,
     /// `options.live_channel` (or its default): the state machine skips EnableNotifications on
     /// `tracking`.
     pub live_channel: LiveChannel,

@@ -4,16 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_engine::copy::{CopyContext, CopyOptions, Method};
+use ferry_engine::copy::{CopyContext, CopyOptions};
 use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
 use ferry_engine::plan::Shard;
 use ferry_engine::scope::Scope;
-use ferry_engine::verify::{DiffSample, Level, StatusCounts, VerifyOptions};
+use ferry_engine::verify::{DiffSample, StatusCounts, VerifyOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{endpoints, Ctx};
 use crate::contracts::{
-    CopyShardOutput, InventoryOutput, MigrationInput, Mode, StoredPlan, VerifyShardOutput,
+    CopyShardOutput, InventoryOutput, MigrationInput, Mode, StoredPlan, VerifyChoice,
+    VerifyShardOutput,
 };
 use crate::error::StepError;
 use crate::{metrics, plans};
@@ -30,16 +31,7 @@ pub async fn migration(ctx: &Ctx, input: &MigrationInput) -> Result<Migration, S
     m.scope
         .apply_url_dbs(m.source.db_in_url, m.target.db_in_url)?;
     m.copy = CopyOptions {
-        method: match o.copy_type.as_str() {
-            "auto" => Method::Auto,
-            "dump" => Method::Dump,
-            "struct" => Method::Struct,
-            other => {
-                return Err(StepError::invalid(format!(
-                    "options.copy_type '{other}' is not auto, dump or struct"
-                )))
-            }
-        },
+        method: o.copy_type,
         max_source_ops: o.max_ops_per_sec,
         drop_field_ttls: o.drop_field_ttls,
         skip_unsupported: o.skip_unsupported,
@@ -75,8 +67,7 @@ fn describe(s: &ferry_engine::inventory::ServerInfo) -> String {
 /// (a failed preflight is a specific error type: TargetNotEmpty, IncompatibleVersion, …).
 pub async fn inventory(ctx: Ctx, input: MigrationInput) -> Result<InventoryOutput, StepError> {
     let m = migration(&ctx, &input).await?;
-    verify_options(&input)?;
-    if input.mode == Mode::Compare && input.options.verify == "none" {
+    if input.mode == Mode::Compare && input.options.verify == VerifyChoice::Skip {
         return Err(StepError::invalid(
             "mode compare with options.verify none would do nothing",
         ));
@@ -89,7 +80,7 @@ pub async fn inventory(ctx: Ctx, input: MigrationInput) -> Result<InventoryOutpu
         copy_method: inv.copy_method,
         notes: inv.notes,
         max_concurrency: input.options.max_concurrency,
-        verify: input.options.verify.clone(),
+        verify: input.options.verify,
         live_channel: input.live_channel(),
     })
 }
@@ -198,21 +189,12 @@ pub struct VerifyItem {
     pub pass: String,
 }
 
-fn verify_options(input: &MigrationInput) -> Result<VerifyOptions, StepError> {
-    let level = match input.options.verify.as_str() {
-        "full" | "none" => Level::Full,
-        "quick" => Level::Quick,
-        other => {
-            return Err(StepError::invalid(format!(
-                "options.verify '{other}' is not full, quick or none"
-            )))
-        }
-    };
-    Ok(VerifyOptions {
-        level,
+fn verify_options(input: &MigrationInput) -> VerifyOptions {
+    VerifyOptions {
+        level: input.options.verify.level(),
         keep_diffs: 0,
         ..VerifyOptions::default()
-    })
+    }
 }
 
 /// The verify context of a run, from fresh INFO of both sides.
@@ -243,7 +225,7 @@ async fn verify_setup(
         ))
     });
     Ok((
-        migrate::verify_context(m, &inv, &[], limiter, verify_options(input)?),
+        migrate::verify_context(m, &inv, &[], limiter, verify_options(input)),
         target,
     ))
 }
