@@ -7,8 +7,6 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::live::{LiveRun, Writers};
@@ -411,8 +409,9 @@ fn auto_without_config_tells_the_channel_by_the_canary() {
 }
 
 /// A subscriber that falls behind is cut off by the server's pubsub output-buffer limit (set
-/// tiny here, and ferry frozen with SIGSTOP while writers go on): on either channel that is a
-/// dropped subscription, a gap, healed; the run ends verified.
+/// tiny once the copy caught up, with ferry frozen by SIGSTOP under a flood of kilobyte-named
+/// keys): on either channel that is a dropped subscription, a gap, healed; the run ends
+/// verified.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_cut_off_for_falling_behind_is_a_gap_healed() {
     for channel in [Channel::Keyspace, Channel::Tracking] {
@@ -422,36 +421,7 @@ async fn a_subscriber_cut_off_for_falling_behind_is_a_gap_healed() {
         };
         let target = Server::start();
         common::seed(&source.url(), "3000");
-        let limit = [
-            "CONFIG",
-            "SET",
-            "client-output-buffer-limit",
-            "pubsub 128kb 64kb 1",
-        ];
-        assert_eq!(source.cmd(&limit), "+OK");
         let writers = Writers::start(&source.url(), 3, 90, (false, false));
-        // Kilobyte key names: enough changes per second to outgrow the kernel's socket buffers
-        // on either channel while ferry is frozen (tracking batches invalidations, and small
-        // ones fit in the socket for seconds).
-        let flooding = Arc::new(AtomicBool::new(true));
-        let flood = {
-            let (url, flooding) = (source.url(), flooding.clone());
-            tokio::spawn(async move {
-                let mut c = common::client(&url).await;
-                let mut i = 0u64;
-                while flooding.load(Ordering::Relaxed) {
-                    let mut p = redis::pipe();
-                    for _ in 0..100 {
-                        i += 1;
-                        p.cmd("SET")
-                            .arg(format!("long:{:0>1000}", i % 3000))
-                            .arg(i)
-                            .ignore();
-                    }
-                    let _: () = p.query_async(&mut c).await.unwrap();
-                }
-            })
-        };
         let dir = tempfile::tempdir().unwrap();
         let report = dir.path().join("live.json");
         // Idle only well after the writers stop: the frozen seconds must not end the run early.
@@ -459,13 +429,30 @@ async fn a_subscriber_cut_off_for_falling_behind_is_a_gap_healed() {
         let run = LiveRun::start_with(&source.url(), &target.url(), &report, &idle);
         run.wait_for("target caught up", Duration::from_secs(30))
             .await;
+        let limit = |value: &str| {
+            let set = ["CONFIG", "SET", "client-output-buffer-limit", value];
+            assert_eq!(source.cmd(&set), "+OK");
+        };
+        limit("pubsub 128kb 64kb 1");
         run.signal("-STOP");
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Kilobyte key names: enough changes to outgrow the kernel's socket buffers on either
+        // channel (tracking batches invalidations, and small ones fit in the socket for seconds).
+        let mut c = common::client(&source.url()).await;
+        let flood_until = std::time::Instant::now() + Duration::from_secs(3);
+        let mut i = 0u64;
+        while std::time::Instant::now() < flood_until {
+            let mut p = redis::pipe();
+            for _ in 0..100 {
+                i += 1;
+                let key = format!("long:{:0>1000}", i % 3000);
+                p.cmd("SET").arg(key).arg(i).ignore();
+            }
+            let _: () = p.query_async(&mut c).await.unwrap();
+        }
         run.signal("-CONT");
+        limit("pubsub 32mb 8mb 60");
         tokio::time::sleep(Duration::from_secs(2)).await;
         writers.stop().await;
-        flooding.store(false, Ordering::Relaxed);
-        flood.await.unwrap();
         let (code, text) = run.finish().await;
         assert_eq!(code, 0, "{channel:?}: {text}");
         let r: serde_json::Value =

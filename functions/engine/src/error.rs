@@ -47,8 +47,9 @@ pub enum Error {
     /// Source and target cannot be paired as asked (versions, databases, same server).
     #[error("incompatible source and target: {0}")]
     Incompatible(String),
-    /// Live mode needs keyspace notifications and they are off.
-    #[error("keyspace notifications are disabled: {0}")]
+    /// Live mode cannot hear the source's changes: keyspace notifications are off, or client
+    /// tracking is refused (the message says which).
+    #[error("live mode cannot hear the source's changes: {0}")]
     NotificationsDisabled(String),
     /// A key of a type ferry cannot copy with the chosen method (e.g. a module type in struct mode).
     #[error("unsupported: {0}")]

@@ -99,7 +99,10 @@ pub struct TailStats {
 }
 
 /// The tail's figures, for progress lines, JSON and logs.
+/// Fields added later default when absent, so the answer of a tail from an older build (or a
+/// stand-in) still reads.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TailReport {
     /// The channel that ran: keyspace or tracking.
     pub channel: LiveChannel,
