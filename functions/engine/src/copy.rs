@@ -982,23 +982,18 @@ fn queue_set(conn: &mut Conn, key: &[u8], value: &[u8], ttl: Ttl) {
 }
 
 /// A fresh temporary key name in the same cluster hash slot as `key`: the key's own hash tag
-/// is kept when it has one, otherwise the whole key becomes the tag.
+/// is kept when it has one, otherwise a tag of the key's slot goes in front.
 pub fn temp_key(key: &[u8]) -> Vec<u8> {
     let suffix = format!(":ferry-tmp:{:016x}", rand::random::<u64>());
-    let tagged = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            key[open + 1..]
-                .iter()
-                .position(|&b| b == b'}')
-                .map(|len| len > 0)
-        })
-        .unwrap_or(false);
-    if tagged {
-        [key, suffix.as_bytes()].concat()
-    } else {
-        [&b"{"[..], key, b"}", suffix.as_bytes()].concat()
+    match crate::slot::hash_tag(key) {
+        // The key's tag stays its first one.
+        Some(_) => [key, suffix.as_bytes()].concat(),
+        // A tag of the key's own slot in front: wrapping the key in braces would not do for a
+        // name that holds a `}` (`a}b` would hash as `a`).
+        None => {
+            let tag = crate::slot::tag_for(crate::slot::key_slot(key));
+            [b"{", tag.as_bytes(), b"}", key, suffix.as_bytes()].concat()
+        }
     }
 }
 
@@ -1011,9 +1006,35 @@ mod tests {
         let t = temp_key(b"user:{42}:profile");
         assert!(t.starts_with(b"user:{42}:profile:ferry-tmp:"));
         let t = temp_key(b"plain");
-        assert!(t.starts_with(b"{plain}:ferry-tmp:"));
-        let t = temp_key(b"empty{}tag");
-        assert!(t.starts_with(b"{empty{}tag}"));
+        let tag = crate::slot::tag_for(crate::slot::key_slot(b"plain"));
+        assert!(t.starts_with(format!("{{{tag}}}plain:ferry-tmp:").as_bytes()));
         assert_ne!(temp_key(b"k"), temp_key(b"k"));
+    }
+
+    /// The temporary key is renamed over the real one: on a cluster both must hash to the
+    /// same slot, whatever braces the name holds.
+    #[test]
+    fn temp_keys_hash_to_their_keys_slot() {
+        use crate::slot::key_slot;
+        for key in [
+            &b"plain"[..],
+            b"user:{42}:profile",
+            b"a}b",
+            b"empty{}tag",
+            b"{}x",
+            b"}{",
+            b"x{y",
+            b"{a}{b}",
+            b"",
+        ] {
+            let t = temp_key(key);
+            assert_eq!(
+                key_slot(&t),
+                key_slot(key),
+                "{} -> {}",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(&t)
+            );
+        }
     }
 }

@@ -4,16 +4,26 @@
 /// Slots in a Redis Cluster.
 pub const SLOTS: usize = 16384;
 
-/// The slot of `key`: CRC16 (XMODEM) of the key, or of its `{hash tag}` when it has a non-empty one.
+/// The slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag when it has one.
 pub fn key_slot(key: &[u8]) -> u16 {
-    let hashed = match key.iter().position(|&b| b == b'{') {
-        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-            _ => key,
-        },
-        None => key,
-    };
-    crc16(hashed) % SLOTS as u16
+    crc16(hash_tag(key).unwrap_or(key)) % SLOTS as u16
+}
+
+/// The key's hash tag: what lies between its first `{` and the first `}` after it, when that
+/// is not empty.
+pub fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    let open = key.iter().position(|&b| b == b'{')?;
+    let len = key[open + 1..].iter().position(|&b| b == b'}')?;
+    (len > 0).then(|| &key[open + 1..open + 1 + len])
+}
+
+/// The smallest number whose decimal text hashes to `slot`: a hash tag that puts any key in
+/// that slot.
+pub fn tag_for(slot: u16) -> String {
+    (0u32..)
+        .map(|n| n.to_string())
+        .find(|t| key_slot(t.as_bytes()) == slot)
+        .expect("every slot has a number")
 }
 
 fn crc16(data: &[u8]) -> u16 {
