@@ -39,6 +39,7 @@ use aws_sdk_elasticache::operation::modify_replication_group::{
 use aws_sdk_elasticache::types::error::{
     CacheParameterGroupAlreadyExistsFault, CacheParameterGroupNotFoundFault,
     InvalidCacheParameterGroupStateFault, InvalidParameterCombinationException,
+    InvalidParameterValueException,
 };
 use aws_sdk_elasticache::types::{
     CacheCluster, CacheParameterGroup, CacheParameterGroupStatus, EngineDefaults, Parameter,
@@ -99,6 +100,23 @@ fn family_defaults(_family: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// The `AllowedValues` the stand-in gives a parameter (`0-`: a non-negative integer).
+fn allowed_values(name: &str) -> Option<&'static str> {
+    name.starts_with("client-output-buffer-limit")
+        .then_some("0-")
+}
+
+/// Whether `value` lies outside `name`'s allowed range (a `min-[max]` integer range).
+fn outside_allowed(name: &str, value: &str) -> bool {
+    let Some((min, max)) = allowed_values(name).and_then(|a| a.split_once('-')) else {
+        return false;
+    };
+    let Ok(v) = value.parse::<u64>() else {
+        return true;
+    };
+    v < min.parse().unwrap_or(0) || max.parse::<u64>().is_ok_and(|max| v > max)
+}
+
 fn parameter_list(params: &BTreeMap<String, String>) -> Vec<Parameter> {
     params
         .iter()
@@ -107,8 +125,8 @@ fn parameter_list(params: &BTreeMap<String, String>) -> Vec<Parameter> {
                 .parameter_name(k)
                 .source("system")
                 .is_modifiable(true);
-            if k.starts_with("client-output-buffer-limit") {
-                p = p.data_type("integer").allowed_values("0-");
+            if let Some(allowed) = allowed_values(k) {
+                p = p.data_type("integer").allowed_values(allowed);
             }
             match v.is_empty() {
                 true => p.build(),
@@ -311,6 +329,23 @@ fn stand_in(state: &Shared) -> Vec<Rule> {
                     .build(),
             )
         });
+    // ElastiCache refuses a value outside the parameter's AllowedValues.
+    let modify_out_of_range = mock!(ElastiCache::modify_cache_parameter_group)
+        .match_requests(|r| {
+            r.parameter_name_values().iter().any(|p| {
+                outside_allowed(
+                    p.parameter_name().unwrap_or_default(),
+                    p.parameter_value().unwrap_or_default(),
+                )
+            })
+        })
+        .then_error(|| {
+            ModifyCacheParameterGroupError::InvalidParameterValueException(
+                InvalidParameterValueException::builder()
+                    .message("a value is outside the parameter's allowed values")
+                    .build(),
+            )
+        });
     let s = state.clone();
     let modify = mock!(ElastiCache::modify_cache_parameter_group)
         .match_requests(move |r| {
@@ -403,6 +438,7 @@ fn stand_in(state: &Shared) -> Vec<Rule> {
         create_exists,
         create,
         modify_refused,
+        modify_out_of_range,
         modify,
         attach_mismatch,
         attach,
@@ -414,7 +450,7 @@ fn stand_in(state: &Shared) -> Vec<Rule> {
 
 /// Indexes into [`stand_in`]'s rules, for call counts.
 const CREATE: std::ops::RangeInclusive<usize> = 6..=7;
-const WRITES: std::ops::RangeInclusive<usize> = 6..=11;
+const WRITES: std::ops::RangeInclusive<usize> = 6..=12;
 const DESCRIBE_CLUSTERS: usize = 2;
 
 fn calls(rules: &[Rule], range: std::ops::RangeInclusive<usize>) -> usize {
@@ -879,6 +915,10 @@ print(json.dumps(out))
             "InvalidCacheParameterGroupStateFault",
         ),
         (
+            "ModifyCacheParameterGroup",
+            "InvalidParameterValueException",
+        ),
+        (
             "ModifyReplicationGroup",
             "InvalidParameterCombinationException",
         ),
@@ -912,4 +952,42 @@ print(json.dumps(out))
         "{limits}"
     );
     assert!(limits.contains("minimum 20; maximum 100"), "{limits}");
+}
+
+/// The stand-in refuses a value outside a parameter's AllowedValues, as ElastiCache does
+/// (InvalidParameterValue): ferry's raised pub/sub limits must fit the range it reads.
+#[tokio::test]
+async fn the_stand_in_refuses_a_value_outside_the_allowed_range() {
+    use aws_sdk_elasticache::types::ParameterNameValue;
+    let state = on_the_default_group();
+    let rules = stand_in(&state);
+    let ctx = ctx_with(&rules).await;
+    ctx.aws
+        .elasticache
+        .create_cache_parameter_group()
+        .cache_parameter_group_name("ferry-orders")
+        .cache_parameter_group_family("redis7")
+        .description("test")
+        .send()
+        .await
+        .unwrap();
+    let e = ctx
+        .aws
+        .elasticache
+        .modify_cache_parameter_group()
+        .cache_parameter_group_name("ferry-orders")
+        .parameter_name_values(
+            ParameterNameValue::builder()
+                .parameter_name("client-output-buffer-limit-pubsub-hard-limit")
+                .parameter_value("-1")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_service_error()
+            .is_some_and(|s| s.is_invalid_parameter_value_exception()),
+        "{e:?}"
+    );
 }
