@@ -19,6 +19,23 @@ fn source_with_notifications() -> Server {
     })
 }
 
+/// ferry's JSON report.
+fn report_of(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Asserts, with an independent client, that dbs 0 and 1 (the writers MOVE keys to 1) hold the
+/// same keys on both servers.
+async fn assert_dbs_0_and_1_same(source: &Server, target: &Server) {
+    for db in [0, 1] {
+        let (s, t) = (
+            common::keyspace(&source.url_db(db)).await,
+            common::keyspace(&target.url_db(db)).await,
+        );
+        common::assert_same(&s, &t, 1000);
+    }
+}
+
 /// The live channel a run follows. Each is chosen by `auto`: the keyspace run's source has
 /// notifications on, the tracking run's source has them off (its default) and must stay so.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -112,8 +129,7 @@ async fn live_run(seed: u64, fault: Fault, channel: Channel) {
     let written = writers.stop().await;
     let (code, text) = run.finish().await;
     assert_eq!(code, 0, "seed {seed}, {fault:?}, {channel:?}:\n{text}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r = report_of(&report);
     assert_eq!(r["outcome"], "verified", "{r}");
     let ran = format!("{channel:?}").to_lowercase();
     assert_eq!(r["live"]["channel"], ran.as_str(), "{r}");
@@ -143,13 +159,7 @@ async fn live_run(seed: u64, fault: Fault, channel: Channel) {
         );
         assert!(r["live"]["heals"].as_u64().unwrap() >= 1, "and healed: {r}");
     }
-    for db in [0, 1] {
-        let (s, t) = (
-            common::keyspace(&source.url_db(db)).await,
-            common::keyspace(&target.url_db(db)).await,
-        );
-        common::assert_same(&s, &t, 1000);
-    }
+    assert_dbs_0_and_1_same(&source, &target).await;
 }
 
 /// A run on each channel: the keyspace one from a source with notifications on, the tracking
@@ -278,8 +288,7 @@ async fn ferry_tail_drains_and_exits_0_on_sigterm() {
     assert!(killed.success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r = report_of(&report);
     assert_eq!(r["outcome"], "drained", "{r}");
     assert_eq!(
         target.cmd(&["DBSIZE"]),
@@ -329,8 +338,7 @@ async fn live_mode_writes_nothing_to_the_source_but_its_canary() {
     writers.stop().await;
     let (code, text) = run.finish().await;
     assert_eq!(code, 0, "{text}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r = report_of(&report);
     assert_eq!(r["outcome"], "verified", "{r}");
     // The one refusal allowed: ferry asks once for its own subscription's output buffer
     // (CLIENT LIST, an admin read), and stops asking when refused.
@@ -455,8 +463,7 @@ async fn a_subscriber_cut_off_for_falling_behind_is_a_gap_healed() {
         writers.stop().await;
         let (code, text) = run.finish().await;
         assert_eq!(code, 0, "{channel:?}: {text}");
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let r = report_of(&report);
         assert_eq!(r["outcome"], "verified", "{r}");
         assert!(
             text.contains("subscription") && text.contains("dropped"),
@@ -465,12 +472,6 @@ async fn a_subscriber_cut_off_for_falling_behind_is_a_gap_healed() {
         assert!(r["live"]["gaps"].as_u64().unwrap() >= 1, "{channel:?}: {r}");
         assert!(r["live"]["heals"].as_u64().unwrap() >= 1, "{r}");
         assert!(r["live"]["subscriber_omem_bytes"].is_u64(), "{r}");
-        for db in [0, 1] {
-            let (s, t) = (
-                common::keyspace(&source.url_db(db)).await,
-                common::keyspace(&target.url_db(db)).await,
-            );
-            common::assert_same(&s, &t, 1000);
-        }
+        assert_dbs_0_and_1_same(&source, &target).await;
     }
 }
