@@ -232,12 +232,12 @@ async fn clients_left_on_the_source_are_counted_but_named_only_up_to_a_limit() {
         .collect();
     let endpoint =
         ferry_engine::Endpoint::parse(ferry_engine::Role::Source, &source.url()).unwrap();
-    let (listed, total) = ferry_engine::fence::source_clients(&endpoint)
+    let (listed, total) = ferry_engine::live::fence::source_clients(&endpoint)
         .await
         .unwrap();
     assert_eq!(total, 150);
-    assert_eq!(listed.len(), ferry_engine::fence::CLIENTS_LISTED);
-    let report = ferry_engine::cutover::CutoverReport {
+    assert_eq!(listed.len(), ferry_engine::live::fence::CLIENTS_LISTED);
+    let report = ferry_engine::live::cutover::CutoverReport {
         source_clients: listed,
         source_clients_total: total,
         ..Default::default()

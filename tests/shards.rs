@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use ferry_engine::plan::{Range, Shard};
+use ferry_engine::model::plan::{Range, Shard};
 use ferry_engine::scan::{self, BatchWorker, ScanConfig};
 use ferry_engine::{Endpoint, Result, Role};
 use rig::Server;

@@ -6,10 +6,16 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferry_engine::copy::{Counts, Method};
+use ferry_engine::copy;
+use ferry_engine::copy::Counts;
 use ferry_engine::inventory::Inventory;
-use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
-use ferry_engine::scope::Scope;
+use ferry_engine::model::migration::Method;
+use ferry_engine::model::migration::Migration;
+use ferry_engine::model::scope::Scope;
+use ferry_engine::prepare;
+use ferry_engine::prepare::Purpose;
+use ferry_engine::util::cancel::StopWhen;
+use ferry_engine::verify;
 use ferry_engine::verify::{Level, Status, VerifyOptions, VerifyReport};
 use ferry_engine::{Endpoint, Error, Role};
 use rig::{Config, Server, Version};
@@ -26,19 +32,19 @@ fn migration(source: &str, target: &str, tune: impl FnOnce(&mut Migration)) -> M
 
 /// Inventory, copy every shard, then a full verify; the way `ferry replicate` runs.
 async fn copy_and_verify(m: &Migration) -> Result<(Inventory, Counts, VerifyReport), Error> {
-    let inv = migrate::inventory(m, Purpose::Copy).await?;
+    let inv = prepare::inventory(m, Purpose::Copy).await?;
     let ctx = m.copy_context(&inv);
-    let shards = migrate::copy_shards(
+    let shards = copy::copy_shards(
         m,
         ctx.clone(),
-        migrate::plan_shards(m, &inv.source),
+        prepare::plan_shards(m, &inv.source),
         StopWhen::default(),
     )
     .await?;
     assert!(shards.iter().all(|s| s.done), "every shard finishes");
-    let vctx = migrate::verify_context(m, &inv, &[], None, VerifyOptions::default());
+    let vctx = verify::verify_context(m, &inv, &[], None, VerifyOptions::default());
     let (report, _) =
-        migrate::verify_all(m, &inv, vctx, Arc::new(|_| {}), StopWhen::default()).await?;
+        verify::verify_all(m, &inv, vctx, Arc::new(|_| {}), StopWhen::default()).await?;
     Ok((inv, ctx.stats.counts(), report))
 }
 
@@ -268,21 +274,21 @@ async fn max_ops_per_sec_caps_the_load_on_the_source() {
     let m = migration(&source.url(), &target.url(), |m| {
         m.copy.max_source_ops = cap
     });
-    let inv = migrate::inventory(&m, Purpose::Copy).await.unwrap();
+    let inv = prepare::inventory(&m, Purpose::Copy).await.unwrap();
     let ctx = m.copy_context(&inv);
     source.cmd(&["CONFIG", "RESETSTAT"]);
     let start = Instant::now();
-    migrate::copy_shards(
+    copy::copy_shards(
         &m,
         ctx.clone(),
-        migrate::plan_shards(&m, &inv.source),
+        prepare::plan_shards(&m, &inv.source),
         StopWhen::default(),
     )
     .await
     .unwrap();
     let secs = start.elapsed().as_secs_f64();
     let stats = source.cmd(&["INFO", "commandstats"]);
-    let calls: u64 = ferry_engine::inventory::command_calls(&stats)
+    let calls: u64 = ferry_engine::net::info::command_calls(&stats)
         .iter()
         .filter(|(name, _)| !["info", "config"].contains(&name.as_str()))
         .map(|(_, n)| n)
@@ -316,9 +322,9 @@ async fn quick_verify_finds_missing_type_and_ttl_and_full_finds_values() {
     target.cmd(&["PERSIST", "s:ttl"]);
     target.cmd(&["HSET", "h:big", "field7", "changed"]);
     target.cmd(&["SET", "only:target", "1"]);
-    let inv = migrate::inventory(&m, Purpose::Compare).await.unwrap();
+    let inv = prepare::inventory(&m, Purpose::Compare).await.unwrap();
     for (level, value_diffs) in [(Level::Quick, 0), (Level::Full, 1)] {
-        let vctx = migrate::verify_context(
+        let vctx = verify::verify_context(
             &m,
             &inv,
             &[],
@@ -328,10 +334,9 @@ async fn quick_verify_finds_missing_type_and_ttl_and_full_finds_values() {
                 ..Default::default()
             },
         );
-        let (report, _) =
-            migrate::verify_all(&m, &inv, vctx, Arc::new(|_| {}), StopWhen::default())
-                .await
-                .unwrap();
+        let (report, _) = verify::verify_all(&m, &inv, vctx, Arc::new(|_| {}), StopWhen::default())
+            .await
+            .unwrap();
         // SCAN may return a key twice, so count distinct keys per status.
         let distinct: std::collections::BTreeSet<_> = report
             .diffs
@@ -353,8 +358,8 @@ async fn quick_verify_finds_missing_type_and_ttl_and_full_finds_values() {
         assert!(report.sample.iter().any(|d| d.key == "only:target"));
     }
     // Repair re-copies exactly those keys and deletes the extra one.
-    let vctx = migrate::verify_context(&m, &inv, &[], None, VerifyOptions::default());
-    let (report, _) = migrate::verify_all(
+    let vctx = verify::verify_context(&m, &inv, &[], None, VerifyOptions::default());
+    let (report, _) = verify::verify_all(
         &m,
         &inv,
         vctx.clone(),
@@ -364,7 +369,7 @@ async fn quick_verify_finds_missing_type_and_ttl_and_full_finds_values() {
     .await
     .unwrap();
     let ctx = m.copy_context(&inv);
-    let repaired = migrate::repair(&m, ctx.clone(), vctx, &report.diffs)
+    let repaired = verify::repair(&m, ctx.clone(), vctx, &report.diffs)
         .await
         .unwrap();
     assert_eq!(

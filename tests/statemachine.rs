@@ -9,6 +9,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use ferry_engine::copy;
+use ferry_engine::prepare;
+use ferry_engine::verify;
 use rig::{Config, LambdaWatch, Moto, Server};
 use serde_json::{json, Value};
 
@@ -405,7 +408,8 @@ fn every_lambda_task_retries_what_aws_recommends() {
 /// children measured the same largest states), and running them all takes over ten minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
-    use ferry_engine::inventory::{DbStats, NodeShare, ServerInfo};
+    use ferry_engine::inventory::{NodeShare, ServerInfo};
+    use ferry_engine::net::info::DbStats;
     use ferry_steps::contracts::{BackupOutput, CleanupOutput, InventoryOutput, MigrationInput};
     use ferry_steps::handlers::VerifyItem;
 
@@ -485,12 +489,12 @@ async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
         nodes,
     };
     let endpoint = |role, url: &str| ferry_engine::Endpoint::parse(role, url).unwrap();
-    let mut m = ferry_engine::migrate::Migration::new(
+    let mut m = ferry_engine::model::migration::Migration::new(
         endpoint(ferry_engine::Role::Source, "rediss://127.0.0.1:6379"),
         endpoint(ferry_engine::Role::Target, "rediss://127.0.0.1:6380"),
     );
     m.shards_per_db = shards_per_db;
-    let shards = ferry_engine::migrate::plan_copy_shards(&m, &source);
+    let shards = prepare::plan_copy_shards(&m, &source);
     assert!(shards.len() >= 500 * 16 * 16, "{} shards", shards.len());
     let copy = ferry_steps::plans::store(&steps, PLAN_BUCKET, "big", "copy", &shards)
         .await
@@ -544,9 +548,9 @@ async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
         "ferry-backup": backup,
         "ferry-plan": copy,
         "ferry-plan-verify": verify,
-        "ferry-copy-shard": { "echo_shard": { "counts": ferry_engine::copy::Counts::default() } },
+        "ferry-copy-shard": { "echo_shard": { "counts": copy::Counts::default() } },
         "ferry-verify-shard": { "echo_shard": {
-            "shard_id": "x", "counts": ferry_engine::verify::StatusCounts::default(), "sample": [], "ok": true } },
+            "shard_id": "x", "counts": verify::StatusCounts::default(), "sample": [], "ok": true } },
         "ferry-cleanup": CleanupOutput { restored: vec![] },
     });
     let dir = tempfile::tempdir().unwrap();

@@ -9,8 +9,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_engine::channel::LiveChannel;
 use ferry_engine::copy::Counts;
+use ferry_engine::live::channel::LiveChannel;
 use ferry_engine::verify::StatusCounts;
 use ferry_steps::contracts::{ControlAction, ControlRequest, MigrationInput, Mode};
 use ferry_steps::elasticache::{self, BackupRequest, BackupStep};
@@ -141,7 +141,7 @@ fn fixtures_parse_and_bad_input_is_refused_without_echoing_it() {
 async fn copy_all(
     ctx_of: impl Fn() -> Ctx,
     m: &MigrationInput,
-    shards: Vec<ferry_engine::plan::Shard>,
+    shards: Vec<ferry_engine::model::plan::Shard>,
 ) -> (usize, Vec<String>) {
     let mut invocations = 0;
     let mut outputs = Vec::new();
@@ -189,7 +189,7 @@ async fn a_copy_cut_into_many_short_invocations_ends_verified_and_reruns_are_har
     assert_eq!(plan.count, 4);
     outputs.push(serde_json::to_string(&plan).unwrap());
     // The shards as the Map's ItemReader reads them.
-    let shards: Vec<ferry_engine::plan::Shard> = plans::load(&aws, &plan).await.unwrap();
+    let shards: Vec<ferry_engine::model::plan::Shard> = plans::load(&aws, &plan).await.unwrap();
     assert_eq!(shards.len(), 4);
 
     // No time at all: each invocation makes one SCAN call's worth of progress and hands
@@ -297,7 +297,7 @@ async fn each_error_type_comes_from_a_real_failing_condition() {
         ..Config::default()
     });
     let mut dump_only = input(&source, &old, Some(&good));
-    dump_only.options.copy_type = ferry_engine::copy::Method::Dump;
+    dump_only.options.copy_type = ferry_engine::model::migration::Method::Dump;
     assert_eq!(
         kind(handlers::inventory(c(), dump_only).await),
         "IncompatibleVersion"
@@ -355,10 +355,10 @@ async fn each_error_type_comes_from_a_real_failing_condition() {
     let m = input(&busy, &target, None);
     let step = ShardStep {
         migration: m.clone(),
-        shard: ferry_engine::plan::Shard::new(
+        shard: ferry_engine::model::plan::Shard::new(
             &format!("127.0.0.1:{port}"),
             0,
-            ferry_engine::plan::Range::Classic { bits: 0, index: 0 },
+            ferry_engine::model::plan::Range::Classic { bits: 0, index: 0 },
         ),
         counts: None,
         pass: None,

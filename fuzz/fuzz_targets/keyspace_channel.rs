@@ -1,7 +1,7 @@
 //! Keyspace notification channels: never panic, and a parsed key is the channel's tail.
 #![no_main]
 
-use ferry_engine::channel::parse_keyspace_channel;
+use ferry_engine::live::channel::parse_keyspace_channel;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|channel: &[u8]| {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use ferry_engine::resp::take_reply;
+use ferry_engine::net::resp::take_reply;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

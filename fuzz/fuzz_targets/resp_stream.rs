@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use ferry_engine::resp::{take_reply_within, Reply, ReplyLimits};
+use ferry_engine::net::resp::{take_reply_within, Reply, ReplyLimits};
 use libfuzzer_sys::fuzz_target;
 
 /// Small limits, so the fuzzer reaches them with small inputs.

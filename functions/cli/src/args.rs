@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ferry_engine::channel::LiveChannel;
+use ferry_engine::live::channel::LiveChannel;
 
 /// Move a live Redis keyspace (ElastiCache, Valkey, any Redis) to another Redis without downtime.
 ///

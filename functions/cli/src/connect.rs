@@ -2,8 +2,8 @@
 //! scope the URLs and `--db-map` give, and the target lease a writing run holds.
 
 use ferry_engine::lease::Lease;
-use ferry_engine::migrate::{self, Migration};
-use ferry_engine::scope::{Scope, LEASE_KEY};
+use ferry_engine::model::migration::Migration;
+use ferry_engine::model::scope::{Scope, LEASE_KEY};
 use ferry_engine::{Endpoint, Error, Role, Secret, TlsSettings};
 
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use ferry_engine::inventory::Inventory;
 use ferry_engine::verify::{Level, VerifyContext, VerifyOptions};
 
 use crate::args::{ConnectArgs, ReplicateArgs};
+use ferry_engine::prepare;
+use ferry_engine::verify;
 
 /// Builds an endpoint from a URL, the environment's credentials and TLS options (a CA file,
 /// `insecure`, a client certificate and key for mutual TLS).
@@ -85,7 +87,7 @@ pub async fn migration(c: &ConnectArgs) -> Result<Migration, Error> {
     )?;
     #[cfg(feature = "aws")]
     let (source, target) = with_iam(c, source, target).await?;
-    ferry_engine::conn::set_reply_timeout(std::time::Duration::from_secs_f64(c.reply_timeout));
+    ferry_engine::net::conn::set_reply_timeout(std::time::Duration::from_secs_f64(c.reply_timeout));
     let mut m = Migration::new(source, target);
     m.scope.db_map = Scope::parse_db_map(&c.db_map)?;
     m.scope
@@ -154,11 +156,11 @@ pub async fn fresh_verify_context(
         ..VerifyOptions::default()
     };
     let fresh = Inventory {
-        source: migrate::server_info(&m.source).await?,
-        target: migrate::server_info(&m.target).await?,
+        source: prepare::server_info(&m.source).await?,
+        target: prepare::server_info(&m.target).await?,
         ..inv.clone()
     };
-    let known_dbs = migrate::source_dbs(&m.scope, &inv.source);
-    let vctx = migrate::verify_context(m, &fresh, &known_dbs, copy_ctx.limiter.clone(), options);
+    let known_dbs = prepare::source_dbs(&m.scope, &inv.source);
+    let vctx = verify::verify_context(m, &fresh, &known_dbs, copy_ctx.limiter.clone(), options);
     Ok((fresh, vctx))
 }

@@ -1,5 +1,5 @@
 //! The cutover of a live run (`kill -USR1 <pid>`): a full verify while the application still
-//! writes, then the engine's protocol (`ferry_engine::cutover`: fence → drain → check → release
+//! writes, then the engine's protocol (`ferry_engine::live::cutover`: fence → drain → check → release
 //! → watch) with the operator's confirmations given as further SIGUSR1s.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_engine::copy::CopyContext;
-use ferry_engine::cutover::{self, CutoverReport, CutoverSettings, Raised, TOUCHED_LIMIT};
 use ferry_engine::inventory::Inventory;
-use ferry_engine::migrate::{self, Migration, StopWhen};
-use ferry_engine::tail::Tail;
+use ferry_engine::live::cutover::{self, CutoverReport, CutoverSettings, Raised, TOUCHED_LIMIT};
+use ferry_engine::live::tail::Tail;
+use ferry_engine::model::migration::Migration;
+use ferry_engine::util::cancel::StopWhen;
 use ferry_engine::verify::Level;
 use ferry_engine::Error;
 
 use crate::args::ReplicateArgs;
 use crate::connect::fresh_verify_context;
 use crate::live::DRAIN_QUIET;
+use ferry_engine::verify;
 
 /// How a cutover ended.
 pub enum Cutover {
@@ -68,8 +70,7 @@ pub async fn run(
         deadline: None,
         flag: Some(stop.clone()),
     };
-    let (before, complete) =
-        migrate::verify_all(m, &fresh, vctx, Arc::new(|_| {}), stopper).await?;
+    let (before, complete) = verify::verify_all(m, &fresh, vctx, Arc::new(|_| {}), stopper).await?;
     if !complete {
         t.take_touched();
         return Ok(Cutover::Refused("interrupted during the verify".into()));

@@ -3,9 +3,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use ferry_engine::channel::LiveChannel;
-use ferry_engine::migrate::{self, Migration, Purpose};
-use ferry_engine::tail::{self, Tail, TailOptions};
+use ferry_engine::live::channel::LiveChannel;
+use ferry_engine::live::tail::{self, Tail, TailOptions};
+use ferry_engine::model::migration::Migration;
+use ferry_engine::prepare::Purpose;
 use ferry_engine::Error;
 
 use crate::args::{LiveArgs, TailArgs};
@@ -13,6 +14,7 @@ use crate::connect::{holding_lease, migration};
 use crate::report::{emit, exit_code_of, live_line, ErrorSummary, Report};
 use crate::signals::{remember_restore, restore_flags, stop_on_signal};
 use crate::{EXIT_BAD_INPUT, EXIT_NOT_DRAINED, EXIT_OK};
+use ferry_engine::prepare;
 
 /// How long without an event counts as quiet when a live run or `ferry tail` stops.
 pub const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
@@ -155,13 +157,13 @@ pub async fn tail(a: TailArgs) -> i32 {
 /// `ferry tail` with the target's lease held: follow until a signal or idle, then drain within
 /// the drain timeout.
 async fn tail_leased(a: &TailArgs, m: &Migration, report: &mut Report) -> Result<i32, Error> {
-    let inv = migrate::inventory(m, Purpose::Compare).await?;
+    let inv = prepare::inventory(m, Purpose::Compare).await?;
     let ctx = m.copy_context(&inv);
     let stop = stop_on_signal();
     let original = prepare_channel(m, &a.live).await?;
     remember_restore(m, &original);
     let outcome = async {
-        let dbs = migrate::source_dbs(&m.scope, &inv.source);
+        let dbs = prepare::source_dbs(&m.scope, &inv.source);
         let mut t = Tail::start(m, ctx, dbs, tail_options(&a.live), false).await?;
         eprintln!("tail: {}; following", subscribed_line(&t));
         follow(&mut t, &stop, a.live.idle_timeout, None).await?;

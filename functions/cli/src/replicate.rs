@@ -6,12 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferry_engine::cluster;
-use ferry_engine::copy::{CopyContext, CopyOptions, Method};
-use ferry_engine::functions::{self, FunctionCounts};
+use ferry_engine::copy::CopyContext;
 use ferry_engine::inventory::Inventory;
-use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
-use ferry_engine::tail::Tail;
+use ferry_engine::keys::functions::{self, FunctionCounts};
+use ferry_engine::live::tail::Tail;
+use ferry_engine::model::migration::Migration;
+use ferry_engine::model::migration::{CopyOptions, Method};
+use ferry_engine::net::cluster;
+use ferry_engine::prepare::Purpose;
+use ferry_engine::util::cancel::StopWhen;
 use ferry_engine::verify::Level;
 use ferry_engine::Error;
 
@@ -23,6 +26,9 @@ use crate::progress::Progress;
 use crate::report::{emit, exit_code_of, CopySummary, ErrorSummary, Report, VerifySummary};
 use crate::signals::{count_cutover_signals, remember_restore, restore_flags, stop_on_signal};
 use crate::{EXIT_DIFFERENT, EXIT_INTERRUPTED, EXIT_NOT_DRAINED, EXIT_OK};
+use ferry_engine::copy;
+use ferry_engine::prepare;
+use ferry_engine::verify;
 
 /// `ferry replicate`.
 pub async fn run(a: ReplicateArgs) -> i32 {
@@ -112,7 +118,7 @@ async fn replicate_leased(
     } else {
         Purpose::Copy
     };
-    let inv = migrate::inventory(m, purpose).await?;
+    let inv = prepare::inventory(m, purpose).await?;
     report.inventory = Some(inv.clone());
     let copy_ctx = m.copy_context(&inv);
     let stop = stop_on_signal();
@@ -123,7 +129,7 @@ async fn replicate_leased(
     if a.mode == Mode::Live {
         original_flags = prepare_channel(m, &a.live).await?;
         remember_restore(m, &original_flags);
-        let dbs = migrate::source_dbs(&m.scope, &inv.source);
+        let dbs = prepare::source_dbs(&m.scope, &inv.source);
         let started = async {
             let t = Tail::start(m, copy_ctx.clone(), dbs, tail_options(&a.live), true).await?;
             if m.read_from_replicas {
@@ -165,12 +171,12 @@ async fn copy_and_verify(
     mut live: Option<Tail>,
 ) -> Result<i32, Error> {
     if a.mode != Mode::Compare {
-        let functions_copied = migrate::copy_functions(m).await?;
+        let functions_copied = functions::copy_functions(m).await?;
         // Planned on the source as it is now, not as inventory saw it: in live mode a db that
         // was empty then may have gained keys before the tail subscribed, with no event to
         // bring them (the AWS Plan step reads the source afresh the same way).
-        let source_now = migrate::server_info(&m.source).await?;
-        let shards = migrate::plan_copy_shards(m, &source_now);
+        let source_now = prepare::server_info(&m.source).await?;
+        let shards = prepare::plan_copy_shards(m, &source_now);
         let planned = shards.len();
         let start = Instant::now();
         let counter = copy_ctx.clone();
@@ -183,7 +189,7 @@ async fn copy_and_verify(
             deadline: None,
             flag: Some(stop.clone()),
         };
-        let result = migrate::copy_shards(m, copy_ctx.clone(), shards, stopper).await;
+        let result = copy::copy_shards(m, copy_ctx.clone(), shards, stopper).await;
         let counts = copy_ctx.stats.counts();
         progress.finish(counts.copied);
         let seconds = start.elapsed().as_secs_f64();
@@ -288,7 +294,7 @@ async fn copy_and_verify(
         flag: Some(stop.clone()),
     };
     let (mut verify_report, complete) =
-        migrate::verify_all(m, &inv, vctx.clone(), on_scanned, stopper).await?;
+        verify::verify_all(m, &inv, vctx.clone(), on_scanned, stopper).await?;
     progress.finish(verify_report.total.ok + verify_report.total.differences());
     let mut functions = match complete {
         true => functions::verify(&m.source, &m.target).await?,
@@ -311,9 +317,9 @@ async fn copy_and_verify(
         return Ok(EXIT_INTERRUPTED);
     }
     if a.repair && differences > 0 {
-        let mut repaired = migrate::repair(m, copy_ctx.clone(), vctx.clone(), &diffs).await?;
+        let mut repaired = verify::repair(m, copy_ctx.clone(), vctx.clone(), &diffs).await?;
         if functions.differences() > 0 {
-            migrate::copy_functions(m).await?;
+            functions::copy_functions(m).await?;
             functions = functions::verify(&m.source, &m.target).await?;
             repaired.still_different += functions.differences();
         }

@@ -3,12 +3,12 @@
 use std::io::Write;
 
 use ferry_engine::copy::Counts;
-use ferry_engine::cutover::CutoverReport;
-use ferry_engine::functions::FunctionCounts;
 use ferry_engine::inventory::Inventory;
-use ferry_engine::migrate::RepairReport;
-use ferry_engine::plan::Shard;
-use ferry_engine::tail::TailReport;
+use ferry_engine::keys::functions::FunctionCounts;
+use ferry_engine::live::cutover::CutoverReport;
+use ferry_engine::live::tail::TailReport;
+use ferry_engine::model::plan::Shard;
+use ferry_engine::verify::RepairReport;
 use ferry_engine::verify::VerifyReport;
 use ferry_engine::Error;
 use serde::Serialize;

@@ -4,9 +4,9 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use ferry_engine::conn::Conn;
 use ferry_engine::endpoint::Endpoint;
 use ferry_engine::error::Result;
+use ferry_engine::net::conn::Conn;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -195,7 +195,7 @@ pub async fn load(
     keyspace: u64,
     connections: usize,
 ) -> Result<LoadReport> {
-    let limiter = std::sync::Arc::new(ferry_engine::ratelimit::RateLimiter::new(rate));
+    let limiter = std::sync::Arc::new(ferry_engine::util::ratelimit::RateLimiter::new(rate));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
     let start = std::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();

@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ferry_engine::migrate::Migration;
-use ferry_engine::tail;
+use ferry_engine::live::tail;
+use ferry_engine::model::migration::Migration;
 use ferry_engine::Endpoint;
 
 use crate::EXIT_INTERRUPTED;

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::seed::{self, SeedSpec};
-use ferry_engine::migrate::{self, Purpose};
+use ferry_engine::prepare::Purpose;
 use ferry_engine::{Error, Role};
 
 use crate::args::{ConnectArgs, LoadArgs, SeedArgs};
@@ -12,6 +12,7 @@ use crate::connect::{endpoint, migration};
 use crate::progress::Progress;
 use crate::report::exit_code_of;
 use crate::EXIT_OK;
+use ferry_engine::prepare;
 
 /// Ends a small command: `on_ok` prints its result; an error is one line on stderr. Returns the
 /// exit code.
@@ -32,7 +33,7 @@ fn finish<T>(result: Result<T, Error>, on_ok: impl FnOnce(T)) -> i32 {
 pub async fn inventory(c: ConnectArgs) -> i32 {
     let result = async {
         let m = migration(&c).await?;
-        migrate::inventory(&m, Purpose::Compare).await
+        prepare::inventory(&m, Purpose::Compare).await
     }
     .await;
     finish(result, |inv| {

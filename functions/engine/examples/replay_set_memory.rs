@@ -3,7 +3,7 @@
 //! process's resident memory per remembered key. Used by `bench/live.sh`.
 
 use bytes::Bytes;
-use ferry_engine::dirty::DirtySet;
+use ferry_engine::live::dirty::DirtySet;
 
 fn rss_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::conn::Conn;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::resp::Reply;
-use crate::scope::LEASE_KEY;
+use crate::model::scope::LEASE_KEY;
+use crate::net::conn::Conn;
+use crate::net::resp::Reply;
 
 /// How long a lease outlives its last renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);

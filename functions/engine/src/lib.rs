@@ -1,40 +1,34 @@
 //! ferry's engine: everything that talks to Redis, with no AWS dependency.
 //!
-//! The pieces follow `shared/design.md`: [`inventory`] looks at both servers, [`plan`] splits the
-//! keyspace into SCAN cursor ranges, [`copy`] moves keys (DUMP/RESTORE or per-type), [`verify`]
-//! proves the result, and [`snapshot`] runs shards in parallel with progress.
+//! Layers, bottom-up; each uses only those below it (`tests/layers.rs` checks it):
+//! - [`error`], [`endpoint`], [`role`]: what goes wrong, and where a server is and how to log in;
+//! - [`util`]: the clock and the rate limiter;
+//! - [`net`]: the only code that touches sockets (RESP, connections, cluster routing, INFO);
+//! - [`model`]: pure data and arithmetic: scope, the migration's settings, the shard plan;
+//! - [`inventory`]: what each server is and can do;
+//! - [`scan`]: running shards of SCAN cursor ranges with a pool of workers;
+//! - [`keys`]: key-level reads and writes beyond DUMP/RESTORE (types, field TTLs, modules,
+//!   functions);
+//! - [`prepare`]: inventory of both servers, the preflight, and the shard plan;
+//! - [`copy`], then [`verify`] (which may re-copy, in `--repair`): each with its pass;
+//! - [`lease`]: one run at a time writes into a target;
+//! - [`live`]: the tail, its channels and gaps, and the cutover.
 
-pub mod channel;
-pub mod cluster;
-pub mod conn;
 pub mod copy;
-pub mod cutover;
-pub mod dirty;
 pub mod endpoint;
 pub mod error;
-pub mod fence;
-pub mod field_ttl;
-pub mod functions;
 pub mod inventory;
+pub mod keys;
 pub mod lease;
-pub mod migrate;
-pub mod module_types;
-pub mod module_values;
-pub mod plan;
-pub mod ratelimit;
-pub mod resp;
+pub mod live;
+pub mod model;
+pub mod net;
+pub mod prepare;
 pub mod role;
 pub mod scan;
-pub mod scan_boundary;
-pub mod scope;
-pub mod silent;
-pub mod slot;
-pub mod stream_pel;
-pub mod tail;
 pub mod util;
-pub mod value;
-pub mod vectorset;
 pub mod verify;
 
 pub use endpoint::{ChangingPassword, Endpoint, PasswordSource, Role, Secret, TlsSettings};
 pub use error::{Error, Result};
+pub use model::migration::Migration;

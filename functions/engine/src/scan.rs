@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::conn::Conn;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::plan::{Range, Shard};
-use crate::ratelimit::RateLimiter;
-use crate::resp::Reply;
-use crate::scan_boundary::Boundaries;
+use crate::model::migration::Migration;
+use crate::model::plan::{Range, Shard};
+use crate::model::scan_boundary::Boundaries;
+use crate::net::conn::Conn;
+use crate::net::resp::Reply;
+use crate::util::ratelimit::RateLimiter;
 
 /// Something that processes batches of keys of one database, with its own connections.
 pub trait BatchWorker: Send + 'static {
@@ -64,6 +65,32 @@ pub struct ScanConfig {
     /// the server's table is resized): verify counts distinct keys. Costs about 16 bytes per
     /// key of the shards being scanned; copy, where a repeat is harmless, leaves it off.
     pub distinct: bool,
+}
+
+impl ScanConfig {
+    /// The scan settings of a migration's pass over `endpoint`: its scope, batch sizes and
+    /// parallelism, with no deadline and no stop yet.
+    pub fn for_run(
+        m: &Migration,
+        endpoint: &Endpoint,
+        limiter: Option<Arc<RateLimiter>>,
+        on_scanned: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> ScanConfig {
+        ScanConfig {
+            endpoint: endpoint.clone(),
+            pattern: m.scope.pattern.clone(),
+            key_type: m.scope.key_type.clone(),
+            count: m.copy.scan_count,
+            batch_keys: m.copy.batch_keys,
+            parallel: m.parallel,
+            workers: m.workers,
+            deadline: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            limiter,
+            on_scanned,
+            distinct: false,
+        }
+    }
 }
 
 impl ScanConfig {
@@ -361,11 +388,11 @@ async fn scan_shard(
         scanned += keys.len() as u64;
         let mut keys = keys;
         // ferry's own canary key is never copied or verified.
-        keys.retain(|k| !crate::scope::is_ferry_key(k));
+        keys.retain(|k| !crate::model::scope::is_ferry_key(k));
         // A per-slot SCAN call runs on into the following slots until it has COUNT keys; those
         // belong to the next shard.
         if let Range::Slots { start, end } = shard.range {
-            keys.retain(|k| (start..end).contains(&crate::cluster::key_slot(k)));
+            keys.retain(|k| (start..end).contains(&crate::net::cluster::key_slot(k)));
         }
         if config.distinct {
             keys.retain(|k| seen.insert(xxh3_64(k)));

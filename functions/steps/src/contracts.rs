@@ -3,9 +3,10 @@
 //! field (a password) is an `InvalidInput`, never silently ignored. Credentials appear only as
 //! Secrets Manager ARNs.
 
-use ferry_engine::channel::LiveChannel;
-use ferry_engine::copy::{Counts, Method};
-use ferry_engine::plan::Shard;
+use ferry_engine::copy::Counts;
+use ferry_engine::live::channel::LiveChannel;
+use ferry_engine::model::migration::Method;
+use ferry_engine::model::plan::Shard;
 use ferry_engine::verify::Level;
 use ferry_engine::verify::{DiffSample, StatusCounts};
 use serde::{Deserialize, Serialize};
@@ -409,7 +410,7 @@ impl ControlRequest {
 }
 
 /// The tail's requests, in the order of a live migration (the cutover protocol of
-/// `ferry_engine::cutover` after the barrier).
+/// `ferry_engine::live::cutover` after the barrier).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ControlAction {
@@ -441,10 +442,10 @@ pub struct TailAnswer {
     /// Keys re-copied by this barrier (0 for other phases).
     pub replayed: u64,
     /// Events, copies, lag, gaps so far.
-    pub report: ferry_engine::tail::TailReport,
+    pub report: ferry_engine::live::tail::TailReport,
     /// The cutover's figures (`fenced`: fence and check; `released`: all of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cutover: Option<ferry_engine::cutover::CutoverReport>,
+    pub cutover: Option<ferry_engine::live::cutover::CutoverReport>,
 }
 
 /// Now, in ms since the epoch: the clock of the `started_at_ms` fields the status polls

@@ -4,10 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_engine::copy::{CopyContext, CopyOptions};
-use ferry_engine::migrate::{self, Migration, Purpose, StopWhen};
-use ferry_engine::plan::Shard;
-use ferry_engine::scope::Scope;
+use ferry_engine::copy::CopyContext;
+use ferry_engine::model::migration::CopyOptions;
+use ferry_engine::model::migration::Migration;
+use ferry_engine::model::plan::Shard;
+use ferry_engine::model::scope::Scope;
+use ferry_engine::prepare::Purpose;
+use ferry_engine::util::cancel::StopWhen;
 use ferry_engine::verify::{DiffSample, StatusCounts, VerifyOptions};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +21,10 @@ use crate::contracts::{
 };
 use crate::error::StepError;
 use crate::{metrics, plans};
+use ferry_engine::copy;
+use ferry_engine::keys::functions;
+use ferry_engine::prepare;
+use ferry_engine::verify;
 
 /// The engine's migration for an execution input, credentials from Secrets Manager.
 pub async fn migration(ctx: &Ctx, input: &MigrationInput) -> Result<Migration, StepError> {
@@ -72,7 +79,7 @@ pub async fn inventory(ctx: Ctx, input: MigrationInput) -> Result<InventoryOutpu
             "mode compare with options.verify none would do nothing",
         ));
     }
-    let inv = migrate::inventory(&m, purpose(&input)).await?;
+    let inv = prepare::inventory(&m, purpose(&input)).await?;
     Ok(InventoryOutput {
         source: describe(&inv.source),
         target: describe(&inv.target),
@@ -95,18 +102,18 @@ pub async fn plan(ctx: Ctx, input: MigrationInput) -> Result<StoredPlan, StepErr
 /// The copy's shards, once the source is ready to be copied.
 pub async fn copy_plan(ctx: &Ctx, input: &MigrationInput) -> Result<Vec<Shard>, StepError> {
     let m = migration(ctx, input).await?;
-    let source = migrate::server_info(&m.source).await?;
+    let source = prepare::server_info(&m.source).await?;
     // Function libraries are server-level state: loaded once, here, before any shard is
     // copied (LOAD REPLACE: a rerun of this step is harmless).
     if input.mode != Mode::Compare {
-        migrate::copy_functions(&m).await?;
+        functions::copy_functions(&m).await?;
     }
     if m.read_from_replicas && input.mode != Mode::Compare {
         // The copy reads replicas: each must hold what its primary had now, or the copy would
         // reflect an older moment (live mode: the tail subscribed before this step).
-        ferry_engine::cluster::wait_for_replicas(&m.source, Duration::from_secs(60)).await?;
+        ferry_engine::net::cluster::wait_for_replicas(&m.source, Duration::from_secs(60)).await?;
     }
-    Ok(migrate::plan_copy_shards(&m, &source))
+    Ok(prepare::plan_copy_shards(&m, &source))
 }
 
 /// CopyShard's and VerifyShard's input: the migration and one shard, with the counts of the
@@ -132,8 +139,8 @@ pub async fn copy_context(
     m: &Migration,
 ) -> Result<(Arc<CopyContext>, ferry_engine::inventory::ServerInfo), StepError> {
     let (source, target) = tokio::try_join!(
-        migrate::server_info(&m.source),
-        migrate::server_info(&m.target)
+        prepare::server_info(&m.source),
+        prepare::server_info(&m.target)
     )?;
     let copy = CopyContext::new(m.copy.clone(), m.scope.clone(), &source, &target);
     Ok((Arc::new(copy), source))
@@ -155,12 +162,12 @@ fn stop_at(ctx: &Ctx, input: &MigrationInput) -> StopWhen {
 /// every write is an idempotent RESTORE REPLACE (design §2, §6).
 pub async fn copy_shard(
     ctx: Ctx,
-    input: ShardStep<ferry_engine::copy::Counts>,
+    input: ShardStep<copy::Counts>,
 ) -> Result<CopyShardOutput, StepError> {
     let m = migration(&ctx, &input.migration).await?;
     let (copy, _) = copy_context(&m).await?;
     let stop = stop_at(&ctx, &input.migration);
-    let mut shards = migrate::copy_shards(&m, copy.clone(), vec![input.shard], stop).await?;
+    let mut shards = copy::copy_shards(&m, copy.clone(), vec![input.shard], stop).await?;
     let shard = shards.pop().expect("one shard in, one out");
     let now = copy.stats.counts();
     let mut counts = input.counts.unwrap_or_default();
@@ -203,14 +210,14 @@ async fn verify_setup(
     input: &MigrationInput,
 ) -> Result<
     (
-        Arc<ferry_engine::verify::VerifyContext>,
+        Arc<verify::VerifyContext>,
         ferry_engine::inventory::ServerInfo,
     ),
     StepError,
 > {
     let (source, target) = tokio::try_join!(
-        migrate::server_info(&m.source),
-        migrate::server_info(&m.target)
+        prepare::server_info(&m.source),
+        prepare::server_info(&m.target)
     )?;
     let inv = ferry_engine::inventory::Inventory {
         source,
@@ -220,12 +227,12 @@ async fn verify_setup(
         notes: Vec::new(),
     };
     let limiter = (m.copy.max_source_ops > 0).then(|| {
-        Arc::new(ferry_engine::ratelimit::RateLimiter::new(
+        Arc::new(ferry_engine::util::ratelimit::RateLimiter::new(
             m.copy.max_source_ops,
         ))
     });
     Ok((
-        migrate::verify_context(m, &inv, &[], limiter, verify_options(input)),
+        verify::verify_context(m, &inv, &[], limiter, verify_options(input)),
         target,
     ))
 }
@@ -241,8 +248,8 @@ pub async fn plan_verify(ctx: Ctx, input: MigrationInput) -> Result<StoredPlan, 
 /// once the function libraries compare equal.
 pub async fn verify_plan(ctx: &Ctx, input: &MigrationInput) -> Result<Vec<VerifyItem>, StepError> {
     let m = migration(ctx, input).await?;
-    let source = migrate::server_info(&m.source).await?;
-    let functions = ferry_engine::functions::verify(&m.source, &m.target).await?;
+    let source = prepare::server_info(&m.source).await?;
+    let functions = functions::verify(&m.source, &m.target).await?;
     if functions.differences() > 0 {
         return Err(StepError::Named {
             kind: "VerifyFailed",
@@ -253,7 +260,7 @@ pub async fn verify_plan(ctx: &Ctx, input: &MigrationInput) -> Result<Vec<Verify
         });
     }
     let (vctx, target) = verify_setup(&m, input).await?;
-    let mut items: Vec<VerifyItem> = migrate::plan_shards(&m, &source)
+    let mut items: Vec<VerifyItem> = prepare::plan_shards(&m, &source)
         .into_iter()
         .map(|shard| VerifyItem {
             shard,
@@ -261,7 +268,7 @@ pub async fn verify_plan(ctx: &Ctx, input: &MigrationInput) -> Result<Vec<Verify
         })
         .collect();
     items.extend(
-        migrate::plan_reverse(&m, &vctx, &target)
+        verify::plan_reverse(&m, &vctx, &target)
             .into_iter()
             .map(|shard| VerifyItem {
                 shard,
@@ -284,11 +291,11 @@ pub async fn verify_shard(
     let id = input.shard.id.clone();
     let mut shards = match input.pass.as_deref().unwrap_or("forward") {
         "forward" => {
-            migrate::verify_shards(&m, vctx.clone(), vec![input.shard], Arc::new(|_| {}), stop)
+            verify::verify_shards(&m, vctx.clone(), vec![input.shard], Arc::new(|_| {}), stop)
                 .await?
         }
         "reverse" => {
-            migrate::verify_reverse_shards(&m, vctx.clone(), vec![input.shard], stop).await?
+            verify::verify_reverse_shards(&m, vctx.clone(), vec![input.shard], stop).await?
         }
         other => {
             return Err(StepError::invalid(format!(

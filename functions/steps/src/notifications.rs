@@ -16,9 +16,9 @@
 use std::collections::HashMap;
 
 use aws_sdk_elasticache::types::Parameter;
-use ferry_engine::channel::LiveChannel;
 use ferry_engine::inventory::notifications_cover;
-use ferry_engine::tail::merged_notify_flags;
+use ferry_engine::live::channel::LiveChannel;
+use ferry_engine::live::tail::merged_notify_flags;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::Ctx;

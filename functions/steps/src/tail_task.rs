@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_engine::copy::CopyContext;
-use ferry_engine::cutover::{self, CutoverSettings, Fenced, Raised, TOUCHED_LIMIT};
-use ferry_engine::migrate::{self, Migration};
-use ferry_engine::tail::{Tail, TailOptions, TailReport};
+use ferry_engine::live::cutover::{self, CutoverSettings, Fenced, Raised, TOUCHED_LIMIT};
+use ferry_engine::live::tail::{Tail, TailOptions, TailReport};
+use ferry_engine::model::migration::Migration;
 use ferry_engine::verify::{Level, VerifyOptions};
 
 use crate::aws::{Aws, Ctx};
@@ -22,6 +22,8 @@ use crate::control::{Control, Received, Waiting};
 use crate::error::StepError;
 use crate::handlers;
 use crate::metrics;
+use ferry_engine::prepare;
+use ferry_engine::verify;
 
 /// What the task reads from its environment: the state machine's container overrides
 /// (`FERRY_TASK_TOKEN`, `FERRY_MIGRATION`, `FERRY_EXECUTION`) and the task definition
@@ -301,7 +303,7 @@ impl Follower {
                         level: Level::Full,
                         ..VerifyOptions::default()
                     };
-                    migrate::current_verify_context(m, dbs, copy.limiter.clone(), options).await
+                    verify::current_verify_context(m, dbs, copy.limiter.clone(), options).await
                 };
                 let raised = control
                     .heartbeating(
@@ -416,7 +418,7 @@ async fn start(ctx: &Ctx, s: &TailTaskSettings) -> Result<Follower, StepError> {
         channel: input.live_channel(),
         ..TailOptions::default()
     };
-    let dbs = migrate::source_dbs(&m.scope, &source);
+    let dbs = prepare::source_dbs(&m.scope, &source);
     let mut tail = Tail::start(&m, copy.clone(), dbs.clone(), options, true).await?;
     if s.replaces {
         tail.record_touched(TOUCHED_LIMIT);

@@ -1,0 +1,9 @@
+//! The network layer, the only code that touches sockets: the RESP codec ([`resp`]), a
+//! connection to one server or a whole cluster ([`conn`], routed by [`slot`] over the
+//! [`cluster`] topology), and what a server says about itself in `INFO` ([`info`]).
+
+pub mod cluster;
+pub mod conn;
+pub mod info;
+pub mod resp;
+pub mod slot;

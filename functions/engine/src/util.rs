@@ -1,9 +1,0 @@
-//! Small helpers with no better home.
-
-/// Milliseconds since the Unix epoch, the clock Redis expiry times are on.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
