@@ -87,7 +87,7 @@ pub async fn migration(c: &ConnectArgs) -> Result<Migration, Error> {
     )?;
     #[cfg(feature = "aws")]
     let (source, target) = with_iam(c, source, target).await?;
-    ferry_engine::net::conn::set_reply_timeout(std::time::Duration::from_secs_f64(c.reply_timeout));
+    ferry_engine::net::set_reply_timeout(std::time::Duration::from_secs_f64(c.reply_timeout));
     let mut m = Migration::new(source, target);
     m.scope.db_map = Scope::parse_db_map(&c.db_map)?;
     m.scope

@@ -229,11 +229,7 @@ pub async fn load(
     }
     let secs = start.elapsed().as_secs_f64();
     let mut conn = Conn::keyspace(ep).await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-        .to_string();
+    let now = ferry_engine::util::now_ms().to_string();
     conn.call(&["SET", "ferry:bench:done", &now]).await?;
     Ok(LoadReport {
         writes,

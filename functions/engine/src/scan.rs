@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
@@ -22,6 +22,7 @@ use crate::model::scan_boundary::Boundaries;
 use crate::net::conn::Conn;
 use crate::net::resp::Reply;
 use crate::util::ratelimit::RateLimiter;
+use crate::util::retry::Backoff;
 
 /// Something that processes batches of keys of one database, with its own connections.
 pub trait BatchWorker: Send + 'static {
@@ -207,24 +208,6 @@ where
     Ok(done.into_iter().map(|(_, s)| s).collect())
 }
 
-/// How long a run keeps retrying through a server that went away (restart, failover, network)
-/// before giving up with the error.
-pub const RETRY_WINDOW: Duration = Duration::from_secs(60);
-
-/// Sleeps before the next retry, or returns false once the retry window is spent. The window
-/// runs from the outage's first failure (`since`, set here on the first call), not from when
-/// the work began: a batch that stalled for the whole reply timeout is still retried.
-async fn backoff(attempt: &mut u32, since: &mut Option<Instant>) -> bool {
-    let since = *since.get_or_insert_with(Instant::now);
-    if since.elapsed() >= RETRY_WINDOW {
-        return false;
-    }
-    let delay = Duration::from_millis(100u64 << (*attempt).min(4));
-    *attempt += 1;
-    tokio::time::sleep(delay).await;
-    true
-}
-
 /// Processes a batch, reconnecting (a fresh worker) and retrying it while errors are transient:
 /// a batch copy is idempotent, so doing it again after a broken connection is always right.
 async fn process_with_retry<W, F, Fut>(
@@ -237,7 +220,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<W>>,
 {
-    let (mut attempt, mut since) = (0, None);
+    let mut backoff = Backoff::for_pass();
     if worker.as_ref().is_some_and(W::due_for_renewal) {
         *worker = None;
     }
@@ -257,7 +240,7 @@ where
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "batch interrupted; reconnecting and retrying it");
                 *worker = None;
-                if !backoff(&mut attempt, &mut since).await {
+                if !backoff.wait().await {
                     return Err(e);
                 }
             }
@@ -281,7 +264,7 @@ async fn scan_with_retry(
     shard: &mut Shard,
     at: &Scanning<'_>,
 ) -> Result<()> {
-    let (mut attempt, mut since) = (0, None);
+    let mut backoff = Backoff::for_pass();
     let mut seen = HashSet::new();
     loop {
         let result = match node_conn(conns, &at.config.endpoint, &shard.node).await {
@@ -292,7 +275,7 @@ async fn scan_with_retry(
             Err(e) if e.is_transient() && !at.failed.load(Ordering::Relaxed) => {
                 tracing::warn!(error = %e, shard = %shard.id, "scan interrupted; resuming from the shard's cursor");
                 conns.retain(|(n, _)| n != &shard.node);
-                if !backoff(&mut attempt, &mut since).await {
+                if !backoff.wait().await {
                     return Err(e);
                 }
             }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_engine::util::retry::Backoff;
 use serde::Serialize;
 
 use crate::aws::Aws;
@@ -39,20 +40,25 @@ pub struct Control {
 const RETRY_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Runs `call` until it succeeds, fails with an error that is not worth retrying, or
-/// [`RETRY_WINDOW`] has passed, waiting 0.5 s doubling to 15 s between attempts.
+/// [`RETRY_WINDOW`] has passed, waiting 0.5 s doubling to 15 s between attempts (the engine's
+/// one backoff policy).
 async fn retrying<T, F, Fut>(what: &str, call: F) -> Result<T, StepError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, StepError>>,
 {
-    let started = std::time::Instant::now();
-    let mut wait = Duration::from_millis(500);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(15),
+        Some(RETRY_WINDOW),
+    );
     loop {
         match call().await {
-            Err(e) if e.is_retryable() && started.elapsed() < RETRY_WINDOW => {
-                tracing::warn!(error = %e, call = what, retry_in_ms = wait.as_millis() as u64, "AWS call failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(15));
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, call = what, retry_in_ms = backoff.next_delay().as_millis() as u64, "AWS call failed; retrying");
+                if !backoff.wait().await {
+                    return Err(e);
+                }
             }
             other => return other,
         }

@@ -115,7 +115,7 @@ fn started(name: String, serverless: bool) -> BackupOutput {
     BackupOutput {
         snapshot_name: Some(name),
         serverless,
-        started_at_ms: Some(crate::contracts::now_ms()),
+        started_at_ms: Some(crate::contracts::epoch_ms()),
         ..BackupOutput::default()
     }
 }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde::de::DeserializeOwned;
@@ -28,11 +28,7 @@ pub fn parse<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, StepErr
 
 /// The Lambda's deadline (milliseconds since the epoch) as an `Instant`.
 fn deadline_of(epoch_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Instant::now() + Duration::from_millis(epoch_ms.saturating_sub(now_ms))
+    Instant::now() + Duration::from_millis(epoch_ms.saturating_sub(crate::contracts::epoch_ms()))
 }
 
 /// Runs `handler` as this Lambda's function until the runtime stops it.

@@ -1,8 +1,6 @@
 //! CloudWatch metrics as Embedded Metric Format lines on stdout: Lambda ships them to
 //! CloudWatch Logs, which turns them into metrics with no API call from the function.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// Prints one EMF line for `migration_id` with `(name, value, unit)` metrics in namespace
 /// `ferry`, twice over: per `MigrationId` (the dashboard's SEARCH), and without dimensions,
 /// which is what the stack's alarms watch (an alarm names exact dimensions, and a migration's
@@ -13,10 +11,7 @@ pub fn emit(migration_id: &str, metrics: &[(&str, f64, &str)]) {
 
 /// The EMF JSON for [`emit`].
 pub fn emf_line(migration_id: &str, metrics: &[(&str, f64, &str)]) -> String {
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let timestamp = crate::contracts::epoch_ms();
     let mut line = serde_json::json!({
         "_aws": {
             "Timestamp": timestamp,

@@ -160,7 +160,7 @@ pub async fn enable_notifications(
         return Ok(NotificationsOutput {
             parameter_group: Some(current_group),
             original_group,
-            started_at_ms: Some(crate::contracts::now_ms()),
+            started_at_ms: Some(crate::contracts::epoch_ms()),
             ..NotificationsOutput::default()
         });
     }
@@ -201,7 +201,7 @@ pub async fn enable_notifications(
         original_group: Some(current_group),
         original_value: Some(current),
         changed: true,
-        started_at_ms: Some(crate::contracts::now_ms()),
+        started_at_ms: Some(crate::contracts::epoch_ms()),
         ..NotificationsOutput::default()
     })
 }

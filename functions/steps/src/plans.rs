@@ -37,10 +37,7 @@ pub async fn store<T: Serialize>(
     items: &[T],
 ) -> Result<StoredPlan, StepError> {
     let body = serde_json::to_vec(items).expect("plans serialize");
-    let written = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
+    let written = crate::contracts::epoch_ms();
     let key = format!("plans/{migration_id}/{kind}-{written}.json");
     aws.s3
         .put_object()

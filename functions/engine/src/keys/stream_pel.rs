@@ -7,7 +7,8 @@
 
 use bytes::Bytes;
 
-use crate::keys::value::{Chunk, StreamMeta};
+use crate::keys::stream_meta::StreamMeta;
+use crate::keys::value::Chunk;
 use crate::net::conn::Conn;
 
 /// The placeholder's only field (a message must have one); deleted before the key is renamed
@@ -106,7 +107,7 @@ impl Placeholders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::value::Group;
+    use crate::keys::stream_meta::Group;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())

@@ -7,3 +7,7 @@ pub mod conn;
 pub mod info;
 pub mod resp;
 pub mod slot;
+mod tls;
+mod wire;
+
+pub use wire::{set_reply_timeout, DEFAULT_REPLY_TIMEOUT};

@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod ratelimit;
+pub mod retry;
 
 /// Milliseconds since the Unix epoch, the clock Redis expiry times are on.
 pub fn now_ms() -> i64 {

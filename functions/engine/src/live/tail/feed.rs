@@ -2,6 +2,7 @@
 //! canary proof, renewal without a gap, and what each message marks dirty.
 
 use super::*;
+use crate::util::retry::Backoff;
 
 /// Keyspace notifications when the source's `notify-keyspace-events` covers live mode, client
 /// tracking when it is readable and does not; `None` where CONFIG is blocked (ElastiCache),
@@ -57,7 +58,7 @@ pub(super) async fn subscriber(
 ) -> Result<()> {
     let ep = &node.endpoint;
     let mut ready = Some(ready);
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::for_tail();
     while !shared.stop.load(Ordering::Relaxed) {
         let mut feed = match Feed::open(ep, shared.channel).await {
             Ok(f) => f,
@@ -66,12 +67,11 @@ pub(super) async fn subscriber(
                     let _ = r.send(Err(e));
                     return Ok(());
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
                 continue;
             }
         };
-        backoff = Duration::from_millis(50);
+        backoff.reset();
         note_subscriber(&shared, ep, &feed);
         match ready.take() {
             Some(r) => {

@@ -32,6 +32,7 @@ use crate::model::migration::Migration;
 use crate::net::cluster;
 use crate::net::conn::Conn;
 use crate::net::info::config_get;
+use crate::util::retry::Backoff;
 use crate::verify::{Status, VerifyOptions};
 
 mod feed;
@@ -370,7 +371,7 @@ fn fail(shared: &Shared, e: Error) -> Result<()> {
 async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
     let m = &shared.migration;
     let mut copier: Option<Copier> = None;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::for_tail();
     while !shared.stop.load(Ordering::Relaxed) {
         let notified = shared.dirty.changed.notified();
         let batch = shared.dirty.take(shared.options.batch_keys);
@@ -417,14 +418,13 @@ async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
                     batch.iter().for_each(|((db, key), _)| t.add(*db, key));
                 }
                 shared.dirty.complete(&batch);
-                backoff = Duration::from_millis(50);
+                backoff.reset();
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "tail copy interrupted; retrying");
                 shared.dirty.requeue(&batch);
                 copier = None;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
             Err(e) => {
                 shared.dirty.requeue(&batch);

@@ -2,6 +2,15 @@
 //! Lambdas, the CLI and the tests. Inputs refuse unknown fields, so a typo or a smuggled
 //! field (a password) is an `InvalidInput`, never silently ignored. Credentials appear only as
 //! Secrets Manager ARNs.
+//!
+//! The migration's input is here; each step's output is [`outputs`]'s, and the messages
+//! between the state machine and the running tail [`control`]'s.
+
+mod control;
+mod outputs;
+
+pub use control::*;
+pub use outputs::*;
 
 use ferry_engine::copy::Counts;
 use ferry_engine::live::channel::LiveChannel;
@@ -257,205 +266,14 @@ fn redact_serde_error(e: &serde_json::Error) -> String {
     }
 }
 
-/// Inventory: what both servers are, and what the copy will do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InventoryOutput {
-    /// `redis 7.0.15 (cluster, 3 primaries, RDB 10)`.
-    pub source: String,
-    /// The same for the target.
-    pub target: String,
-    /// Keys over every db of the source.
-    pub source_keys: u64,
-    /// `dump` or `struct`.
-    pub copy_method: String,
-    /// Warnings for the operator.
-    pub notes: Vec<String>,
-    /// The Maps' concurrency: the input's `options.max_concurrency`, or its default when the
-    /// input (pasted in the console, sent by the schedule) leaves it out.
-    pub max_concurrency: u32,
-    /// `options.verify` (or its default): the state machine skips the verify on `none`.
-    pub verify: VerifyChoice,
-    /// `options.live_channel` (or its default): the state machine skips EnableNotifications on
-    /// `tracking`.
-    pub live_channel: LiveChannel,
-}
-
-/// Plan and Plan verify: where the items the Distributed Map reads are (`plans`), and how many.
-/// The items themselves never enter the execution's state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredPlan {
-    /// The plan bucket.
-    pub bucket: String,
-    /// The object: one JSON array of items.
-    pub key: String,
-    /// How many items.
-    pub count: usize,
-}
-
-/// CopyShard: the shard's checkpoint and what this invocation copied.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CopyShardOutput {
-    /// The shard with its new cursor; `done` once its range is scanned.
-    pub shard: Shard,
-    /// Whether the shard is finished (the state machine's loop condition).
-    pub done: bool,
-    /// This invocation's counts.
-    pub counts: Counts,
-}
-
-/// VerifyShard: the shard's counts per status and a sample of differing keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VerifyShardOutput {
-    /// The shard verified.
-    pub shard_id: String,
-    /// The shard with its checkpoint.
-    pub shard: Shard,
-    /// Whether the shard is finished (the state machine's loop condition).
-    pub done: bool,
-    /// Counts per status.
-    pub counts: StatusCounts,
-    /// Some differing keys (names only).
-    pub sample: Vec<DiffSample>,
-    /// Whether every key so far was ok.
-    pub ok: bool,
-}
-
-/// Backup: the snapshot started, or why none was.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackupOutput {
-    /// The snapshot's name, when one was requested.
-    #[serde(default)]
-    pub snapshot_name: Option<String>,
-    /// Whether it is a serverless cache snapshot.
-    #[serde(default)]
-    pub serverless: bool,
-    /// Why no snapshot was taken.
-    #[serde(default)]
-    pub skipped: Option<String>,
-    /// `creating`, `available`, … as ElastiCache reports it.
-    #[serde(default)]
-    pub status: Option<String>,
-    /// Whether the snapshot is finished (or skipped): the state machine's loop condition.
-    #[serde(default)]
-    pub ready: bool,
-    /// When the snapshot was requested (ms since the epoch): the status poll's clock.
-    #[serde(default)]
-    pub started_at_ms: Option<u64>,
-}
-
-/// EnableNotifications: what was changed, so Cleanup can put it back.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotificationsOutput {
-    /// The parameter group the source now uses.
-    #[serde(default)]
-    pub parameter_group: Option<String>,
-    /// The group the source used before, when ferry attached its own copy of a default group.
-    #[serde(default)]
-    pub original_group: Option<String>,
-    /// `notify-keyspace-events` before ferry changed it.
-    #[serde(default)]
-    pub original_value: Option<String>,
-    /// Whether anything was changed (false: already enabled, or skipped).
-    #[serde(default)]
-    pub changed: bool,
-    /// Why nothing was done.
-    #[serde(default)]
-    pub skipped: Option<String>,
-    /// Whether every node applies the parameter: the state machine's loop condition.
-    #[serde(default)]
-    pub in_sync: bool,
-    /// When the change was made (ms since the epoch): the status poll's clock.
-    #[serde(default)]
-    pub started_at_ms: Option<u64>,
-}
-
-/// Cleanup's report.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct CleanupOutput {
-    /// What was restored.
-    pub restored: Vec<String>,
-}
-
-/// What the state machine asks of the running tail (design §6): one SQS message on the control
-/// queue, sent by a `sqs:sendMessage.waitForTaskToken` state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ControlRequest {
-    /// What to do.
-    pub action: ControlAction,
-    /// The token the tail answers with SendTaskSuccess / SendTaskFailure when done.
-    #[serde(default)]
-    pub task_token: Option<String>,
-    /// The migration the request is for: a tail leaves other migrations' requests alone.
-    pub migration_id: String,
-    /// The operator's answer to "Await cutover" (`fence` requests), as given: the console
-    /// accepts any JSON, so it is read leniently ([`ControlRequest::writers_stopped`]).
-    #[serde(default)]
-    pub operator: Option<serde_json::Value>,
-}
-
-impl ControlRequest {
-    /// The operator said every writer of the source is stopped (`ferry cutover
-    /// --writers-stopped`, output `{"writers_stopped": true}`): the fence for a source that
-    /// refuses `CLIENT PAUSE`.
-    pub fn writers_stopped(&self) -> bool {
-        self.operator
-            .as_ref()
-            .and_then(|o| o.get("writers_stopped"))
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false)
-    }
-}
-
-/// The tail's requests, in the order of a live migration (the cutover protocol of
-/// `ferry_engine::live::cutover` after the barrier).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ControlAction {
-    /// The snapshot is done: replay every key touched since subscription (design §4.4), and
-    /// record the keys touched from now on for the fenced check.
-    Barrier,
-    /// The operator is asked for the cutover: the tail heartbeats this token while it follows
-    /// (a dead tail fails the state) and fails it if the tail fails; `ferry cutover` answers it.
-    AwaitCutover,
-    /// Fence the source, drain, check what changed since the barrier; answer `fenced` with the
-    /// figures, or fail with `CutoverRefused` (fence lifted, following goes on).
-    Fence,
-    /// The fence is up and the operator switches the application: heartbeated like
-    /// `await_cutover`; `ferry cutover --release` answers it. A fence that expires first fails
-    /// it with `CutoverRefused`.
-    AwaitRelease,
-    /// Lift the fence, watch for stragglers, drain, answer `released` with the cutover report
-    /// and exit.
-    Release,
-    /// Stop now (the execution failed or was aborted); no answer.
-    Stop,
-}
-
-/// The tail's answer to a task token: the state machine keeps it under `$.tail`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TailAnswer {
-    /// `ready`, `barrier`, `fenced` or `released`.
-    pub phase: String,
-    /// Keys re-copied by this barrier (0 for other phases).
-    pub replayed: u64,
-    /// Events, copies, lag, gaps so far.
-    pub report: ferry_engine::live::tail::TailReport,
-    /// The cutover's figures (`fenced`: fence and check; `released`: all of them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cutover: Option<ferry_engine::live::cutover::CutoverReport>,
-}
-
-/// Now, in ms since the epoch: the clock of the `started_at_ms` fields the status polls
-/// measure their timeouts by.
-pub fn now_ms() -> u64 {
-    ferry_engine::util::now_ms().max(0) as u64
-}
-
 /// Whether a poll that began at `started_at_ms` has waited `limit_secs` or more (never, when
 /// it recorded no start).
 pub fn poll_timed_out(started_at_ms: Option<u64>, limit_secs: u64) -> bool {
-    started_at_ms.is_some_and(|t| now_ms().saturating_sub(t) >= limit_secs.saturating_mul(1000))
+    started_at_ms.is_some_and(|t| epoch_ms().saturating_sub(t) >= limit_secs.saturating_mul(1000))
+}
+
+/// Now, in ms since the epoch (the engine's clock), as the `started_at_ms` fields the status
+/// polls measure their timeouts by hold it.
+pub fn epoch_ms() -> u64 {
+    ferry_engine::util::now_ms().max(0) as u64
 }
