@@ -9,8 +9,7 @@ use std::time::Instant;
 use ferry_engine::copy;
 use ferry_engine::copy::Counts;
 use ferry_engine::inventory::Inventory;
-use ferry_engine::model::migration::Method;
-use ferry_engine::model::migration::Migration;
+use ferry_engine::model::migration::{Method, Migration};
 use ferry_engine::model::scope::Scope;
 use ferry_engine::prepare;
 use ferry_engine::prepare::Purpose;
@@ -105,7 +104,7 @@ async fn redis7_to_redis62_falls_back_to_struct_and_verifies() {
     common::write_every_type(&source.url()).await;
     let m = migration(&source.url(), &target.url(), |_| {});
     let (inv, counts, report) = copy_and_verify(&m).await.unwrap();
-    assert_eq!(inv.copy_method, "struct");
+    assert_eq!(inv.copy_method, Method::Struct);
     assert!(
         inv.notes.iter().any(|n| n.contains("struct")),
         "{:?}",
@@ -141,7 +140,11 @@ async fn redis62_source_copies_ttls_with_pttl() {
     common::write_every_type(&source.url()).await;
     let m = migration(&source.url(), &target.url(), |_| {});
     let (inv, counts, report) = copy_and_verify(&m).await.unwrap();
-    assert_eq!(inv.copy_method, "dump", "a 7.0 target loads 6.2 payloads");
+    assert_eq!(
+        inv.copy_method,
+        Method::Dump,
+        "a 7.0 target loads 6.2 payloads"
+    );
     assert_eq!(counts.struct_copied, 0);
     assert_eq!(report.total.differences(), 0, "{report:?}");
     common::assert_servers_same(&source.url(), &target.url()).await;

@@ -408,10 +408,11 @@ fn every_lambda_task_retries_what_aws_recommends() {
 /// children measured the same largest states), and running them all takes over ten minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
-    use ferry_engine::inventory::{NodeShare, ServerInfo};
+    use ferry_engine::inventory::{NodeShare, Product, ServerInfo, ServerMode};
+    use ferry_engine::model::migration::Method;
     use ferry_engine::net::info::DbStats;
     use ferry_steps::contracts::{BackupOutput, CleanupOutput, InventoryOutput, MigrationInput};
-    use ferry_steps::handlers::VerifyItem;
+    use ferry_steps::handlers::{VerifyItem, VerifyPass};
 
     let moto = Moto::start();
     let aws = Aws {
@@ -460,9 +461,9 @@ async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
         .collect();
     let source = ServerInfo {
         addr: "ferry-source.abcdef.clustercfg.euw1.cache.amazonaws.com:6379".into(),
-        product: "valkey".into(),
+        product: Product::Valkey,
         version: "9.0.0".into(),
-        mode: "cluster".into(),
+        mode: ServerMode::Cluster,
         run_id: String::new(),
         rdb_version: 80,
         dbs: (0..dbs)
@@ -499,12 +500,12 @@ async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
     let copy = ferry_steps::plans::store(&steps, PLAN_BUCKET, "big", "copy", &shards)
         .await
         .unwrap();
-    let items: Vec<VerifyItem> = ["forward", "reverse"]
+    let items: Vec<VerifyItem> = [VerifyPass::Forward, VerifyPass::Reverse]
         .iter()
         .flat_map(|pass| {
             shards.iter().map(|shard| VerifyItem {
                 shard: shard.clone(),
-                pass: pass.to_string(),
+                pass: *pass,
             })
         })
         .collect();
@@ -531,7 +532,7 @@ async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
         source: "valkey 9.0.0 (cluster, 500 primaries, RDB 80)".into(),
         target: "redis 8.2.3 (standalone, RDB 12)".into(),
         source_keys: 16_000_000_000,
-        copy_method: "struct".into(),
+        copy_method: Method::Struct,
         notes: vec!["the target is Redis: hash-field TTLs are carried by HPEXPIREAT".into(); 20],
         max_concurrency: 1000,
         verify: Default::default(),

@@ -14,7 +14,7 @@ use ferry_engine::live::channel::LiveChannel;
 use ferry_engine::verify::StatusCounts;
 use ferry_steps::contracts::{ControlAction, ControlRequest, MigrationInput, Mode};
 use ferry_steps::elasticache::{self, BackupRequest, BackupStep};
-use ferry_steps::handlers::{self, ShardStep, VerifyItem};
+use ferry_steps::handlers::{self, ShardStep, VerifyItem, VerifyPass};
 use ferry_steps::notifications::{self, NotificationsStep};
 use ferry_steps::plans;
 use ferry_steps::{Aws, Ctx, StepError};
@@ -219,7 +219,7 @@ async fn a_copy_cut_into_many_short_invocations_ends_verified_and_reruns_are_har
     let items: Vec<VerifyItem> = plans::load(&aws, &verify).await.unwrap();
     assert_eq!(verify.count, items.len());
     assert!(
-        items.iter().any(|i| i.pass == "reverse"),
+        items.iter().any(|i| i.pass == VerifyPass::Reverse),
         "both directions are planned"
     );
     let mut ok = 0;

@@ -11,7 +11,7 @@ use ferry_engine::Error;
 
 use crate::args::{LiveArgs, TailArgs};
 use crate::connect::{holding_lease, migration};
-use crate::report::{emit, exit_code_of, live_line, ErrorSummary, Report};
+use crate::report::{emit, exit_code_of, live_line, ErrorSummary, Outcome, Report};
 use crate::signals::{remember_restore, restore_flags, stop_on_signal};
 use crate::{EXIT_BAD_INPUT, EXIT_NOT_DRAINED, EXIT_OK};
 use ferry_engine::prepare;
@@ -147,7 +147,7 @@ pub async fn tail(a: TailArgs) -> i32 {
         Ok(code) => code,
         Err(e) => {
             report.error = Some(ErrorSummary::from(&e));
-            report.outcome = "failed".into();
+            report.outcome = Outcome::Failed;
             exit_code_of(&e)
         }
     };
@@ -179,10 +179,10 @@ async fn tail_leased(a: &TailArgs, m: &Migration, report: &mut Report) -> Result
     let (drained, live) = outcome?;
     report.live = Some(live);
     Ok(if drained {
-        report.outcome = "drained".into();
+        report.outcome = Outcome::Drained;
         EXIT_OK
     } else {
-        report.outcome = "not drained".into();
+        report.outcome = Outcome::NotDrained;
         EXIT_NOT_DRAINED
     })
 }

@@ -23,7 +23,9 @@ use crate::connect::{fresh_verify_context, holding_lease, migration};
 use crate::cutover::{self, Confirmations, Cutover};
 use crate::live::{follow, prepare_channel, subscribed_line, tail_options, Followed, DRAIN_QUIET};
 use crate::progress::Progress;
-use crate::report::{emit, exit_code_of, CopySummary, ErrorSummary, Report, VerifySummary};
+use crate::report::{
+    emit, exit_code_of, CopySummary, ErrorSummary, Outcome, Report, VerifySummary,
+};
 use crate::signals::{count_cutover_signals, remember_restore, restore_flags, stop_on_signal};
 use crate::{EXIT_DIFFERENT, EXIT_INTERRUPTED, EXIT_NOT_DRAINED, EXIT_OK};
 use ferry_engine::copy;
@@ -42,7 +44,7 @@ pub async fn run(a: ReplicateArgs) -> i32 {
         Err(e) => {
             let code = exit_code_of(&e);
             report.error = Some(ErrorSummary::from(&e));
-            report.outcome = "failed".into();
+            report.outcome = Outcome::Failed;
             code
         }
     };
@@ -194,7 +196,7 @@ async fn copy_and_verify(
         progress.finish(counts.copied);
         let seconds = start.elapsed().as_secs_f64();
         let mut summary = CopySummary {
-            method: inv.copy_method.clone(),
+            method: inv.copy_method,
             counts,
             seconds,
             keys_per_sec: counts.copied as f64 / seconds.max(1e-9),
@@ -217,10 +219,10 @@ async fn copy_and_verify(
             if let Some(t) = live.take() {
                 report.live = t.stop().await.ok();
             }
-            report.outcome = "interrupted".into();
+            report.outcome = Outcome::Interrupted;
             return Ok(EXIT_INTERRUPTED);
         }
-        report.outcome = "copied".into();
+        report.outcome = Outcome::Copied;
     }
 
     if let Some(mut t) = live.take() {
@@ -248,7 +250,7 @@ async fn copy_and_verify(
                 Cutover::Done(done) => {
                     report.live = Some(t.stop().await?);
                     report.cutover = Some(*done);
-                    report.outcome = "cut over".into();
+                    report.outcome = Outcome::CutOver;
                     return Ok(EXIT_OK);
                 }
                 Cutover::Refused(why) => {
@@ -260,7 +262,7 @@ async fn copy_and_verify(
         if !t.drain(DRAIN_QUIET, drain_timeout).await? {
             report.still_dirty = t.dirty_sample(20);
             report.live = Some(t.stop().await?);
-            report.outcome = "not drained".into();
+            report.outcome = Outcome::NotDrained;
             eprintln!(
                 "live: the source is still being written to: gave up draining after {}s (--drain-timeout); the target is behind",
                 a.live.drain_timeout
@@ -313,7 +315,7 @@ async fn copy_and_verify(
     };
     if !complete {
         report.verify = Some(summary(functions));
-        report.outcome = "interrupted".into();
+        report.outcome = Outcome::Interrupted;
         return Ok(EXIT_INTERRUPTED);
     }
     if a.repair && differences > 0 {
@@ -326,15 +328,19 @@ async fn copy_and_verify(
         let fixed = repaired.still_different == 0 && !diffs_truncated;
         report.repair = Some(repaired);
         report.verify = Some(summary(functions));
-        report.outcome = if fixed { "repaired" } else { "different" }.into();
+        report.outcome = if fixed {
+            Outcome::Repaired
+        } else {
+            Outcome::Different
+        };
         return Ok(if fixed { EXIT_OK } else { EXIT_DIFFERENT });
     }
     report.verify = Some(summary(functions));
     if differences > 0 {
-        report.outcome = "different".into();
+        report.outcome = Outcome::Different;
         Ok(EXIT_DIFFERENT)
     } else {
-        report.outcome = "verified".into();
+        report.outcome = Outcome::Verified;
         Ok(EXIT_OK)
     }
 }

@@ -7,6 +7,7 @@ use ferry_engine::inventory::Inventory;
 use ferry_engine::keys::functions::FunctionCounts;
 use ferry_engine::live::cutover::CutoverReport;
 use ferry_engine::live::tail::TailReport;
+use ferry_engine::model::migration::Method;
 use ferry_engine::model::plan::Shard;
 use ferry_engine::verify::RepairReport;
 use ferry_engine::verify::VerifyReport;
@@ -20,8 +21,8 @@ use crate::{EXIT_BAD_INPUT, EXIT_FAILED};
 pub struct Report {
     /// snapshot or compare.
     pub mode: String,
-    /// verified, copied, different, failed or interrupted.
-    pub outcome: String,
+    /// How the run ended.
+    pub outcome: Outcome,
     /// The process exit code.
     pub exit_code: i32,
     /// Redacted source URL.
@@ -54,11 +55,54 @@ pub struct Report {
     pub error: Option<ErrorSummary>,
 }
 
+/// How a run ended, as the summary line and the JSON report say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Copied (or compared) and verify found the target equal.
+    Verified,
+    /// Copied, not verified (`--verify none`).
+    Copied,
+    /// Verify found differences.
+    Different,
+    /// `--repair` fixed every difference.
+    Repaired,
+    /// Stopped by a signal, with a partial report.
+    Interrupted,
+    /// Live mode switched the application over (fence, check, release).
+    #[serde(rename = "cut over")]
+    CutOver,
+    /// `ferry tail`: stopped with nothing left to copy.
+    Drained,
+    /// Stopped with keys still dirty.
+    #[serde(rename = "not drained")]
+    NotDrained,
+    /// An error ended the run (the report's `error` says which).
+    #[default]
+    Failed,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Verified => "verified",
+            Outcome::Copied => "copied",
+            Outcome::Different => "different",
+            Outcome::Repaired => "repaired",
+            Outcome::Interrupted => "interrupted",
+            Outcome::CutOver => "cut over",
+            Outcome::Drained => "drained",
+            Outcome::NotDrained => "not drained",
+            Outcome::Failed => "failed",
+        })
+    }
+}
+
 /// Copy figures.
 #[derive(Debug, Default, Serialize)]
 pub struct CopySummary {
     /// dump or struct (the default method after inventory).
-    pub method: String,
+    pub method: Method,
     /// Key counters.
     pub counts: Counts,
     /// Wall time.

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::inventory::{self, Inventory, ServerInfo};
+use crate::inventory::{self, Inventory, ServerInfo, ServerMode};
 use crate::keys::functions;
 use crate::keys::module_types;
 use crate::model::migration::{Method, Migration};
@@ -43,7 +43,7 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
     m.scope.check_collisions(&dbs)?;
     for &db in &dbs {
         let t = m.scope.target_of(db);
-        let single_db = target.mode == "cluster";
+        let single_db = target.mode == ServerMode::Cluster;
         if !target.has_db(t.db) || (single_db && t.db != 0) {
             return Err(Error::Incompatible(format!(
                 "source db {db} holds keys but the target has no db {}; map it with --db-map {db}=0:db{db}: (into db 0 with a key prefix)",
@@ -82,7 +82,7 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
         _ => None,
     };
     let copy_method = match m.copy.method {
-        Method::Struct => "struct",
+        Method::Struct => Method::Struct,
         Method::Dump if refusal.is_some() => {
             return Err(Error::Incompatible(format!(
                 "--type dump: the target refuses RESTORE ({}); use --type auto (it copies per type)",
@@ -94,15 +94,15 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
                 "the target refuses RESTORE ({}): keys are copied per type (struct)",
                 refusal.unwrap_or_default()
             ));
-            "struct"
+            Method::Struct
         }
-        _ if inventory::restore_accepts(target.rdb_version, source.rdb_version) => "dump",
+        _ if inventory::restore_accepts(target.rdb_version, source.rdb_version) => Method::Dump,
         Method::Auto => {
             notes.push(format!(
                 "target RDB version {} cannot load source RDB version {} payloads: keys are copied per type (struct)",
                 target.rdb_version, source.rdb_version
             ));
-            "struct"
+            Method::Struct
         }
         Method::Dump => {
             return Err(Error::Incompatible(format!(
@@ -153,7 +153,7 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
         source,
         target,
         type_sample,
-        copy_method: copy_method.to_string(),
+        copy_method,
         notes,
     })
 }
@@ -314,8 +314,7 @@ pub(crate) fn plan_server(
     shards_per_db: u32,
     only_dbs: Option<&[u32]>,
 ) -> Vec<Shard> {
-    let per_slot =
-        server.mode == "cluster" && plan::scans_by_slot(&server.product, server.major_minor());
+    let per_slot = server.scans_by_slot();
     let mut shards = Vec::new();
     for node in &server.nodes {
         for (db, s) in &node.dbs {

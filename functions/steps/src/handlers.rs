@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_engine::copy::CopyContext;
-use ferry_engine::model::migration::CopyOptions;
-use ferry_engine::model::migration::Migration;
+use ferry_engine::model::migration::{CopyOptions, Method, Migration};
 use ferry_engine::model::plan::Shard;
 use ferry_engine::model::scope::Scope;
 use ferry_engine::prepare::Purpose;
@@ -128,9 +127,9 @@ pub struct ShardStep<C> {
     /// Counts so far; absent on the first invocation.
     #[serde(default)]
     pub counts: Option<C>,
-    /// VerifyShard only: `forward` (source shard) or `reverse` (target shard).
+    /// VerifyShard only: `forward` (source shard, the default) or `reverse` (target shard).
     #[serde(default)]
-    pub pass: Option<String>,
+    pub pass: Option<VerifyPass>,
 }
 
 /// How keys are copied between the two servers as they are now (versions decide DUMP or
@@ -192,8 +191,19 @@ pub async fn copy_shard(
 pub struct VerifyItem {
     /// The shard.
     pub shard: Shard,
-    /// `forward` or `reverse`.
-    pub pass: String,
+    /// Which pass the shard belongs to.
+    pub pass: VerifyPass,
+}
+
+/// The two verify passes (design §5): over the source's shards, or over the target's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyPass {
+    /// Every source key on the target, equal.
+    #[default]
+    Forward,
+    /// No target key the migration owns missing on the source.
+    Reverse,
 }
 
 fn verify_options(input: &MigrationInput) -> VerifyOptions {
@@ -223,7 +233,7 @@ async fn verify_setup(
         source,
         target: target.clone(),
         type_sample: Default::default(),
-        copy_method: String::new(),
+        copy_method: Method::Auto,
         notes: Vec::new(),
     };
     let limiter = (m.copy.max_source_ops > 0).then(|| {
@@ -264,7 +274,7 @@ pub async fn verify_plan(ctx: &Ctx, input: &MigrationInput) -> Result<Vec<Verify
         .into_iter()
         .map(|shard| VerifyItem {
             shard,
-            pass: "forward".into(),
+            pass: VerifyPass::Forward,
         })
         .collect();
     items.extend(
@@ -272,7 +282,7 @@ pub async fn verify_plan(ctx: &Ctx, input: &MigrationInput) -> Result<Vec<Verify
             .into_iter()
             .map(|shard| VerifyItem {
                 shard,
-                pass: "reverse".into(),
+                pass: VerifyPass::Reverse,
             }),
     );
     Ok(items)
@@ -289,18 +299,13 @@ pub async fn verify_shard(
     let (vctx, _) = verify_setup(&m, &input.migration).await?;
     let stop = stop_at(&ctx, &input.migration);
     let id = input.shard.id.clone();
-    let mut shards = match input.pass.as_deref().unwrap_or("forward") {
-        "forward" => {
+    let mut shards = match input.pass.unwrap_or_default() {
+        VerifyPass::Forward => {
             verify::verify_shards(&m, vctx.clone(), vec![input.shard], Arc::new(|_| {}), stop)
                 .await?
         }
-        "reverse" => {
+        VerifyPass::Reverse => {
             verify::verify_reverse_shards(&m, vctx.clone(), vec![input.shard], stop).await?
-        }
-        other => {
-            return Err(StepError::invalid(format!(
-                "pass '{other}' is not forward or reverse"
-            )))
         }
     };
     let shard = shards.pop().expect("one shard in, one out");

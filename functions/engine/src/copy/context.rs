@@ -14,7 +14,7 @@ impl Migration {
             &inv.source,
             &inv.target,
         );
-        if inv.copy_method == "struct" {
+        if inv.copy_method == Method::Struct {
             ctx.refuse_restore();
         }
         Arc::new(ctx)

@@ -8,22 +8,65 @@ use serde::Serialize;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
+use crate::model::migration::Method;
 use crate::net::cluster;
 use crate::net::conn::Conn;
 use crate::net::info::{self, config_get, DbStats};
 use crate::net::resp::Reply;
+
+/// Which server software: the two behave alike but differ in versions, RDB numbers and
+/// features (design §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Product {
+    /// Redis (OSS, Stack, Cloud, Enterprise, ElastiCache for Redis OSS).
+    Redis,
+    /// Valkey (and ElastiCache for Valkey).
+    Valkey,
+}
+
+impl std::fmt::Display for Product {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Product::Redis => "redis",
+            Product::Valkey => "valkey",
+        })
+    }
+}
+
+/// How a server runs (`redis_mode` in INFO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerMode {
+    /// One server with its databases.
+    Standalone,
+    /// A Redis Cluster node (db 0 only, slots).
+    Cluster,
+    /// A Sentinel, which holds no data.
+    Sentinel,
+}
+
+impl std::fmt::Display for ServerMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerMode::Standalone => "standalone",
+            ServerMode::Cluster => "cluster",
+            ServerMode::Sentinel => "sentinel",
+        })
+    }
+}
 
 /// One server as `INFO` and `CONFIG` describe it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerInfo {
     /// `host:port`.
     pub addr: String,
-    /// `redis` or `valkey`.
-    pub product: String,
+    /// Redis or Valkey.
+    pub product: Product,
     /// The product's version, e.g. `7.0.15`.
     pub version: String,
-    /// `standalone` or `cluster`.
-    pub mode: String,
+    /// Standalone, cluster or sentinel.
+    pub mode: ServerMode,
     /// The server's run id, to tell two URLs that reach the same server.
     #[serde(skip)]
     pub run_id: String,
@@ -79,9 +122,9 @@ impl ServerInfo {
         let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
         let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
         let (product, version) = match fields.get("valkey_version") {
-            Some(v) => ("valkey".to_string(), v.clone()),
-            None if get("server_name") == "valkey" => ("valkey".to_string(), get("redis_version")),
-            None => ("redis".to_string(), get("redis_version")),
+            Some(v) => (Product::Valkey, v.clone()),
+            None if get("server_name") == "valkey" => (Product::Valkey, get("redis_version")),
+            None => (Product::Redis, get("redis_version")),
         };
         let dbs = info::keyspace(&info);
         // INFO's keyspace section is what the plan trusts: a server whose INFO lacks it, or
@@ -113,12 +156,13 @@ impl ServerInfo {
         let dbs_copy = dbs.clone();
         Ok(ServerInfo {
             addr: conn.addr().to_string(),
-            rdb_version: rdb_version_of(&product, &version),
+            rdb_version: rdb_version_of(product, &version),
             product,
             version,
             mode: match get("redis_mode").as_str() {
-                "" => "standalone".to_string(),
-                m => m.to_string(),
+                "cluster" => ServerMode::Cluster,
+                "sentinel" => ServerMode::Sentinel,
+                _ => ServerMode::Standalone,
             },
             run_id: get("run_id"),
             dbs,
@@ -183,7 +227,7 @@ impl ServerInfo {
         }
         info.used_memory = used;
         info.maxmemory = if unlimited { 0 } else { max };
-        info.mode = "cluster".into();
+        info.mode = ServerMode::Cluster;
         Ok((conn, info))
     }
 
@@ -205,10 +249,20 @@ impl ServerInfo {
 
     /// Whether the server has hash-field TTLs (Redis ≥ 7.4, Valkey ≥ 9.0).
     pub fn has_field_ttls(&self) -> bool {
-        match self.product.as_str() {
-            "valkey" => self.major_minor() >= (9, 0),
-            _ => self.major_minor() >= (7, 4),
+        match self.product {
+            Product::Valkey => self.major_minor() >= (9, 0),
+            Product::Redis => self.major_minor() >= (7, 4),
         }
+    }
+
+    /// Whether this is a cluster node whose SCAN cursor carries the slot in its low 14 bits
+    /// (one dict per slot: Redis ≥ 7.4, Valkey ≥ 8), so shards can be slot ranges (design §2).
+    pub fn scans_by_slot(&self) -> bool {
+        self.mode == ServerMode::Cluster
+            && match self.product {
+                Product::Valkey => self.major_minor() >= (8, 0),
+                Product::Redis => self.major_minor() >= (7, 4),
+            }
     }
 
     /// Keys holding hash fields with a TTL, over all databases.
@@ -231,12 +285,12 @@ impl ServerInfo {
 }
 
 /// The RDB version a server writes into DUMP payloads (design §3).
-pub fn rdb_version_of(product: &str, version: &str) -> u16 {
+pub fn rdb_version_of(product: Product, version: &str) -> u16 {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     match (product, v) {
-        ("valkey", (9.., _)) => 80,
-        ("valkey", _) => 11,
+        (Product::Valkey, (9.., _)) => 80,
+        (Product::Valkey, _) => 11,
         (_, (8.., _)) | (_, (7, 4..)) => 12,
         (_, (7, 2..)) => 11,
         (_, (7, _)) => 10,
@@ -302,8 +356,9 @@ pub struct Inventory {
     pub target: ServerInfo,
     /// Types seen in a random sample of the source, over the dbs in scope.
     pub type_sample: BTreeMap<String, u64>,
-    /// Whether keys are copied with DUMP/RESTORE (`dump`) or per type (`struct`) by default.
-    pub copy_method: String,
+    /// Whether keys are copied with DUMP/RESTORE (`dump`) or per type (`struct`) by default
+    /// (`auto` where no copy was planned: an inventory made for verify only).
+    pub copy_method: Method,
     /// Warnings and explanations for the user (capacity, notifications, versions).
     pub notes: Vec<String>,
 }
@@ -358,13 +413,13 @@ mod tests {
 
     #[test]
     fn rdb_versions_follow_the_design_table() {
-        assert_eq!(rdb_version_of("redis", "6.2.14"), 9);
-        assert_eq!(rdb_version_of("redis", "7.0.15"), 10);
-        assert_eq!(rdb_version_of("redis", "7.2.4"), 11);
-        assert_eq!(rdb_version_of("redis", "7.4.1"), 12);
-        assert_eq!(rdb_version_of("redis", "8.0.0"), 12);
-        assert_eq!(rdb_version_of("valkey", "8.1.0"), 11);
-        assert_eq!(rdb_version_of("valkey", "9.0.0"), 80);
+        assert_eq!(rdb_version_of(Product::Redis, "6.2.14"), 9);
+        assert_eq!(rdb_version_of(Product::Redis, "7.0.15"), 10);
+        assert_eq!(rdb_version_of(Product::Redis, "7.2.4"), 11);
+        assert_eq!(rdb_version_of(Product::Redis, "7.4.1"), 12);
+        assert_eq!(rdb_version_of(Product::Redis, "8.0.0"), 12);
+        assert_eq!(rdb_version_of(Product::Valkey, "8.1.0"), 11);
+        assert_eq!(rdb_version_of(Product::Valkey, "9.0.0"), 80);
         assert!(restore_accepts(10, 9));
         assert!(!restore_accepts(9, 10));
         assert!(restore_accepts(80, 11));

@@ -19,6 +19,16 @@ pub enum Method {
     Struct,
 }
 
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Auto => "auto",
+            Method::Dump => "dump",
+            Method::Struct => "struct",
+        })
+    }
+}
+
 /// Settings for copying that do not change during a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -149,15 +149,6 @@ pub fn classic_shards(node: &str, db: u32, keys: u64, wanted_shards: u32) -> Vec
         .collect()
 }
 
-/// Whether a cluster node's SCAN cursor carries the slot in its low 14 bits (one dict per slot:
-/// Redis ≥ 7.4, Valkey ≥ 8), so shards can be slot ranges (design §2).
-pub fn scans_by_slot(product: &str, (major, minor): (u32, u32)) -> bool {
-    match product {
-        "valkey" => major >= 8,
-        _ => (major, minor) >= (7, 4),
-    }
-}
-
 /// Shards for a per-slot keyspace: the slot ranges a node owns, each cut into about
 /// `wanted_shards` pieces overall.
 pub fn slot_shards(node: &str, db: u32, owned: &[(u16, u16)], wanted_shards: u32) -> Vec<Shard> {

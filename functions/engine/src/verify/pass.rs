@@ -1,6 +1,7 @@
 //! The verify passes (design §5): forward over the source's shards, reverse over the
 //! target's keyspace in the dbs the migration owns, and both together ([`verify_all`]).
 
+use crate::model::migration::Method;
 use crate::prepare::{plan_server, plan_shards, server_info, source_dbs, unsupported_types};
 use crate::util::cancel::StopWhen;
 
@@ -60,7 +61,7 @@ pub async fn current_verify_context(
         source,
         target,
         type_sample: Default::default(),
-        copy_method: String::new(),
+        copy_method: Method::Auto,
         notes: Vec::new(),
     };
     let ctx = verify_context(m, &inv, known_dbs, limiter, options);

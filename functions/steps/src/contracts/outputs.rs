@@ -12,7 +12,7 @@ pub struct InventoryOutput {
     /// Keys over every db of the source.
     pub source_keys: u64,
     /// `dump` or `struct`.
-    pub copy_method: String,
+    pub copy_method: Method,
     /// Warnings for the operator.
     pub notes: Vec<String>,
     /// The Maps' concurrency: the input's `options.max_concurrency`, or its default when the
