@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
@@ -21,6 +20,7 @@ use crate::model::plan::{Range, Shard};
 use crate::model::scan_boundary::Boundaries;
 use crate::net::conn::Conn;
 use crate::net::resp::Reply;
+use crate::util::cancel::StopWhen;
 use crate::util::ratelimit::RateLimiter;
 use crate::util::retry::Backoff;
 
@@ -54,10 +54,8 @@ pub struct ScanConfig {
     pub parallel: usize,
     /// Workers processing batches.
     pub workers: usize,
-    /// Stop scanning at this instant and return checkpoints (Lambda time budget).
-    pub deadline: Option<Instant>,
-    /// Set from outside (a signal) to stop scanning and return checkpoints.
-    pub stop: Arc<AtomicBool>,
+    /// When to stop scanning and return checkpoints (a deadline, a signal).
+    pub stop: StopWhen,
     /// Counts SCAN commands against the source load cap.
     pub limiter: Option<Arc<RateLimiter>>,
     /// Called with the number of keys each SCAN returned (progress counters).
@@ -85,8 +83,7 @@ impl ScanConfig {
             batch_keys: m.copy.batch_keys,
             parallel: m.parallel,
             workers: m.workers,
-            deadline: None,
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: StopWhen::default(),
             limiter,
             on_scanned,
             distinct: false,
@@ -96,7 +93,7 @@ impl ScanConfig {
 
 impl ScanConfig {
     fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.stop.is_stopped()
     }
 }
 

@@ -43,10 +43,7 @@ pub async fn copy_shards(
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }),
     );
-    config.deadline = stop.deadline;
-    if let Some(flag) = stop.flag {
-        config.stop = flag;
-    }
+    config.stop = stop;
     let (source, target) = (m.source.clone(), m.target.clone());
     let from_replicas = m.read_from_replicas;
     scan::run_shards(shards, config, move || {

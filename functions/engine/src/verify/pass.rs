@@ -92,10 +92,7 @@ pub async fn verify_shards(
 ) -> Result<Vec<Shard>> {
     let mut config = ScanConfig::for_run(m, &m.source, ctx.limiter.clone(), on_scanned);
     config.distinct = true;
-    config.deadline = stop.deadline;
-    if let Some(flag) = stop.flag {
-        config.stop = flag;
-    }
+    config.stop = stop;
     let (source, target) = (m.source.clone(), m.target.clone());
     scan::run_shards(shards, config, move || {
         let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
@@ -142,10 +139,7 @@ pub async fn verify_reverse_shards(
     if let (Some(p), false) = (&m.scope.pattern, reverse_prefixed(m, &ctx)) {
         config.pattern = Some(p.clone());
     }
-    config.deadline = stop.deadline;
-    if let Some(flag) = stop.flag {
-        config.stop = flag;
-    }
+    config.stop = stop;
     config.limiter = None; // the reverse scan reads the target; its EXISTS are throttled
     let (source, target) = (m.source.clone(), m.target.clone());
     scan::run_shards(shards, config, move || {
