@@ -378,7 +378,12 @@ fn the_tail_task_may_do_exactly_what_its_code_does() {
     let mut needed = client_calls(&control, "sqs", "sqs");
     needed.extend(client_calls(&control, "sfn", "states"));
     // Credentials: the task's run → start → handlers::migration → … → Secrets Manager.
-    let sources = [read("tail_task.rs"), read("handlers.rs"), read("aws.rs")].join("\n");
+    let sources = [
+        read("tail_task/mod.rs"),
+        read("handlers.rs"),
+        read("aws.rs"),
+    ]
+    .join("\n");
     needed.extend(calls_of(&sources, "run"));
     assert!(needed.contains("states:SendTaskHeartbeat"), "{needed:?}");
     assert!(
@@ -400,7 +405,7 @@ fn ferry_alarms_watch_metrics_the_code_publishes_without_dimensions() {
         metrics.contains(r#""Dimensions": [["MigrationId"], []]"#),
         "metrics.rs publishes an empty dimension set"
     );
-    let emitting: String = ["tail_task.rs", "handlers.rs"]
+    let emitting: String = ["tail_task/mod.rs", "handlers.rs"]
         .iter()
         .map(|f| std::fs::read_to_string(format!("{steps}/{f}")).unwrap())
         .collect();

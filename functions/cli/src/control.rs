@@ -284,7 +284,7 @@ pub async fn abort(a: ExecutionArgs) -> i32 {
 
 /// `ferry tail --from-state-machine`: the Fargate task. Logs are JSON lines for CloudWatch;
 /// the exit code says how it ended (0 drained or stopped, 2 bad settings, 1 failed).
-pub async fn tail_for_state_machine(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> i32 {
+pub async fn tail_for_state_machine(stop: ferry_engine::util::cancel::Stop) -> i32 {
     let settings = match TailTaskSettings::from_env() {
         Ok(s) => s,
         Err(e) => {

@@ -2,7 +2,7 @@
 //! writes, then the engine's protocol (`ferry_engine::live::cutover`: fence → drain → check → release
 //! → watch) with the operator's confirmations given as further SIGUSR1s.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use ferry_engine::inventory::Inventory;
 use ferry_engine::live::cutover::{self, CutoverReport, CutoverSettings, Raised, TOUCHED_LIMIT};
 use ferry_engine::live::tail::Tail;
 use ferry_engine::model::migration::Migration;
-use ferry_engine::util::cancel::StopWhen;
+use ferry_engine::util::cancel::{Stop, StopWhen};
 use ferry_engine::verify::Level;
 use ferry_engine::Error;
 
@@ -36,14 +36,14 @@ pub struct Confirmations<'a> {
 
 impl Confirmations<'_> {
     /// Waits for the next SIGUSR1 until `deadline` or a stop; true if it came.
-    async fn next(&mut self, deadline: Option<Instant>, stop: &AtomicBool) -> bool {
+    async fn next(&mut self, deadline: Option<Instant>, stop: &Stop) -> bool {
         loop {
             let now = self.count.load(Ordering::SeqCst);
             if now > self.seen {
                 self.seen = now;
                 return true;
             }
-            if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            if stop.is_stopped() || deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -61,15 +61,12 @@ pub async fn run(
     copy_ctx: &Arc<CopyContext>,
     t: &mut Tail,
     confirm: &mut Confirmations<'_>,
-    stop: &Arc<AtomicBool>,
+    stop: &Stop,
 ) -> Result<Cutover, Error> {
     eprintln!("cutover: full verify while the application still writes to the source");
     t.record_touched(TOUCHED_LIMIT);
     let (fresh, vctx) = fresh_verify_context(a, m, inv, copy_ctx, Level::Full).await?;
-    let stopper = StopWhen {
-        deadline: None,
-        flag: Some(stop.clone()),
-    };
+    let stopper = StopWhen::on(stop);
     let (before, complete) = verify::verify_all(m, &fresh, vctx, Arc::new(|_| {}), stopper).await?;
     if !complete {
         t.take_touched();

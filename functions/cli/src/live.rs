@@ -1,6 +1,6 @@
 //! Following the source live: the status loop, the tail's options, and `ferry tail`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use ferry_engine::live::channel::LiveChannel;
@@ -15,6 +15,7 @@ use crate::report::{emit, exit_code_of, live_line, ErrorSummary, Outcome, Report
 use crate::signals::{remember_restore, restore_flags, stop_on_signal};
 use crate::{EXIT_BAD_INPUT, EXIT_NOT_DRAINED, EXIT_OK};
 use ferry_engine::prepare;
+use ferry_engine::util::cancel::Stop;
 
 /// How long without an event counts as quiet when a live run or `ferry tail` stops.
 pub const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
@@ -63,7 +64,7 @@ pub enum Followed {
 /// (`cutover` moving past `seen`), printing status.
 pub async fn follow(
     t: &mut Tail,
-    stop: &AtomicBool,
+    stop: &Stop,
     idle: Option<f64>,
     cutover: Option<(&AtomicU64, u64)>,
 ) -> Result<Followed, Error> {
@@ -78,7 +79,7 @@ pub async fn follow(
         if let Some(e) = t.failure() {
             return Err(e);
         }
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_stopped() {
             return Ok(Followed::Stopped);
         }
         if cutover.is_some_and(|(count, seen)| count.load(Ordering::SeqCst) > seen) {

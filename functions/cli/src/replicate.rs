@@ -2,7 +2,7 @@
 //! tail's subscription, copy, follow and drain, verify, repair), with progress, a summary and
 //! a JSON report.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use ferry_engine::model::migration::Migration;
 use ferry_engine::model::migration::{CopyOptions, Method};
 use ferry_engine::net::cluster;
 use ferry_engine::prepare::Purpose;
-use ferry_engine::util::cancel::StopWhen;
+use ferry_engine::util::cancel::{Stop, StopWhen};
 use ferry_engine::verify::Level;
 use ferry_engine::Error;
 
@@ -169,7 +169,7 @@ async fn copy_and_verify(
     m: &Migration,
     inv: &Inventory,
     copy_ctx: Arc<CopyContext>,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
     mut live: Option<Tail>,
 ) -> Result<i32, Error> {
     if a.mode != Mode::Compare {
@@ -187,10 +187,7 @@ async fn copy_and_verify(
             inv.source.total_keys(),
             Arc::new(move || counter.stats.copied.load(Ordering::Relaxed)),
         );
-        let stopper = StopWhen {
-            deadline: None,
-            flag: Some(stop.clone()),
-        };
+        let stopper = StopWhen::on(&stop);
         let result = copy::copy_shards(m, copy_ctx.clone(), shards, stopper).await;
         let counts = copy_ctx.stats.counts();
         progress.finish(counts.copied);
@@ -270,9 +267,10 @@ async fn copy_and_verify(
             return Ok(EXIT_NOT_DRAINED);
         }
         report.live = Some(t.stop().await?);
-        // The first signal ended the follow; verify runs whole (a second signal forces the exit).
-        stop.store(false, Ordering::Relaxed);
     }
+    // A signal that ended the follow does not cut the verify short: it runs whole (a second
+    // signal forces the exit). Without one, the first signal stops the verify.
+    let stop = if stop.is_stopped() { Stop::new() } else { stop };
 
     let level = match a.verify {
         VerifyLevel::None => return Ok(EXIT_OK),
@@ -291,10 +289,7 @@ async fn copy_and_verify(
     let on_scanned: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| {
         checked.fetch_add(n, Ordering::Relaxed);
     });
-    let stopper = StopWhen {
-        deadline: None,
-        flag: Some(stop.clone()),
-    };
+    let stopper = StopWhen::on(&stop);
     let (mut verify_report, complete) =
         verify::verify_all(m, &inv, vctx.clone(), on_scanned, stopper).await?;
     progress.finish(verify_report.total.ok + verify_report.total.differences());

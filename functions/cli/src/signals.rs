@@ -1,11 +1,12 @@
 //! Signals: the first SIGINT or SIGTERM stops gracefully, a second forces the exit after
 //! putting back what ferry changed on the source (the notification flags).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ferry_engine::live::tail;
 use ferry_engine::model::migration::Migration;
+use ferry_engine::util::cancel::Stop;
 use ferry_engine::Endpoint;
 
 use crate::EXIT_INTERRUPTED;
@@ -17,9 +18,9 @@ static RESTORE_ON_EXIT: std::sync::Mutex<Option<(Endpoint, String)>> = std::sync
 /// Stops scanning on SIGINT / SIGTERM; in-flight batches finish and checkpoints are reported.
 /// A second signal of either kind forces the exit, after putting back what ferry changed on
 /// the source.
-pub fn stop_on_signal() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let set = flag.clone();
+pub fn stop_on_signal() -> Stop {
+    let stop = Stop::new();
+    let set = stop.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -28,7 +29,7 @@ pub fn stop_on_signal() -> Arc<AtomicBool> {
             _ = term.recv() => {}
         }
         eprintln!("stopping: finishing batches in flight (send again to force)");
-        set.store(true, Ordering::Relaxed);
+        set.stop();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -44,7 +45,7 @@ pub fn stop_on_signal() -> Arc<AtomicBool> {
         }
         std::process::exit(EXIT_INTERRUPTED);
     });
-    flag
+    stop
 }
 
 /// Records the notification flags to put back if ferry is forced to exit.

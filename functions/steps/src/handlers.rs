@@ -152,7 +152,7 @@ fn stop_at(ctx: &Ctx, input: &MigrationInput) -> StopWhen {
         deadline: ctx
             .deadline
             .map(|d| d.checked_sub(margin).unwrap_or_else(Instant::now)),
-        flag: None,
+        stop: None,
     }
 }
 

@@ -13,7 +13,6 @@
 //! - **Watch**: the tail follows a while longer; writes still reaching the source are
 //!   *stragglers*, copied and counted, and the clients still connected to the source are listed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ use crate::inventory::Inventory;
 use crate::live::fence::{self, Fence, Refused, SourceClient};
 use crate::live::tail::Tail;
 use crate::model::migration::Migration;
-use crate::util::cancel::StopWhen;
+use crate::util::cancel::{Stop, StopWhen};
 use crate::verify;
 use crate::verify::{Diff, StatusCounts, VerifyContext, VerifyReport};
 
@@ -225,7 +224,7 @@ impl Fenced {
         m: &Migration,
         tail: &mut Tail,
         settings: &CutoverSettings,
-        stop: &AtomicBool,
+        stop: &Stop,
     ) -> Result<CutoverReport> {
         let mut report = self.report;
         let copied_before = {
@@ -242,11 +241,15 @@ impl Fenced {
             "released; watching the source for stragglers"
         );
         let watch_end = Instant::now() + settings.watch;
-        while Instant::now() < watch_end && !stop.load(Ordering::Relaxed) {
+        while Instant::now() < watch_end && !stop.is_stopped() {
             if let Some(e) = tail.failure() {
                 return Err(e);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // The tail's failure is polled; a stop ends the wait at once.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stop.stopped() => {}
+            }
         }
         if !tail
             .drain(settings.drain_quiet, settings.drain_timeout)

@@ -10,7 +10,7 @@ mod settings;
 
 pub use settings::TailTaskSettings;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use ferry_engine::copy::CopyContext;
 use ferry_engine::live::cutover::{self, CutoverSettings, Fenced, Raised, TOUCHED_LIMIT};
 use ferry_engine::live::tail::{Tail, TailOptions, TailReport};
 use ferry_engine::model::migration::Migration;
+use ferry_engine::util::cancel::Stop;
 use ferry_engine::verify::{Level, VerifyOptions};
 
 use crate::aws::{Aws, Ctx};
@@ -74,7 +75,7 @@ struct Follower {
 pub async fn run(
     aws: Aws,
     settings: TailTaskSettings,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
 ) -> Result<(Ending, TailReport), StepError> {
     let s = &settings;
     let control = Control::new(
@@ -108,7 +109,7 @@ pub async fn run(
         control.succeed(token, &answer("ready", 0, &f.tail)).await?;
     }
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_stopped() {
             tracing::info!("SIGTERM: stopping");
             // Fargate retiring the task, or ECS stopping it: the waiting state hands over to a
             // replacement now rather than after its heartbeat times out.
@@ -162,7 +163,7 @@ pub async fn run(
         // at the least, well inside their states' HeartbeatSeconds.
         let requests = tokio::select! {
             got = control.receive() => got?,
-            _ = wait_for(&stop) => continue,
+            _ = stop.stopped() => continue,
         };
         for received in requests {
             // Taken off the queue before the work: a barrier can outlast any visibility
@@ -211,7 +212,7 @@ impl Follower {
         control: &Control,
         received: &Received,
         s: &TailTaskSettings,
-        stop: &AtomicBool,
+        stop: &Stop,
     ) -> Result<Option<Ending>, StepError> {
         let request = &received.request;
         let token = request.task_token.as_deref();
@@ -392,10 +393,4 @@ fn answer(phase: &str, replayed: u64, tail: &Tail) -> TailAnswer {
 async fn finish(tail: Tail, ending: Ending) -> Result<(Ending, TailReport), StepError> {
     let report = tail.stop().await?;
     Ok((ending, report))
-}
-
-async fn wait_for(flag: &AtomicBool) {
-    while !flag.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

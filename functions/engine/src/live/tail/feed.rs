@@ -59,7 +59,7 @@ pub(super) async fn subscriber(
     let ep = &node.endpoint;
     let mut ready = Some(ready);
     let mut backoff = Backoff::for_tail();
-    while !shared.stop.load(Ordering::Relaxed) {
+    while !shared.stop.is_stopped() {
         let mut feed = match Feed::open(ep, shared.channel).await {
             Ok(f) => f,
             Err(e) => {
@@ -85,7 +85,7 @@ pub(super) async fn subscriber(
             let renewal = feed.renew_at();
             let heard = tokio::select! {
                 h = feed.next() => h,
-                _ = shared.stopped.notified() => return Ok(()),
+                _ = shared.stop.stopped() => return Ok(()),
                 _ = sleep_until(renewal) => match renew(&shared, &node, &mut feed, &canary_seen, &gaps).await {
                     Ok(renewed) => {
                         feed = renewed;

@@ -98,8 +98,11 @@ pub(super) async fn gap_watcher(
         mut libraries,
     } = watch;
     let clustered = subscriptions.nodes.iter().any(|(n, _)| !n.slots.is_empty());
-    while !shared.stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(shared.options.gap_poll).await;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.options.gap_poll) => {}
+            _ = shared.stop.stopped() => break,
+        }
         if clustered {
             if let Err(e) = follow_topology(&shared, &mut subscriptions, &gaps).await {
                 if !e.is_transient() {

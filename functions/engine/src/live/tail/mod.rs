@@ -32,6 +32,7 @@ use crate::model::migration::Migration;
 use crate::net::cluster;
 use crate::net::conn::Conn;
 use crate::net::info::config_get;
+use crate::util::cancel::Stop;
 use crate::util::retry::Backoff;
 use crate::verify::{Status, VerifyOptions};
 
@@ -134,8 +135,7 @@ pub struct Tail {
     pub dirty: Arc<DirtySet>,
     /// Counters.
     pub stats: Arc<TailStats>,
-    stop: Arc<AtomicBool>,
-    stopped: Arc<Notify>,
+    stop: Stop,
     /// Gaps received and not healed yet: a drain waits for them.
     unhealed: Arc<AtomicU64>,
     tasks: tokio::task::JoinSet<Result<()>>,
@@ -152,8 +152,7 @@ struct Shared {
     copy: Arc<CopyContext>,
     dirty: Arc<DirtySet>,
     stats: Arc<TailStats>,
-    stop: Arc<AtomicBool>,
-    stopped: Arc<Notify>,
+    stop: Stop,
     unhealed: Arc<AtomicU64>,
     dbs: Vec<u32>,
     /// The dbs a tracking invalidation's key is marked dirty in (it names no db): those in
@@ -202,8 +201,7 @@ impl Tail {
             copy,
             dirty: dirty.clone(),
             stats: Arc::new(TailStats::default()),
-            stop: Arc::new(AtomicBool::new(false)),
-            stopped: Arc::new(Notify::new()),
+            stop: Stop::new(),
             unhealed: Arc::new(AtomicU64::new(0)),
             key_dbs: std::sync::RwLock::new(dbs.iter().copied().collect()),
             dbs,
@@ -239,7 +237,6 @@ impl Tail {
             dirty,
             stats: shared.stats.clone(),
             stop: shared.stop.clone(),
-            stopped: shared.stopped.clone(),
             unhealed: shared.unhealed.clone(),
             tasks,
             fatal,
@@ -348,8 +345,7 @@ impl Tail {
 
     /// Stops every task and returns the final figures.
     pub async fn stop(mut self) -> Result<TailReport> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.stopped.notify_waiters();
+        self.stop.stop();
         let report = self.report();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
@@ -372,7 +368,7 @@ async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
     let m = &shared.migration;
     let mut copier: Option<Copier> = None;
     let mut backoff = Backoff::for_tail();
-    while !shared.stop.load(Ordering::Relaxed) {
+    while !shared.stop.is_stopped() {
         let notified = shared.dirty.changed.notified();
         let batch = shared.dirty.take(shared.options.batch_keys);
         if batch.is_empty() {
