@@ -4,8 +4,10 @@
 # hit both alike.
 #   - snapshot: `replicate --verify none` of KEYS mixed keys (default 1,000,000), RUNS times each
 #     (default 5): median seconds, CPU per key (user + system) and peak RSS;
-#   - live: `ferry tail` following `ferry load` at RATE writes/s (default 100,000) for SECONDS
-#     (default 8), RUNS times each: lag p50/p99 and the tail's CPU per event.
+#   - live: `ferry tail` following `ferry load` at RATE writes/s (default 100,000) for DURATION
+#     (default 8), RUNS times each: lag p50/p99 and the tail's CPU per event;
+#   - with valgrind installed: the instructions each build executes for a 200,000-key copy
+#     (callgrind), which do not swing with the machine's load as times do.
 #
 #   bench/before_after.sh 34ddcf4
 set -euo pipefail
@@ -14,7 +16,7 @@ rev=${1:-HEAD~1}
 RUNS=${RUNS:-5}
 KEYS=${KEYS:-1000000}
 RATE=${RATE:-100000}
-SECONDS_PER_RUN=${SECONDS:-8}
+SECONDS_PER_RUN=${DURATION:-8}
 scripts/setup.sh >/dev/null
 [ -x /usr/bin/time ] || { apt-get install -y -qq time >/dev/null 2>&1 || sudo apt-get install -y -qq time; }
 . scripts/lib.sh
@@ -93,3 +95,16 @@ for b in before after; do
   printf "| %s | %.1f | %.1f | %.2f |\n" "$b" "$(awk '{print $1}' "$work/$b.live" | median)" \
     "$(awk '{print $2}' "$work/$b.live" | median)" "$(awk '{print $3}' "$work/$b.live" | median)"
 done
+
+if command -v valgrind >/dev/null; then
+  $cli -p "$src" flushall >/dev/null
+  "$work/ferry-after" seed --target "$S" --keys 200000 >/dev/null
+  echo
+  echo "instructions for a 200,000-key copy (callgrind, user space):"
+  for b in before after; do
+    $cli -p "$dst" flushall >/dev/null
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$work/ferry-$b" replicate \
+      --source "$S" --target "$T" --verify none >/dev/null 2>"$work/cg.txt"
+    printf "%s: %'d\n" "$b" "$(grep -o 'Collected : [0-9]*' "$work/cg.txt" | awk '{print $3}')"
+  done
+fi
