@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::live::{LiveRun, Writers};
 use common::KeyState;
-use ferry_engine::net::cluster::key_slot;
 use ferry_engine::net::conn::Conn;
+use ferry_engine::net::slot::key_slot;
 use ferry_engine::{Endpoint, Role};
 use rig::{Cluster, Config, Server};
 

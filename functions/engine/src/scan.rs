@@ -372,7 +372,7 @@ async fn scan_shard(
         // A per-slot SCAN call runs on into the following slots until it has COUNT keys; those
         // belong to the next shard.
         if let Range::Slots { start, end } = shard.range {
-            keys.retain(|k| (start..end).contains(&crate::net::cluster::key_slot(k)));
+            keys.retain(|k| (start..end).contains(&crate::net::slot::key_slot(k)));
         }
         if config.distinct {
             keys.retain(|k| seen.insert(xxh3_64(k)));

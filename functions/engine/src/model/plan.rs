@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::net::slot::SLOTS;
+
 /// Which cursor layout the server's SCAN uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,8 +28,7 @@ pub enum Range {
     Slots { start: u16, end: u16 },
 }
 
-/// Number of hash slots, and the bits of a per-slot cursor that hold the slot.
-pub const SLOTS: u16 = 16384;
+/// The bits of a per-slot cursor that hold the slot.
 const SLOT_MASK: u64 = (SLOTS as u64) - 1;
 
 impl Range {

@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 use crate::net::conn::{Conn, RoutedNode};
 use crate::net::info;
 use crate::net::resp::Reply;
-pub use crate::net::slot::{command_key, key_slot, SLOTS};
 
 /// A primary of a cluster and the slot ranges it serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

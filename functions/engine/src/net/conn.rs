@@ -67,7 +67,7 @@ impl Conn {
     /// in READONLY mode), discovered from `base` ([`Conn::keyspace`] in `cluster`).
     pub(crate) async fn routed(base: &Endpoint, nodes: Vec<RoutedNode>) -> Result<Conn> {
         let mut wires = Vec::with_capacity(nodes.len());
-        let mut slot_wire = vec![0u16; slot::SLOTS];
+        let mut slot_wire = vec![0u16; usize::from(slot::SLOTS)];
         for (i, node) in nodes.iter().enumerate() {
             let mut wire = Wire::connect(&node.endpoint).await?;
             if node.replica {

@@ -2,11 +2,11 @@
 //! argument of a command is its key. Pure: the routed connection and topology use it.
 
 /// Slots in a Redis Cluster.
-pub const SLOTS: usize = 16384;
+pub const SLOTS: u16 = 16384;
 
 /// The slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag when it has one.
 pub fn key_slot(key: &[u8]) -> u16 {
-    crc16(hash_tag(key).unwrap_or(key)) % SLOTS as u16
+    crc16(hash_tag(key).unwrap_or(key)) % SLOTS
 }
 
 /// The key's hash tag: what lies between its first `{` and the first `}` after it, when that

@@ -301,7 +301,7 @@ impl Subscriptions {
 pub(super) fn canary_key(run_id: &str, slots: &[(u16, u16)]) -> Vec<u8> {
     let mut key = [crate::model::scope::CANARY_PREFIX, run_id.as_bytes()].concat();
     if let Some(tag) = (0u32..).map(|i| i.to_string()).find(|t| {
-        let slot = cluster::key_slot(t.as_bytes());
+        let slot = crate::net::slot::key_slot(t.as_bytes());
         slots.is_empty() || slots.iter().any(|&(a, b)| a <= slot && slot <= b)
     }) {
         if !slots.is_empty() {
