@@ -258,6 +258,22 @@ impl Endpoint {
             ..self.clone()
         }
     }
+
+    /// The same credentials and TLS at a node named `host:port` (as [`Endpoint::addr`] writes
+    /// it, or as a redirect or `CLUSTER NODES` does); `None` when `addr` is not one.
+    pub fn at_addr(&self, addr: &str) -> Option<Endpoint> {
+        let (host, port) = split_addr(addr)?;
+        Some(self.at(host, port))
+    }
+}
+
+/// `host:port` split into its host (an IPv6 host without its brackets) and port: the one
+/// parser of a node address. An empty host is returned as such (a node with no address must
+/// fail where it is used, not vanish).
+pub fn split_addr(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host, port.parse().ok()?))
 }
 
 /// Decodes `%XX` escapes in URL user info; a `%` that starts no valid escape, and an escape
@@ -289,6 +305,25 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_addresses_are_split_in_one_place() {
+        assert_eq!(split_addr("10.0.0.7:6379"), Some(("10.0.0.7", 6379)));
+        assert_eq!(split_addr("[::1]:7000"), Some(("::1", 7000)));
+        assert_eq!(split_addr("2001:db8::1:6379"), Some(("2001:db8::1", 6379)));
+        // A node CLUSTER NODES lists without an address (`:0`) is kept, so connecting to it
+        // fails loudly instead of its slots being left out.
+        assert_eq!(split_addr(":0"), Some(("", 0)));
+        for bad in ["no-port", "host:", "host:99999"] {
+            assert_eq!(split_addr(bad), None, "{bad}");
+        }
+        let base = Endpoint::parse(Role::Source, "redis://u:p@a.example:1/0").unwrap();
+        let node = base.at_addr("[::1]:7000").unwrap();
+        assert_eq!(
+            (node.addr(), node.username.as_deref()),
+            ("[::1]:7000".into(), Some("u"))
+        );
+    }
 
     #[test]
     fn parses_full_url_and_hides_password() {

@@ -304,16 +304,8 @@ pub fn node_endpoint(base: &Endpoint, node: &str) -> Result<Endpoint> {
     if node == base.addr() {
         return Ok(base.clone());
     }
-    let (host, port) = node
-        .rsplit_once(':')
-        .and_then(|(h, p)| {
-            Some((
-                h.trim_start_matches('[').trim_end_matches(']'),
-                p.parse().ok()?,
-            ))
-        })
-        .ok_or_else(|| Error::InvalidInput(format!("shard node '{node}' is not host:port")))?;
-    Ok(base.at(host, port))
+    base.at_addr(node)
+        .ok_or_else(|| Error::InvalidInput(format!("shard node '{node}' is not host:port")))
 }
 
 async fn scan_shard(

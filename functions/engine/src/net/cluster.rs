@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{split_addr, Endpoint};
 use crate::error::{Error, Result};
 use crate::net::conn::{Conn, RoutedNode};
 use crate::net::info;
@@ -238,10 +238,9 @@ fn parse_nodes(text: &str) -> Vec<Primary> {
             continue;
         }
         let address = fields[1].split(['@', ',']).next().unwrap_or_default();
-        let Some((host, port)) = address.rsplit_once(':') else {
+        let Some((host, port)) = split_addr(address) else {
             continue;
         };
-        let Ok(port) = port.parse() else { continue };
         let slots: Vec<(u16, u16)> = fields[8..]
             .iter()
             .filter(|s| !s.starts_with('['))

@@ -371,14 +371,10 @@ impl Routes {
 
     /// The endpoint of the node at `addr` (`host:port` from a redirect).
     fn node(&self, addr: &str) -> Result<Endpoint> {
-        let (host, port) = addr
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse().ok()?)))
-            .ok_or_else(|| Error::Protocol {
-                addr: self.base.addr(),
-                message: format!("a redirect to an unreadable address {addr:?}"),
-            })?;
-        Ok(self.base.at(host, port))
+        self.base.at_addr(addr).ok_or_else(|| Error::Protocol {
+            addr: self.base.addr(),
+            message: format!("a redirect to an unreadable address {addr:?}"),
+        })
     }
 
     async fn side_wire(&mut self, addr: &str) -> Result<&mut Wire> {
