@@ -1,7 +1,8 @@
 //! ferry's engine: everything that talks to Redis, with no AWS dependency.
 //!
 //! Layers, bottom-up; each uses only those below it (`tests/layers.rs` checks it):
-//! - [`error`], [`endpoint`], [`role`]: what goes wrong, and where a server is and how to log in;
+//! - [`error`], [`secret`], [`endpoint`], [`role`]: what goes wrong, credentials that never
+//!   print, and where a server is and how to log in;
 //! - [`util`]: the clock and the rate limiter;
 //! - [`net`]: the only code that touches sockets (RESP, connections, cluster routing, INFO);
 //! - [`model`]: pure data and arithmetic: scope, the migration's settings, the shard plan;
@@ -26,6 +27,7 @@ pub mod net;
 pub mod prepare;
 pub mod role;
 pub mod scan;
+pub mod secret;
 pub mod util;
 pub mod verify;
 
