@@ -171,7 +171,9 @@ async fn tail_leased(a: &TailArgs, m: &Migration, report: &mut Report) -> Result
         let timeout = std::time::Duration::from_secs_f64(a.live.drain_timeout);
         let drained = t.drain(DRAIN_QUIET, timeout).await?;
         if !drained {
-            report.still_dirty = t.dirty_sample(20);
+            report.still_dirty = t
+                .dirty_sample_within(20, std::time::Duration::from_millis(500))
+                .await;
         }
         Ok::<_, Error>((drained, t.stop().await?))
     }

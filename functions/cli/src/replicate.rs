@@ -257,7 +257,9 @@ async fn copy_and_verify(
         }
         eprintln!("live: stopping: draining the tail");
         if !t.drain(DRAIN_QUIET, drain_timeout).await? {
-            report.still_dirty = t.dirty_sample(20);
+            report.still_dirty = t
+                .dirty_sample_within(20, std::time::Duration::from_millis(500))
+                .await;
             report.live = Some(t.stop().await?);
             report.outcome = Outcome::NotDrained;
             eprintln!(

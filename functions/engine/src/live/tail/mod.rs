@@ -316,6 +316,21 @@ impl Tail {
             .collect()
     }
 
+    /// Up to `n` keys dirty now, for a stop that gave up draining. A tail that keeps up with
+    /// writers that never stop may hold none at one instant; then the first keys dirtied
+    /// within `wait` are the sample (the writers are why the drain gave up).
+    pub async fn dirty_sample_within(&self, n: usize, wait: Duration) -> Vec<(u32, String)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.dirty.changed.notified();
+            let sample = self.dirty_sample(n);
+            if !sample.is_empty() || tokio::time::Instant::now() >= deadline {
+                return sample;
+            }
+            let _ = tokio::time::timeout_at(deadline, changed).await;
+        }
+    }
+
     /// The current figures.
     pub fn report(&self) -> TailReport {
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
