@@ -42,13 +42,14 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
     parts
 }
 
-/// The text with comments and string literals blanked, so that paths in prose do not count.
+/// The text with plain comments and string literals blanked, so that paths in prose do not
+/// count. Doc comments stay: an intra-doc link (`[`crate::a::B`]`) is an edge too.
 fn code_only(text: &str) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i..].starts_with(b"//") {
+        if b[i..].starts_with(b"//") && !b[i..].starts_with(b"///") && !b[i..].starts_with(b"//!") {
             while i < b.len() && b[i] != b'\n' {
                 i += 1;
             }
@@ -282,6 +283,7 @@ fn the_cycle_check_sees_cycles_trees_and_super() {
     assert!(code_only("x // crate::a\n\"crate::b\"")
         .find("crate")
         .is_none());
+    assert!(code_only("/// [`crate::a`]").contains("crate::a"));
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! Keys as native values: reading a key's type, TTL and contents with ordinary commands, and
 //! writing them back with ordinary commands. This is the `struct` copy method of design §3 (used
 //! across RDB versions and for keys too big to DUMP in one piece). Streams' metadata is
-//! [`crate::keys::stream_meta`]'s, the type-aware digest verify falls back to
-//! [`crate::keys::digest`]'s.
+//! `keys::stream_meta`'s, the type-aware digest verify falls back to `keys::digest`'s (both
+//! build on this module).
 //!
 //! Big keys are read and written in chunks, so memory stays bounded whatever the key's size.
 

@@ -1,6 +1,6 @@
 //! One logged-in socket to one server, pipelined: TCP or TLS, the login, the database, the
 //! read and write buffers, and the deadlines that keep a slow or hostile server from holding
-//! ferry. [`crate::net::conn::Conn`] routes over one or many of these.
+//! ferry. The connection (`net::conn`, which builds on this module) routes over one or many.
 
 use std::sync::Arc;
 use std::time::Duration;
