@@ -49,7 +49,10 @@ fn code_only(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i..].starts_with(b"//") && !b[i..].starts_with(b"///") && !b[i..].starts_with(b"//!") {
+        if b[i..].starts_with(b"///") || b[i..].starts_with(b"//!") {
+            out.push_str(&text[i..i + 3]);
+            i += 3;
+        } else if b[i..].starts_with(b"//") {
             while i < b.len() && b[i] != b'\n' {
                 i += 1;
             }
