@@ -29,7 +29,7 @@ impl BatchWorker for Collect {
 
 async fn scan_all(server: &Server, bits: u8, count: u32, parallel: usize) -> HashSet<Vec<u8>> {
     let endpoint = Endpoint::parse(Role::Source, &server.url()).unwrap();
-    let node = endpoint.addr();
+    let node = endpoint.node.clone();
     let shards: Vec<Shard> = (0..1u64 << bits)
         .map(|index| Shard::new(&node, 0, Range::Classic { bits, index }))
         .collect();

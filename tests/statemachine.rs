@@ -411,6 +411,8 @@ async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
     use ferry_engine::inventory::{NodeShare, Product, ServerInfo, ServerMode};
     use ferry_engine::model::migration::Method;
     use ferry_engine::net::info::DbStats;
+    use ferry_engine::net::topology::Primary;
+    use ferry_engine::NodeAddr;
     use ferry_steps::contracts::{BackupOutput, CleanupOutput, InventoryOutput, MigrationInput};
     use ferry_steps::handlers::{VerifyItem, VerifyPass};
 
@@ -432,15 +434,21 @@ async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
     let slots_each = 16384 / primaries;
     let nodes = (0..primaries)
         .map(|i| NodeShare {
-            addr: format!("ferry-source-{i:04}.abcdef.clustercfg.euw1.cache.amazonaws.com:6379"),
-            slots: vec![(
-                i * slots_each,
-                if i == primaries - 1 {
-                    16383
-                } else {
-                    (i + 1) * slots_each - 1
-                },
-            )],
+            primary: Primary {
+                node: NodeAddr::new(
+                    format!("ferry-source-{i:04}.abcdef.clustercfg.euw1.cache.amazonaws.com"),
+                    6379,
+                ),
+                slots: vec![(
+                    i * slots_each,
+                    if i == primaries - 1 {
+                        16383
+                    } else {
+                        (i + 1) * slots_each - 1
+                    },
+                )],
+                replicas: Vec::new(),
+            },
             dbs: (0..dbs)
                 .map(|db| {
                     (
@@ -453,8 +461,9 @@ async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
                     )
                 })
                 .collect(),
-            replica: Some(format!(
-                "ferry-source-{i:04}-002.abcdef.cache.amazonaws.com:6379"
+            replica: Some(NodeAddr::new(
+                format!("ferry-source-{i:04}-002.abcdef.cache.amazonaws.com"),
+                6379,
             )),
             run_id: String::new(),
         })

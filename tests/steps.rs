@@ -356,7 +356,7 @@ async fn each_error_type_comes_from_a_real_failing_condition() {
     let step = ShardStep {
         migration: m.clone(),
         shard: ferry_engine::model::plan::Shard::new(
-            &format!("127.0.0.1:{port}"),
+            &ferry_engine::NodeAddr::new("127.0.0.1", port),
             0,
             ferry_engine::model::plan::Range::Classic { bits: 0, index: 0 },
         ),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+pub use crate::node_addr::NodeAddr;
 pub use crate::secret::{ChangingPassword, PasswordSource, Secret};
 
 pub use crate::role::Role;
@@ -32,10 +33,8 @@ pub struct TlsSettings {
 pub struct Endpoint {
     /// Source or target, for messages.
     pub role: Role,
-    /// Host name or IP (IPv6 without brackets).
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
+    /// Host and port.
+    pub node: NodeAddr,
     /// ACL user name; `None` logs in as the default user.
     pub username: Option<String>,
     /// Password or auth token.
@@ -106,7 +105,7 @@ impl Endpoint {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = parsed.port().unwrap_or(6379);
+        let node = NodeAddr::new(host, parsed.port().unwrap_or(6379));
         let db_in_url = match parsed.path().trim_start_matches('/') {
             "" => None,
             d => Some(
@@ -121,8 +120,7 @@ impl Endpoint {
         }
         Ok(Endpoint {
             role,
-            host,
-            port,
+            node,
             username,
             password,
             changing_password: None,
@@ -167,11 +165,7 @@ impl Endpoint {
 
     /// `host:port`, the way every message names this server.
     pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        self.node.to_string()
     }
 
     /// The URL with the password replaced by `***`, safe for logs and reports.
@@ -194,30 +188,14 @@ impl Endpoint {
         }
     }
 
-    /// The same server on another host and port (a cluster node found by discovery).
-    pub fn at(&self, host: &str, port: u16) -> Endpoint {
+    /// The same credentials and TLS at another node (a cluster node found by discovery, or
+    /// named by a redirect).
+    pub fn at(&self, node: &NodeAddr) -> Endpoint {
         Endpoint {
-            host: host.to_string(),
-            port,
+            node: node.clone(),
             ..self.clone()
         }
     }
-
-    /// The same credentials and TLS at a node named `host:port` (as [`Endpoint::addr`] writes
-    /// it, or as a redirect or `CLUSTER NODES` does); `None` when `addr` is not one.
-    pub fn at_addr(&self, addr: &str) -> Option<Endpoint> {
-        let (host, port) = split_addr(addr)?;
-        Some(self.at(host, port))
-    }
-}
-
-/// `host:port` split into its host (an IPv6 host without its brackets) and port: the one
-/// parser of a node address. An empty host is returned as such (a node with no address must
-/// fail where it is used, not vanish).
-pub fn split_addr(addr: &str) -> Option<(&str, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((host, port.parse().ok()?))
 }
 
 /// Decodes `%XX` escapes in URL user info; a `%` that starts no valid escape, and an escape
@@ -251,18 +229,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn node_addresses_are_split_in_one_place() {
-        assert_eq!(split_addr("10.0.0.7:6379"), Some(("10.0.0.7", 6379)));
-        assert_eq!(split_addr("[::1]:7000"), Some(("::1", 7000)));
-        assert_eq!(split_addr("2001:db8::1:6379"), Some(("2001:db8::1", 6379)));
-        // A node CLUSTER NODES lists without an address (`:0`) is kept, so connecting to it
-        // fails loudly instead of its slots being left out.
-        assert_eq!(split_addr(":0"), Some(("", 0)));
-        for bad in ["no-port", "host:", "host:99999"] {
-            assert_eq!(split_addr(bad), None, "{bad}");
-        }
+    fn another_node_keeps_credentials() {
         let base = Endpoint::parse(Role::Source, "redis://u:p@a.example:1/0").unwrap();
-        let node = base.at_addr("[::1]:7000").unwrap();
+        let node = base.at(&NodeAddr::parse("[::1]:7000").unwrap());
         assert_eq!(
             (node.addr(), node.username.as_deref()),
             ("[::1]:7000".into(), Some("u"))
@@ -273,8 +242,8 @@ mod tests {
     fn parses_full_url_and_hides_password() {
         let e =
             Endpoint::parse(Role::Source, "rediss://app:s%40cret@cache.example:6380/3").unwrap();
-        assert_eq!(e.host, "cache.example");
-        assert_eq!(e.port, 6380);
+        assert_eq!(e.node.host, "cache.example");
+        assert_eq!(e.node.port, 6380);
         assert_eq!(e.db, 3);
         assert_eq!(e.username.as_deref(), Some("app"));
         assert_eq!(e.password.as_ref().unwrap().expose(), "s@cret");
@@ -290,10 +259,10 @@ mod tests {
     #[test]
     fn defaults_and_password_only() {
         let e = Endpoint::parse(Role::Target, "redis://:pw@127.0.0.1").unwrap();
-        assert_eq!((e.port, e.db, e.username.clone()), (6379, 0, None));
+        assert_eq!((e.node.port, e.db, e.username.clone()), (6379, 0, None));
         assert_eq!(e.password.unwrap().expose(), "pw");
         let v6 = Endpoint::parse(Role::Target, "redis://[::1]:7000").unwrap();
-        assert_eq!(v6.host, "::1");
+        assert_eq!(v6.node.host, "::1");
         assert_eq!(v6.addr(), "[::1]:7000");
     }
 
@@ -363,9 +332,9 @@ mod tests {
             let e = Endpoint::parse(Role::Source, &url).unwrap();
             prop_assert_eq!(e.password.as_ref().unwrap().expose(), pw.as_str());
             prop_assert_eq!(e.username.clone(), user);
-            prop_assert_eq!(e.port, port.unwrap_or(6379));
+            prop_assert_eq!(e.node.port, port.unwrap_or(6379));
             prop_assert_eq!(e.db_in_url, db);
-            prop_assert_eq!(e.host.as_str(), host.trim_matches(['[', ']']));
+            prop_assert_eq!(e.node.host.as_str(), host.trim_matches(['[', ']']));
             let shown = format!("{e:?} {} {}", e.redacted_url(), e.addr());
             prop_assert!(!leaks(&shown, &pw), "{}", shown);
         }
@@ -398,7 +367,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.password.unwrap().expose(), "7601/S3cr3t+x");
-        assert_eq!((e.port, e.db_in_url), (7601, Some(2)));
+        assert_eq!((e.node.port, e.db_in_url), (7601, Some(2)));
     }
 
     #[test]

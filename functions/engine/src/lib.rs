@@ -1,8 +1,8 @@
 //! ferry's engine: everything that talks to Redis, with no AWS dependency.
 //!
 //! Layers, bottom-up; each uses only those below it (`tests/layers.rs` checks it):
-//! - [`error`], [`secret`], [`endpoint`], [`role`]: what goes wrong, credentials that never
-//!   print, and where a server is and how to log in;
+//! - [`error`], [`secret`], [`node_addr`], [`endpoint`], [`role`]: what goes wrong, credentials
+//!   that never print, a node's address, and where a server is and how to log in;
 //! - [`util`]: the clock and the rate limiter;
 //! - [`net`]: the only code that touches sockets (RESP, connections, cluster routing, INFO);
 //! - [`model`]: pure data and arithmetic: scope, the migration's settings, the shard plan;
@@ -24,6 +24,7 @@ pub mod lease;
 pub mod live;
 pub mod model;
 pub mod net;
+pub mod node_addr;
 pub mod prepare;
 pub mod role;
 pub mod scan;
@@ -31,6 +32,8 @@ pub mod secret;
 pub mod util;
 pub mod verify;
 
-pub use endpoint::{ChangingPassword, Endpoint, PasswordSource, Role, Secret, TlsSettings};
+pub use endpoint::{
+    ChangingPassword, Endpoint, NodeAddr, PasswordSource, Role, Secret, TlsSettings,
+};
 pub use error::{Error, Result};
 pub use model::migration::Migration;

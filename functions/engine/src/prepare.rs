@@ -14,7 +14,6 @@ use crate::model::plan::{self, Shard};
 use crate::model::scope::Scope;
 use crate::net::conn::Conn;
 use crate::net::resp::Reply;
-use crate::scan::{self};
 
 /// Whether the target must be empty: a copy needs it, a compare does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +252,7 @@ async fn find_on_source(
     type_name: &str,
 ) -> Result<Option<(u32, Bytes)>> {
     for node in &source.nodes {
-        let mut conn = Conn::connect(&scan::node_endpoint(&m.source, &node.addr)?).await?;
+        let mut conn = Conn::connect(&m.source.at(&node.primary.node)).await?;
         for &db in dbs.iter().filter(|db| node.dbs.contains_key(db)) {
             conn.select(db).await?;
             if let Some(key) = module_types::scan_type(&mut conn, type_name, 1)
@@ -297,7 +296,7 @@ pub fn plan_copy_shards(m: &Migration, source: &ServerInfo) -> Vec<Shard> {
     let mut shards = plan_shards(m, source);
     if m.read_from_replicas {
         for shard in &mut shards {
-            let node = source.nodes.iter().find(|n| n.addr == shard.node);
+            let node = source.nodes.iter().find(|n| n.primary.node == shard.node);
             if let Some(replica) = node.and_then(|n| n.replica.clone()) {
                 shard.node = replica;
             }
@@ -322,10 +321,25 @@ pub(crate) fn plan_server(
                 continue;
             }
             if per_slot {
-                let owned: Vec<(u16, u16)> = node.slots.iter().map(|&(a, b)| (a, b + 1)).collect();
-                shards.extend(plan::slot_shards(&node.addr, *db, &owned, shards_per_db));
+                let owned: Vec<(u16, u16)> = node
+                    .primary
+                    .slots
+                    .iter()
+                    .map(|&(a, b)| (a, b + 1))
+                    .collect();
+                shards.extend(plan::slot_shards(
+                    &node.primary.node,
+                    *db,
+                    &owned,
+                    shards_per_db,
+                ));
             } else {
-                shards.extend(plan::classic_shards(&node.addr, *db, s.keys, shards_per_db));
+                shards.extend(plan::classic_shards(
+                    &node.primary.node,
+                    *db,
+                    s.keys,
+                    shards_per_db,
+                ));
             }
         }
     }

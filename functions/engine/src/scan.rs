@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, NodeAddr};
 use crate::error::{Error, Result};
 use crate::model::migration::Migration;
 use crate::model::plan::{Range, Shard};
@@ -154,7 +154,7 @@ where
             boundaries.clone(),
         );
         scanners.spawn(async move {
-            let mut conns: Vec<(String, Conn)> = Vec::new();
+            let mut conns: Vec<(NodeAddr, Conn)> = Vec::new();
             let at = Scanning {
                 config: &config,
                 tx: &tx,
@@ -257,7 +257,7 @@ struct Scanning<'a> {
 /// Scans a shard, reconnecting and resuming from its cursor (its checkpoint) while errors are
 /// transient.
 async fn scan_with_retry(
-    conns: &mut Vec<(String, Conn)>,
+    conns: &mut Vec<(NodeAddr, Conn)>,
     shard: &mut Shard,
     at: &Scanning<'_>,
 ) -> Result<()> {
@@ -281,31 +281,21 @@ async fn scan_with_retry(
     }
 }
 
-/// A connection to `node` (`host:port` on `endpoint`'s credentials), reused per scanner.
+/// A connection to `node` (on `endpoint`'s credentials), reused per scanner.
 async fn node_conn<'a>(
-    conns: &'a mut Vec<(String, Conn)>,
+    conns: &'a mut Vec<(NodeAddr, Conn)>,
     endpoint: &Endpoint,
-    node: &str,
+    node: &NodeAddr,
 ) -> Result<&'a mut Conn> {
     conns.retain(|(_, c)| !c.due_for_renewal());
     let at = match conns.iter().position(|(n, _)| n == node) {
         Some(i) => i,
         None => {
-            let ep = node_endpoint(endpoint, node)?;
-            conns.push((node.to_string(), Conn::connect(&ep).await?));
+            conns.push((node.clone(), Conn::connect(&endpoint.at(node)).await?));
             conns.len() - 1
         }
     };
     Ok(&mut conns[at].1)
-}
-
-/// The endpoint of a node named `host:port`, with `base`'s credentials and TLS.
-pub fn node_endpoint(base: &Endpoint, node: &str) -> Result<Endpoint> {
-    if node == base.addr() {
-        return Ok(base.clone());
-    }
-    base.at_addr(node)
-        .ok_or_else(|| Error::InvalidInput(format!("shard node '{node}' is not host:port")))
 }
 
 async fn scan_shard(

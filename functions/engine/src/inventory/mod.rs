@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, NodeAddr};
 use crate::error::{Error, Result};
 use crate::model::migration::Method;
-use crate::net::cluster;
+use crate::net::cluster::{self, Primary};
 use crate::net::conn::Conn;
 use crate::net::info::{self, config_get, DbStats};
 use crate::net::resp::Reply;
@@ -101,14 +101,13 @@ pub struct ServerInfo {
 /// its slots.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeShare {
-    /// `host:port` ferry connects to.
-    pub addr: String,
-    /// Inclusive slot ranges (empty for a standalone server).
-    pub slots: Vec<(u16, u16)>,
+    /// The node ferry connects to and the slots it serves.
+    #[serde(flatten)]
+    pub primary: Primary,
     /// Keys per database on this node.
     pub dbs: BTreeMap<u32, DbStats>,
-    /// `host:port` of an online replica that can serve this node's reads, if any.
-    pub replica: Option<String>,
+    /// An online replica that can serve this node's reads, if any.
+    pub replica: Option<NodeAddr>,
     /// The node's run id (a restart changes it).
     #[serde(skip)]
     pub run_id: String,
@@ -179,8 +178,7 @@ impl ServerInfo {
             modules,
             connected_clients: num("connected_clients"),
             nodes: vec![NodeShare {
-                addr: conn.addr().to_string(),
-                slots: Vec::new(),
+                primary: Primary::standalone(conn.node().clone()),
                 dbs: dbs_copy,
                 replica: None,
                 run_id: get("run_id"),
@@ -201,10 +199,10 @@ impl ServerInfo {
         info.nodes.clear();
         let (mut used, mut max, mut unlimited) = (0, 0, false);
         for p in primaries {
-            let node = if p.addr == conn.addr() {
+            let node = if p.node == *conn.node() {
                 seed.clone()
             } else {
-                ServerInfo::read(&mut Conn::connect(&ep.at(&p.host, p.port)).await?).await?
+                ServerInfo::read(&mut Conn::connect(&ep.at(&p.node)).await?).await?
             };
             for (db, s) in &node.dbs {
                 let sum = info.dbs.entry(*db).or_default();
@@ -215,12 +213,10 @@ impl ServerInfo {
             used += node.used_memory;
             max += node.maxmemory;
             unlimited |= node.maxmemory == 0;
-            let (host, port) = p.reader(ep, true).await?;
-            let replica = (!p.is_self((&host, port))).then(|| format!("{host}:{port}"));
+            let reader = cluster::reader(&p, ep, true).await?;
             info.nodes.push(NodeShare {
-                replica,
-                addr: p.addr,
-                slots: p.slots,
+                replica: (reader != p.node).then_some(reader),
+                primary: p,
                 dbs: node.dbs.clone(),
                 run_id: node.run_id.clone(),
             });

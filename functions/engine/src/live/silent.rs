@@ -13,7 +13,6 @@ use crate::inventory::ServerInfo;
 use crate::keys::module_types::scan_type;
 use crate::model::migration::Migration;
 use crate::net::conn::Conn;
-use crate::scan::node_endpoint;
 
 /// Every key of `type_name` to re-sync after silent writes on source node `node`: `(source db,
 /// source key)` pairs from the node's dbs in `dbs`, and from the target's mapped dbs.
@@ -38,7 +37,7 @@ pub async fn keys_to_resync(
     target_dbs.sort_unstable();
     target_dbs.dedup();
     for node in &target.nodes {
-        let mut conn = Conn::connect(&node_endpoint(&m.target, &node.addr)?).await?;
+        let mut conn = Conn::connect(&m.target.at(&node.primary.node)).await?;
         for &db in &target_dbs {
             conn.select(db).await?;
             for k in scan_type(&mut conn, type_name, usize::MAX).await? {

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint::NodeAddr;
 use crate::net::slot::SLOTS;
 
 /// Which cursor layout the server's SCAN uses.
@@ -82,8 +83,8 @@ impl Range {
 pub struct Shard {
     /// A stable name, `node/db/range`, for progress and reports.
     pub id: String,
-    /// `host:port` of the source node to scan.
-    pub node: String,
+    /// The source node to scan.
+    pub node: NodeAddr,
     /// Source database.
     pub db: u32,
     /// The range of the keyspace.
@@ -102,14 +103,14 @@ pub struct Shard {
 
 impl Shard {
     /// A fresh shard at the start of its range.
-    pub fn new(node: &str, db: u32, range: Range) -> Shard {
+    pub fn new(node: &NodeAddr, db: u32, range: Range) -> Shard {
         let id = match range {
             Range::Classic { bits, index } => format!("{node}/db{db}/{index}of{}", 1u64 << bits),
             Range::Slots { start, end } => format!("{node}/db{db}/slots{start}-{end}"),
         };
         Shard {
             id,
-            node: node.to_string(),
+            node: node.clone(),
             db,
             range,
             cursor: range.start_cursor(),
@@ -140,7 +141,7 @@ pub fn classic_bits(keys: u64, wanted_shards: u32) -> u8 {
 }
 
 /// Shards for one db of one node with the classic scheme.
-pub fn classic_shards(node: &str, db: u32, keys: u64, wanted_shards: u32) -> Vec<Shard> {
+pub fn classic_shards(node: &NodeAddr, db: u32, keys: u64, wanted_shards: u32) -> Vec<Shard> {
     let bits = classic_bits(keys, wanted_shards);
     (0..1u64 << bits)
         .map(|index| Shard {
@@ -152,7 +153,12 @@ pub fn classic_shards(node: &str, db: u32, keys: u64, wanted_shards: u32) -> Vec
 
 /// Shards for a per-slot keyspace: the slot ranges a node owns, each cut into about
 /// `wanted_shards` pieces overall.
-pub fn slot_shards(node: &str, db: u32, owned: &[(u16, u16)], wanted_shards: u32) -> Vec<Shard> {
+pub fn slot_shards(
+    node: &NodeAddr,
+    db: u32,
+    owned: &[(u16, u16)],
+    wanted_shards: u32,
+) -> Vec<Shard> {
     let total: u32 = owned.iter().map(|(a, b)| (*b - *a) as u32).sum();
     let per = total.div_ceil(wanted_shards.max(1)).max(1);
     let mut shards = Vec::new();
@@ -296,7 +302,7 @@ mod tests {
 
     #[test]
     fn slot_shards_cover_owned_ranges() {
-        let shards = slot_shards("n:1", 0, &[(0, 5461), (10923, 16384)], 4);
+        let shards = slot_shards(&NodeAddr::new("n", 1), 0, &[(0, 5461), (10923, 16384)], 4);
         let covered: u32 = shards
             .iter()
             .map(|s| match s.range {
@@ -310,7 +316,11 @@ mod tests {
 
     #[test]
     fn shard_json_keeps_cursors_exact() {
-        let mut s = Shard::new("h:1", 2, Range::Classic { bits: 4, index: 5 });
+        let mut s = Shard::new(
+            &NodeAddr::new("h", 1),
+            2,
+            Range::Classic { bits: 4, index: 5 },
+        );
         let inside = ((5u64 << 60) | 1).reverse_bits();
         s.advance(inside);
         assert!(!s.done);

@@ -15,10 +15,11 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::endpoint::NodeAddr;
 use crate::model::plan::{Range, Shard};
 
 /// A boundary between two classic shards: node, db, and the later shard's range.
-type BoundaryId = (String, u32, u8, u64);
+type BoundaryId = (NodeAddr, u32, u8, u64);
 
 enum Meeting {
     /// The later shard has scanned up to `reached` (a reversed cursor) and returned these keys.
@@ -142,7 +143,7 @@ mod tests {
     }
 
     fn shard(index: u64) -> Shard {
-        Shard::new("n:1", 0, Range::Classic { bits: 2, index })
+        Shard::new(&NodeAddr::new("n", 1), 0, Range::Classic { bits: 2, index })
     }
 
     #[test]

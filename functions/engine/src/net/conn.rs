@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, NodeAddr};
 use crate::error::{Error, Result};
 use crate::net::resp::Reply;
 use crate::net::slot;
+use crate::net::topology::Primary;
 use crate::net::wire::Wire;
 
 /// A logged-in connection to a keyspace, able to pipeline any number of commands: queue them,
@@ -63,19 +64,20 @@ impl Conn {
         })
     }
 
-    /// A connection routed by slot over `nodes` (a cluster's primaries, or replicas of them
-    /// in READONLY mode), discovered from `base` ([`Conn::keyspace`] in `cluster`).
-    pub(crate) async fn routed(base: &Endpoint, nodes: Vec<RoutedNode>) -> Result<Conn> {
+    /// A connection routed by slot over a cluster's primaries, each read at its `reader`
+    /// (itself, or a replica in READONLY mode), discovered from `base` ([`Conn::keyspace`] in
+    /// `cluster`).
+    pub(crate) async fn routed(base: &Endpoint, nodes: Vec<(Primary, NodeAddr)>) -> Result<Conn> {
         let mut wires = Vec::with_capacity(nodes.len());
         let mut slot_wire = vec![0u16; usize::from(slot::SLOTS)];
-        for (i, node) in nodes.iter().enumerate() {
-            let mut wire = Wire::connect(&node.endpoint).await?;
-            if node.replica {
+        for (i, (primary, reader)) in nodes.iter().enumerate() {
+            let mut wire = Wire::connect(&base.at(reader)).await?;
+            if *reader != primary.node {
                 wire.call(&["READONLY"]).await?;
             }
             wire.retain = true;
             wires.push(wire);
-            for &(a, b) in &node.slots {
+            for &(a, b) in &primary.slots {
                 slot_wire[a as usize..=b as usize].fill(i as u16);
             }
         }
@@ -116,9 +118,14 @@ impl Conn {
         self.routes.is_some()
     }
 
+    /// The server (a cluster's first primary).
+    pub fn node(&self) -> &NodeAddr {
+        &self.wires[0].node
+    }
+
     /// `host:port` of the server (a cluster's first primary), for messages.
-    pub fn addr(&self) -> &str {
-        &self.wires[0].addr
+    pub fn addr(&self) -> String {
+        self.node().to_string()
     }
 
     /// The database currently selected.
@@ -301,7 +308,7 @@ impl Conn {
     /// Routes `slot` to the primary at `addr` from now on, connecting to it if it is new.
     async fn reroute(&mut self, slot: u16, addr: &str) -> Result<()> {
         let routes = self.routes.as_deref_mut().expect("a cluster");
-        let wire = match self.wires.iter().position(|w| w.addr == addr) {
+        let wire = match self.wires.iter().position(|w| w.node.to_string() == addr) {
             Some(i) => i,
             None => {
                 let mut wire = Wire::connect(&routes.node(addr)?).await?;
@@ -337,14 +344,6 @@ impl Conn {
     }
 }
 
-/// A node of a routed connection: where, whether it is a replica (read in READONLY mode), and
-/// the slots it serves.
-pub(crate) struct RoutedNode {
-    pub endpoint: Endpoint,
-    pub replica: bool,
-    pub slots: Vec<(u16, u16)>,
-}
-
 /// When a connection to `ep` made now must be renewed.
 fn renew_at(ep: &Endpoint) -> Option<std::time::Instant> {
     ep.renew_after().map(|d| std::time::Instant::now() + d)
@@ -371,10 +370,11 @@ impl Routes {
 
     /// The endpoint of the node at `addr` (`host:port` from a redirect).
     fn node(&self, addr: &str) -> Result<Endpoint> {
-        self.base.at_addr(addr).ok_or_else(|| Error::Protocol {
+        let node = NodeAddr::parse(addr).ok_or_else(|| Error::Protocol {
             addr: self.base.addr(),
             message: format!("a redirect to an unreadable address {addr:?}"),
-        })
+        })?;
+        Ok(self.base.at(&node))
     }
 
     async fn side_wire(&mut self, addr: &str) -> Result<&mut Wire> {

@@ -1,6 +1,6 @@
 //! The network layer, the only code that touches sockets: the RESP codec ([`resp`]), a
 //! connection to one server or a whole cluster ([`conn`], routed by [`slot`] over the
-//! [`cluster`] topology), and what a server says about itself in `INFO` ([`info`]).
+//! [`topology`] that [`cluster`] discovers), and what a server says about itself in `INFO` ([`info`]).
 
 pub mod cluster;
 pub mod conn;
@@ -8,6 +8,7 @@ pub mod info;
 pub mod resp;
 pub mod slot;
 mod tls;
+pub mod topology;
 mod wire;
 
 pub use wire::{set_reply_timeout, DEFAULT_REPLY_TIMEOUT};

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::endpoint::{Endpoint, Role};
+use crate::endpoint::{Endpoint, NodeAddr, Role};
 use crate::error::{Error, Result};
 use crate::net::resp::{self, Reply};
 use crate::net::tls::{tls_config, Stream};
@@ -80,7 +80,7 @@ pub(super) struct Wire {
     /// Bytes the read buffer must reach before parsing is retried after an incomplete frame,
     /// so a reply of many megabytes is not re-scanned on every small read.
     pub(super) parse_when: usize,
-    pub(super) addr: String,
+    pub(super) node: NodeAddr,
     pub(super) role: Role,
     pub(super) db: u32,
 }
@@ -101,7 +101,7 @@ impl Wire {
 
     pub(super) async fn connect_inner(ep: &Endpoint) -> Result<Wire> {
         let addr = ep.addr();
-        let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
+        let tcp = TcpStream::connect((ep.node.host.as_str(), ep.node.port))
             .await
             .map_err(|e| Error::Unreachable {
                 role: ep.role,
@@ -109,39 +109,38 @@ impl Wire {
                 reason: e.to_string(),
             })?;
         tcp.set_nodelay(true).ok();
-        let stream = match &ep.tls {
-            None => Stream::Plain(tcp),
-            Some(tls) => {
-                let config = tls_config(tls).map_err(|reason| Error::Tls {
-                    addr: addr.clone(),
-                    reason,
-                })?;
-                let name =
-                    rustls_pki_types::ServerName::try_from(ep.host.clone()).map_err(|e| {
-                        Error::Tls {
+        let stream =
+            match &ep.tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => {
+                    let config = tls_config(tls).map_err(|reason| Error::Tls {
+                        addr: addr.clone(),
+                        reason,
+                    })?;
+                    let name = rustls_pki_types::ServerName::try_from(ep.node.host.clone())
+                        .map_err(|e| Error::Tls {
                             addr: addr.clone(),
                             reason: e.to_string(),
-                        }
-                    })?;
-                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-                let handshake =
-                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connector.connect(name, tcp));
-                let tls_stream = handshake
-                    .await
-                    .map_err(|_| Error::Tls {
-                        addr: addr.clone(),
-                        reason: format!(
-                            "no TLS handshake within {}s (a plain-text port? use redis://)",
-                            TLS_HANDSHAKE_TIMEOUT.as_secs()
-                        ),
-                    })?
-                    .map_err(|e| Error::Tls {
-                        addr: addr.clone(),
-                        reason: e.to_string(),
-                    })?;
-                Stream::Tls(Box::new(tls_stream))
-            }
-        };
+                        })?;
+                    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connector.connect(name, tcp));
+                    let tls_stream = handshake
+                        .await
+                        .map_err(|_| Error::Tls {
+                            addr: addr.clone(),
+                            reason: format!(
+                                "no TLS handshake within {}s (a plain-text port? use redis://)",
+                                TLS_HANDSHAKE_TIMEOUT.as_secs()
+                            ),
+                        })?
+                        .map_err(|e| Error::Tls {
+                            addr: addr.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    Stream::Tls(Box::new(tls_stream))
+                }
+            };
         let mut conn = Wire {
             stream,
             rbuf: BytesMut::with_capacity(64 * 1024),
@@ -150,7 +149,7 @@ impl Wire {
             flushed: 0,
             released: 0,
             parse_when: 0,
-            addr,
+            node: ep.node.clone(),
             role: ep.role,
             db: 0,
         };
@@ -182,7 +181,7 @@ impl Wire {
                     // Not a credential problem: the server is full.
                     return Err(Error::Unreachable {
                         role: self.role,
-                        addr: self.addr.clone(),
+                        addr: self.node.to_string(),
                         reason: format!("{message} (the server's maxclients is reached)"),
                     });
                 }
@@ -191,7 +190,7 @@ impl Wire {
                     return Err(self.server_error(b"AUTH", &message));
                 }
                 Err(Error::AuthFailed {
-                    addr: self.addr.clone(),
+                    addr: self.node.to_string(),
                     reason: explain_auth_error(&message),
                 })
             }
@@ -225,7 +224,7 @@ impl Wire {
                 Err(Error::Server { message, .. }) => {
                     return Err(Error::Incompatible(format!(
                         "{} {} has no database {db}: {message}",
-                        self.role, self.addr
+                        self.role, self.node
                     )))
                 }
                 Err(e) => return Err(e),
@@ -335,7 +334,7 @@ impl Wire {
         let read = tokio::time::timeout_at(clock.deadline(), self.stream.read_buf(&mut self.rbuf))
             .await
             .map_err(|_| Error::ConnectionLost {
-                addr: self.addr.clone(),
+                addr: self.node.to_string(),
                 reason: format!(
                     "the reply did not arrive within {:.0}s",
                     (clock.deadline() - clock.started()).as_secs_f64()
@@ -345,7 +344,7 @@ impl Wire {
         clock.received += read as u64;
         if read == 0 {
             return Err(Error::ConnectionLost {
-                addr: self.addr.clone(),
+                addr: self.node.to_string(),
                 reason: "server closed the connection".into(),
             });
         }
@@ -358,7 +357,7 @@ impl Wire {
 
     pub(super) fn protocol(&self, e: resp::ProtocolError) -> Error {
         Error::Protocol {
-            addr: self.addr.clone(),
+            addr: self.node.to_string(),
             message: e.0,
         }
     }
@@ -378,18 +377,18 @@ impl Wire {
         let message = &crate::error::server_text(message);
         if message.starts_with("OOM") {
             return Error::TargetOutOfMemory {
-                addr: self.addr.clone(),
+                addr: self.node.to_string(),
                 message: message.to_string(),
             };
         }
         if message.starts_with("NOPERM") || message.starts_with("NOAUTH") {
             return Error::AuthFailed {
-                addr: self.addr.clone(),
+                addr: self.node.to_string(),
                 reason: message.to_string(),
             };
         }
         Error::Server {
-            addr: self.addr.clone(),
+            addr: self.node.to_string(),
             command: String::from_utf8_lossy(command).to_uppercase(),
             message: message.to_string(),
         }
@@ -397,7 +396,7 @@ impl Wire {
 
     pub(super) fn lost(&self, e: std::io::Error) -> Error {
         Error::ConnectionLost {
-            addr: self.addr.clone(),
+            addr: self.node.to_string(),
             reason: e.to_string(),
         }
     }

@@ -2,6 +2,7 @@
 //! canary proof, renewal without a gap, and what each message marks dirty.
 
 use super::*;
+use crate::net::topology::Primary;
 use crate::util::retry::Backoff;
 
 /// Keyspace notifications when the source's `notify-keyspace-events` covers live mode, client
@@ -28,7 +29,7 @@ pub(super) async fn choose_channel(
         return Ok(channel);
     }
     let mut feed = Feed::open(&node.endpoint, LiveChannel::Keyspace).await?;
-    let key = canary_key(&options.run_id, &node.slots);
+    let key = canary_key(&options.run_id, &node.primary.slots);
     write_canary(node, db, &key).await?;
     let heard = tokio::time::timeout(options.canary_timeout, async {
         loop {
@@ -137,7 +138,7 @@ pub(super) async fn renew(
     gaps: &mpsc::UnboundedSender<String>,
 ) -> Result<Feed> {
     let new = Feed::open(&node.endpoint, shared.channel).await?;
-    let key = canary_key(&shared.options.run_id, &node.slots);
+    let key = canary_key(&shared.options.run_id, &node.primary.slots);
     write_canary(node, shared.dbs[0], &key).await?;
     let drained = tokio::time::timeout(shared.options.canary_timeout, async {
         loop {
@@ -211,29 +212,24 @@ pub(super) fn take(
     canary
 }
 
-/// A source node the tail subscribes to: the server itself, or one cluster primary.
+/// A source node the tail subscribes to (the server itself, or one cluster primary), with
+/// the credentials to reach it.
 #[derive(Debug, Clone)]
 pub(super) struct SourceNode {
     pub(super) endpoint: Endpoint,
-    /// Slots it serves (empty for a standalone server).
-    pub(super) slots: Vec<(u16, u16)>,
+    pub(super) primary: Primary,
 }
 
 /// The nodes whose keyspace events the tail must hear: every primary of a cluster.
 pub(super) async fn source_nodes(source: &Endpoint) -> Result<Vec<SourceNode>> {
-    Ok(match cluster::discover(source).await? {
-        None => vec![SourceNode {
-            endpoint: source.clone(),
-            slots: Vec::new(),
-        }],
-        Some(primaries) => primaries
-            .into_iter()
-            .map(|p| SourceNode {
-                endpoint: source.at(&p.host, p.port),
-                slots: p.slots,
-            })
-            .collect(),
-    })
+    Ok(cluster::primaries_behind(source)
+        .await?
+        .into_iter()
+        .map(|primary| SourceNode {
+            endpoint: source.at(&primary.node),
+            primary,
+        })
+        .collect())
 }
 
 /// The running subscriptions, one per source node, owned by the gap watcher.
@@ -314,7 +310,7 @@ pub(super) fn canary_key(run_id: &str, slots: &[(u16, u16)]) -> Vec<u8> {
 /// Writes the canary `key` (60 s TTL) on `node`, in `db` unless it is a cluster node.
 pub(super) async fn write_canary(node: &SourceNode, db: u32, key: &[u8]) -> Result<()> {
     let mut conn = Conn::connect(&node.endpoint).await?;
-    if node.slots.is_empty() {
+    if node.primary.slots.is_empty() {
         conn.select(db).await?;
     }
     conn.call(&[&b"SET"[..], key, b"1", b"PX", b"60000"])
@@ -328,7 +324,7 @@ pub(super) async fn prove_delivery(
     node: &SourceNode,
     seen: &Notify,
 ) -> Result<()> {
-    let key = canary_key(&shared.options.run_id, &node.slots);
+    let key = canary_key(&shared.options.run_id, &node.primary.slots);
     let waiting = seen.notified();
     tokio::pin!(waiting);
     waiting.as_mut().enable();

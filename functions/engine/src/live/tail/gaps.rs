@@ -97,7 +97,10 @@ pub(super) async fn gap_watcher(
         mut conns,
         mut libraries,
     } = watch;
-    let clustered = subscriptions.nodes.iter().any(|(n, _)| !n.slots.is_empty());
+    let clustered = subscriptions
+        .nodes
+        .iter()
+        .any(|(n, _)| !n.primary.slots.is_empty());
     loop {
         tokio::select! {
             _ = tokio::time::sleep(shared.options.gap_poll) => {}
@@ -322,10 +325,9 @@ pub(super) async fn follow_topology(
     };
     let unchanged = current.len() == subscriptions.nodes.len()
         && current.iter().all(|c| {
-            subscriptions
-                .nodes
-                .iter()
-                .any(|(n, _)| n.endpoint.addr() == c.endpoint.addr() && n.slots == c.slots)
+            subscriptions.nodes.iter().any(|(n, _)| {
+                n.endpoint.addr() == c.endpoint.addr() && n.primary.slots == c.primary.slots
+            })
         });
     if unchanged {
         return Ok(());
