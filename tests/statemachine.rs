@@ -408,7 +408,7 @@ fn every_lambda_task_retries_what_aws_recommends() {
 /// children measured the same largest states), and running them all takes over ten minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
-    use ferry_engine::inventory::{NodeShare, Product, ServerInfo, ServerMode};
+    use ferry_engine::inventory::{NodeShare, Product, ReplicationRole, ServerInfo, ServerMode};
     use ferry_engine::model::migration::Method;
     use ferry_engine::net::info::DbStats;
     use ferry_engine::net::topology::Primary;
@@ -492,7 +492,7 @@ async fn a_500_primary_cluster_with_16_dbs_keeps_the_state_under_64_kib() {
         maxmemory_policy: "noeviction".into(),
         notify_keyspace_events: None,
         databases: Some(16),
-        role: "master".into(),
+        role: ReplicationRole::Primary,
         maxclients: Some(65000),
         modules: vec![],
         connected_clients: 20_000,

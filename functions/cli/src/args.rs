@@ -127,16 +127,32 @@ pub struct CutoverArgs {
     pub wait: f64,
 }
 
-/// What to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// What to do; also which run a report describes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Copy every key once, then verify.
+    #[default]
     Snapshot,
     /// Compare only: write nothing.
     Compare,
     /// Snapshot while following live changes, until SIGINT/SIGTERM or --idle-timeout; then
     /// drain and verify.
     Live,
+    /// `ferry tail` (not a `--mode` value): follow changes only.
+    #[value(skip)]
+    Tail,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Snapshot => "snapshot",
+            Mode::Compare => "compare",
+            Mode::Live => "live",
+            Mode::Tail => "tail",
+        })
+    }
 }
 
 /// How to copy keys.

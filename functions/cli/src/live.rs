@@ -9,7 +9,7 @@ use ferry_engine::model::migration::Migration;
 use ferry_engine::prepare::Purpose;
 use ferry_engine::Error;
 
-use crate::args::{LiveArgs, TailArgs};
+use crate::args::{LiveArgs, Mode, TailArgs};
 use crate::connect::{holding_lease, migration};
 use crate::report::{emit, exit_code_of, live_line, ErrorSummary, Outcome, Report};
 use crate::signals::{remember_restore, restore_flags, stop_on_signal};
@@ -130,7 +130,7 @@ pub async fn tail(a: TailArgs) -> i32 {
         return EXIT_BAD_INPUT;
     };
     let mut report = Report {
-        mode: "tail".into(),
+        mode: Mode::Tail,
         ..Report::default()
     };
     let result = async {

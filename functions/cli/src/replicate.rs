@@ -35,7 +35,7 @@ use ferry_engine::verify;
 /// `ferry replicate`.
 pub async fn run(a: ReplicateArgs) -> i32 {
     let mut report = Report {
-        mode: format!("{:?}", a.mode).to_lowercase(),
+        mode: a.mode,
         ..Report::default()
     };
     let result = replicate(&a, &mut report).await;

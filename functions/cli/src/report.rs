@@ -14,13 +14,14 @@ use ferry_engine::verify::VerifyReport;
 use ferry_engine::Error;
 use serde::Serialize;
 
+use crate::args::Mode;
 use crate::{EXIT_BAD_INPUT, EXIT_FAILED};
 
 /// Everything a run did, with no secret in it (URLs are redacted).
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
-    /// snapshot or compare.
-    pub mode: String,
+    /// The run: snapshot, compare, live or tail.
+    pub mode: Mode,
     /// How the run ended.
     pub outcome: Outcome,
     /// The process exit code.

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::inventory::{self, Inventory, ServerInfo, ServerMode};
+use crate::inventory::{self, Inventory, ReplicationRole, ServerInfo, ServerMode};
 use crate::keys::functions;
 use crate::keys::module_types;
 use crate::model::migration::{Method, Migration};
@@ -31,10 +31,10 @@ pub async fn inventory(m: &Migration, purpose: Purpose) -> Result<Inventory> {
     let (source, target) = tokio::join!(connect_info(&m.source), connect_info(&m.target));
     let ((mut source_conn, source), (_, target)) = (source?, target?);
     inventory::check_pairing(&source, &target)?;
-    if purpose == Purpose::Copy && target.role != "master" {
+    if purpose == Purpose::Copy && target.role == ReplicationRole::Replica {
         return Err(Error::Incompatible(format!(
-            "the target {} is a read-only replica (role {}): point ferry at its primary",
-            target.addr, target.role
+            "the target {} is a read-only replica: point ferry at its primary",
+            target.addr
         )));
     }
     check_connections(m, &source)?;

@@ -56,6 +56,26 @@ impl std::fmt::Display for ServerMode {
     }
 }
 
+/// Whether a server takes writes (`role` in `INFO replication`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ReplicationRole {
+    /// A primary: it takes writes.
+    #[serde(rename = "master")]
+    Primary,
+    /// A read-only replica of another server.
+    #[serde(rename = "slave")]
+    Replica,
+}
+
+impl std::fmt::Display for ReplicationRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReplicationRole::Primary => "primary",
+            ReplicationRole::Replica => "replica",
+        })
+    }
+}
+
 /// One server as `INFO` and `CONFIG` describe it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerInfo {
@@ -84,8 +104,8 @@ pub struct ServerInfo {
     pub notify_keyspace_events: Option<String>,
     /// How many databases the server has, where CONFIG tells.
     pub databases: Option<u32>,
-    /// `master` or `slave` (a replica, read-only), from `INFO replication`.
-    pub role: String,
+    /// Primary or read-only replica, from `INFO replication`.
+    pub role: ReplicationRole,
     /// `maxclients`, where CONFIG tells.
     pub maxclients: Option<u64>,
     /// Loaded modules (`MODULE LIST` names, lowercase): they add key types.
@@ -170,9 +190,10 @@ impl ServerInfo {
             maxmemory_policy: get("maxmemory_policy"),
             notify_keyspace_events: notify,
             databases,
+            // Only a replica says `slave`; a server that hides the field takes writes.
             role: match get("role").as_str() {
-                "" => "master".to_string(),
-                r => r.to_string(),
+                "slave" | "replica" => ReplicationRole::Replica,
+                _ => ReplicationRole::Primary,
             },
             maxclients,
             modules,

@@ -1,20 +1,18 @@
 //! The verify passes (design §5): forward over the source's shards, reverse over the
 //! target's keyspace in the dbs the migration owns, and both together ([`verify_all`]).
 
-use crate::model::migration::Method;
-use crate::prepare::{plan_server, plan_shards, server_info, source_dbs, unsupported_types};
-use crate::util::cancel::StopWhen;
-
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use crate::error::Result;
 use crate::inventory::{Inventory, ServerInfo};
-use crate::model::migration::Migration;
+use crate::model::migration::{Method, Migration};
 use crate::model::plan::Shard;
 use crate::net::conn::Conn;
-use crate::scan::{self, ScanConfig};
+use crate::prepare::{plan_server, plan_shards, server_info, source_dbs, unsupported_types};
+use crate::scan::{self, BatchWorker, ScanConfig};
+use crate::util::cancel::StopWhen;
 use crate::util::ratelimit::RateLimiter;
 use crate::verify::{ReverseWorker, VerifyContext, VerifyOptions, VerifyReport, VerifyWorker};
 
@@ -93,17 +91,10 @@ pub async fn verify_shards(
     let mut config = ScanConfig::for_run(m, &m.source, ctx.limiter.clone(), on_scanned);
     config.distinct = true;
     config.stop = stop;
-    let (source, target) = (m.source.clone(), m.target.clone());
-    scan::run_shards(shards, config, move || {
-        let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
-        async move {
-            let (s, t) = tokio::join!(Conn::keyspace(&source), Conn::keyspace(&target));
-            Ok(VerifyWorker {
-                source: s?,
-                target: t?,
-                ctx,
-            })
-        }
+    run_on_both(m, ctx, shards, config, |source, target, ctx| VerifyWorker {
+        source,
+        target,
+        ctx,
     })
     .await
 }
@@ -141,16 +132,31 @@ pub async fn verify_reverse_shards(
     }
     config.stop = stop;
     config.limiter = None; // the reverse scan reads the target; its EXISTS are throttled
+    run_on_both(m, ctx, shards, config, |source, target, ctx| {
+        ReverseWorker {
+            source,
+            target,
+            ctx,
+        }
+    })
+    .await
+}
+
+/// Runs `shards` under `config` with workers that each hold a connection to both keyspaces
+/// (a verify worker reads both sides of every key, whichever side it scans).
+async fn run_on_both<W: BatchWorker>(
+    m: &Migration,
+    ctx: Arc<VerifyContext>,
+    shards: Vec<Shard>,
+    config: ScanConfig,
+    worker: fn(Conn, Conn, Arc<VerifyContext>) -> W,
+) -> Result<Vec<Shard>> {
     let (source, target) = (m.source.clone(), m.target.clone());
     scan::run_shards(shards, config, move || {
         let (source, target, ctx) = (source.clone(), target.clone(), ctx.clone());
         async move {
             let (s, t) = tokio::join!(Conn::keyspace(&source), Conn::keyspace(&target));
-            Ok(ReverseWorker {
-                source: s?,
-                target: t?,
-                ctx,
-            })
+            Ok(worker(s?, t?, ctx))
         }
     })
     .await
