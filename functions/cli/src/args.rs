@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ferry_engine::live::channel::LiveChannel;
+use ferry_engine::model::migration::Method;
+use ferry_engine::verify::VerifyChoice;
 
 /// Move a live Redis keyspace (ElastiCache, Valkey, any Redis) to another Redis without downtime.
 ///
@@ -155,28 +157,6 @@ impl std::fmt::Display for Mode {
     }
 }
 
-/// How to copy keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CopyType {
-    /// DUMP/RESTORE, per-type commands for keys the target cannot RESTORE.
-    Auto,
-    /// DUMP/RESTORE only.
-    Dump,
-    /// Per-type reads and writes (across RDB versions).
-    Struct,
-}
-
-/// How thoroughly to verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum VerifyLevel {
-    /// Existence, type and TTL.
-    Quick,
-    /// Also every value.
-    Full,
-    /// Skip verify.
-    None,
-}
-
 /// Source and target, and how to reach them.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
@@ -264,7 +244,7 @@ pub struct ReplicateArgs {
     pub mode: Mode,
     /// Copy method.
     #[arg(long = "type", value_enum, default_value = "auto")]
-    pub copy_type: CopyType,
+    pub copy_type: Method,
     /// Only keys matching this glob (SCAN MATCH).
     #[arg(long, value_name = "GLOB")]
     pub key_pattern: Option<String>,
@@ -304,7 +284,7 @@ pub struct ReplicateArgs {
     pub max_ops_per_sec: u64,
     /// Verify after the copy (compare mode: how to compare).
     #[arg(long, value_enum, default_value = "full")]
-    pub verify: VerifyLevel,
+    pub verify: VerifyChoice,
     /// Largest TTL difference that still counts as equal.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub ttl_tolerance_ms: i64,

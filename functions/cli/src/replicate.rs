@@ -10,15 +10,15 @@ use ferry_engine::copy::CopyContext;
 use ferry_engine::inventory::Inventory;
 use ferry_engine::keys::functions::{self, FunctionCounts};
 use ferry_engine::live::tail::Tail;
+use ferry_engine::model::migration::CopyOptions;
 use ferry_engine::model::migration::Migration;
-use ferry_engine::model::migration::{CopyOptions, Method};
 use ferry_engine::net::cluster;
 use ferry_engine::prepare::Purpose;
 use ferry_engine::util::cancel::{Stop, StopWhen};
-use ferry_engine::verify::Level;
+use ferry_engine::verify::VerifyChoice;
 use ferry_engine::Error;
 
-use crate::args::{CopyType, Mode, ReplicateArgs, VerifyLevel};
+use crate::args::{Mode, ReplicateArgs};
 use crate::connect::{fresh_verify_context, holding_lease, migration};
 use crate::cutover::{self, Confirmations, Cutover};
 use crate::live::{follow, prepare_channel, subscribed_line, tail_options, Followed, DRAIN_QUIET};
@@ -79,7 +79,7 @@ fn check_replicate_args(
             "--shards, --parallel, --workers and --batch-keys must be at least 1".into(),
         ));
     }
-    if a.mode == Mode::Compare && a.verify == VerifyLevel::None {
+    if a.mode == Mode::Compare && a.verify == VerifyChoice::Skip {
         return Err(Error::InvalidInput(
             "--mode compare needs --verify quick or full".into(),
         ));
@@ -89,11 +89,7 @@ fn check_replicate_args(
     m.scope.pattern = a.key_pattern.clone();
     m.scope.key_type = a.key_type.clone();
     m.copy = CopyOptions {
-        method: match a.copy_type {
-            CopyType::Auto => Method::Auto,
-            CopyType::Dump => Method::Dump,
-            CopyType::Struct => Method::Struct,
-        },
+        method: a.copy_type,
         big_key_bytes: a.big_key_bytes,
         batch_keys: a.batch_keys,
         scan_count: a.scan_count.max(1),
@@ -274,10 +270,8 @@ async fn copy_and_verify(
     // signal forces the exit). Without one, the first signal stops the verify.
     let stop = if stop.is_stopped() { Stop::new() } else { stop };
 
-    let level = match a.verify {
-        VerifyLevel::None => return Ok(EXIT_OK),
-        VerifyLevel::Quick => Level::Quick,
-        VerifyLevel::Full => Level::Full,
+    let Some(level) = a.verify.level() else {
+        return Ok(EXIT_OK);
     };
     let (inv, vctx) = fresh_verify_context(a, m, inv, &copy_ctx, level).await?;
     let start = Instant::now();

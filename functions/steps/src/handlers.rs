@@ -10,7 +10,7 @@ use ferry_engine::model::plan::Shard;
 use ferry_engine::model::scope::Scope;
 use ferry_engine::prepare::Purpose;
 use ferry_engine::util::cancel::StopWhen;
-use ferry_engine::verify::{DiffSample, StatusCounts, VerifyOptions};
+use ferry_engine::verify::{DiffSample, Level, StatusCounts, VerifyOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{endpoints, Ctx};
@@ -208,7 +208,8 @@ pub enum VerifyPass {
 
 fn verify_options(input: &MigrationInput) -> VerifyOptions {
     VerifyOptions {
-        level: input.options.verify.level(),
+        // A compare run with `none` is refused before this; a verify state runs full then.
+        level: input.options.verify.level().unwrap_or(Level::Full),
         keep_diffs: 0,
         ..VerifyOptions::default()
     }

@@ -6,16 +6,17 @@ use serde::{Deserialize, Serialize};
 use crate::endpoint::Endpoint;
 use crate::model::scope::Scope;
 
-/// How keys are copied.
+/// How keys are copied (the CLI's `--type`, the execution input's `copy_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Method {
-    /// DUMP/RESTORE, with struct for keys the target cannot RESTORE.
+    /// DUMP/RESTORE, per-type commands for keys the target cannot RESTORE.
     #[default]
     Auto,
     /// DUMP/RESTORE only; a payload the target refuses is an error.
     Dump,
-    /// Native reads and writes per type.
+    /// Per-type reads and writes (across RDB versions).
     Struct,
 }
 

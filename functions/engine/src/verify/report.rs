@@ -14,6 +14,34 @@ pub enum Level {
     Full,
 }
 
+/// How deep a run verifies: a [`Level`], or not at all (the CLI's `--verify`, the execution
+/// input's `options.verify`; `none` makes the state machine skip the verify states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum VerifyChoice {
+    /// Existence, type and TTL.
+    Quick,
+    /// Also every value.
+    #[default]
+    Full,
+    /// Skip verify.
+    #[serde(rename = "none")]
+    #[cfg_attr(feature = "clap", value(name = "none"))]
+    Skip,
+}
+
+impl VerifyChoice {
+    /// The level to verify at; `None` for no verify.
+    pub fn level(self) -> Option<Level> {
+        match self {
+            VerifyChoice::Quick => Some(Level::Quick),
+            VerifyChoice::Full => Some(Level::Full),
+            VerifyChoice::Skip => None,
+        }
+    }
+}
+
 /// What verify found for one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]

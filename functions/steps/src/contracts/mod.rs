@@ -16,7 +16,7 @@ use ferry_engine::copy::Counts;
 use ferry_engine::live::channel::LiveChannel;
 use ferry_engine::model::migration::Method;
 use ferry_engine::model::plan::Shard;
-use ferry_engine::verify::Level;
+pub use ferry_engine::verify::VerifyChoice;
 use ferry_engine::verify::{DiffSample, StatusCounts};
 use serde::{Deserialize, Serialize};
 
@@ -86,28 +86,6 @@ pub struct TargetSpec {
     /// IAM authentication (an ElastiCache target), as for the source.
     #[serde(default)]
     pub iam: Option<IamAuth>,
-}
-
-/// How deep a run verifies: a verify level, or none at all (`"none"`: the state machine skips
-/// the verify states).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VerifyChoice {
-    #[default]
-    Full,
-    Quick,
-    #[serde(rename = "none")]
-    Skip,
-}
-
-impl VerifyChoice {
-    /// The level a verify runs at (`none` never runs one; a compare of it would be `full`).
-    pub fn level(self) -> Level {
-        match self {
-            VerifyChoice::Quick => Level::Quick,
-            VerifyChoice::Full | VerifyChoice::Skip => Level::Full,
-        }
-    }
 }
 
 /// Options of a run; every field has a default.
