@@ -6,15 +6,7 @@ use ferry_engine::model::migration::Migration;
 use ferry_engine::model::scope::{Scope, LEASE_KEY};
 use ferry_engine::{Endpoint, Error, Role, Secret, TlsSettings};
 
-use std::sync::Arc;
-
-use ferry_engine::copy::CopyContext;
-use ferry_engine::inventory::Inventory;
-use ferry_engine::verify::{Level, VerifyContext, VerifyOptions};
-
-use crate::args::{ConnectArgs, ReplicateArgs};
-use ferry_engine::prepare;
-use ferry_engine::verify;
+use crate::args::ConnectArgs;
 
 /// Builds an endpoint from a URL, the environment's credentials and TLS options (a CA file,
 /// `insecure`, a client certificate and key for mutual TLS).
@@ -138,29 +130,4 @@ pub async fn holding_lease<T>(
         ))),
         other => other,
     }
-}
-
-/// A verify context on fresh counts (keys and dbs may have come and gone since inventory in
-/// live mode), with the run's settings at `level`.
-pub async fn fresh_verify_context(
-    a: &ReplicateArgs,
-    m: &Migration,
-    inv: &Inventory,
-    copy_ctx: &CopyContext,
-    level: Level,
-) -> Result<(Inventory, Arc<VerifyContext>), Error> {
-    let options = VerifyOptions {
-        level,
-        ttl_tolerance_ms: a.ttl_tolerance_ms,
-        big_key_bytes: a.big_key_bytes,
-        ..VerifyOptions::default()
-    };
-    let fresh = Inventory {
-        source: prepare::server_info(&m.source).await?,
-        target: prepare::server_info(&m.target).await?,
-        ..inv.clone()
-    };
-    let known_dbs = prepare::source_dbs(&m.scope, &inv.source);
-    let vctx = verify::verify_context(m, &fresh, &known_dbs, copy_ctx.limiter.clone(), options);
-    Ok((fresh, vctx))
 }

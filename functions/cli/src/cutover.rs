@@ -11,13 +11,14 @@ use ferry_engine::inventory::Inventory;
 use ferry_engine::live::cutover::{self, CutoverReport, CutoverSettings, Raised, TOUCHED_LIMIT};
 use ferry_engine::live::tail::Tail;
 use ferry_engine::model::migration::Migration;
+use ferry_engine::run;
 use ferry_engine::util::cancel::{Stop, StopWhen};
 use ferry_engine::verify::Level;
 use ferry_engine::Error;
 
 use crate::args::ReplicateArgs;
-use crate::connect::fresh_verify_context;
 use crate::live::DRAIN_QUIET;
+use crate::replicate::verify_settings;
 use ferry_engine::verify;
 
 /// How a cutover ended.
@@ -65,14 +66,15 @@ pub async fn run(
 ) -> Result<Cutover, Error> {
     eprintln!("cutover: full verify while the application still writes to the source");
     t.record_touched(TOUCHED_LIMIT);
-    let (fresh, vctx) = fresh_verify_context(a, m, inv, copy_ctx, Level::Full).await?;
+    let settings = verify_settings(a, Level::Full);
+    let (fresh, vctx) = run::verify_context_now(m, inv, copy_ctx, settings).await?;
     let stopper = StopWhen::on(stop);
     let (before, complete) = verify::verify_all(m, &fresh, vctx, Arc::new(|_| {}), stopper).await?;
     if !complete {
         t.take_touched();
         return Ok(Cutover::Refused("interrupted during the verify".into()));
     }
-    let settings = CutoverSettings {
+    let cutover_settings = CutoverSettings {
         fence_time: Duration::from_secs_f64(a.live.fence_secs),
         drain_quiet: DRAIN_QUIET,
         drain_timeout: Duration::from_secs_f64(a.live.drain_timeout),
@@ -86,9 +88,9 @@ pub async fn run(
     let raised = cutover::fence_and_check(
         m,
         t,
-        &settings,
+        &cutover_settings,
         &before.diffs,
-        async || fresh_verify_context(a, m, inv, copy_ctx, Level::Full).await,
+        async || run::verify_context_now(m, inv, copy_ctx, verify_settings(a, Level::Full)).await,
         async |why: &str| {
             eprintln!("cutover: the source refuses CLIENT PAUSE ({why}): stop every writer of the source, then send SIGUSR1 (kill -USR1 {pid})");
             confirm.next(None, stop).await
@@ -115,7 +117,9 @@ pub async fn run(
         "cutover: releasing; watching the source for {}s",
         a.live.watch_secs
     );
-    let mut report = fenced.release_and_watch(m, t, &settings, stop).await?;
+    let mut report = fenced
+        .release_and_watch(m, t, &cutover_settings, stop)
+        .await?;
     report.verify_before = Some(before.total);
     eprintln!("cutover: writes were held {} ms", report.fence_ms);
     if report.stragglers > 0 || report.source_clients_total > 0 {

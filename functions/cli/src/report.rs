@@ -2,15 +2,11 @@
 
 use std::io::Write;
 
-use ferry_engine::copy::Counts;
 use ferry_engine::inventory::Inventory;
-use ferry_engine::keys::functions::FunctionCounts;
 use ferry_engine::live::cutover::CutoverReport;
 use ferry_engine::live::tail::TailReport;
-use ferry_engine::model::migration::Method;
-use ferry_engine::model::plan::Shard;
+use ferry_engine::run::{CopySummary, VerifySummary};
 use ferry_engine::verify::RepairReport;
-use ferry_engine::verify::VerifyReport;
 use ferry_engine::Error;
 use serde::Serialize;
 
@@ -97,44 +93,6 @@ impl std::fmt::Display for Outcome {
             Outcome::Failed => "failed",
         })
     }
-}
-
-/// Copy figures.
-#[derive(Debug, Default, Serialize)]
-pub struct CopySummary {
-    /// dump or struct (the default method after inventory).
-    pub method: Method,
-    /// Key counters.
-    pub counts: Counts,
-    /// Wall time.
-    pub seconds: f64,
-    /// Keys copied per second.
-    pub keys_per_sec: f64,
-    /// Shards planned.
-    pub shards: usize,
-    /// Shards finished; the others' cursors are checkpoints.
-    pub shards_done: usize,
-    /// Function libraries loaded on the target.
-    pub functions: usize,
-    /// Unfinished shards with their cursors, when the run stopped early.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub checkpoints: Vec<Shard>,
-}
-
-/// Verify figures.
-#[derive(Debug, Serialize)]
-pub struct VerifySummary {
-    /// quick or full.
-    pub level: String,
-    /// Wall time.
-    pub seconds: f64,
-    /// Counts and sample.
-    #[serde(flatten)]
-    pub report: VerifyReport,
-    /// Whether every shard of both passes was compared (false: stopped early, counts partial).
-    pub complete: bool,
-    /// The source's function libraries, compared on every target primary.
-    pub functions: FunctionCounts,
 }
 
 /// A failure, by stable kind name.

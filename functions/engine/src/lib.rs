@@ -13,7 +13,9 @@
 //! - [`prepare`]: inventory of both servers, the preflight, and the shard plan;
 //! - [`copy`], then [`verify`] (which may re-copy, in `--repair`): each with its pass;
 //! - [`lease`]: one run at a time writes into a target;
-//! - [`live`]: the tail, its channels and gaps, and the cutover.
+//! - [`live`]: the tail, its channels and gaps, and the cutover;
+//! - [`run`]: one run as both front ends drive it (tail start, copy, drain, verify), with
+//!   progress events.
 
 pub mod copy;
 pub mod endpoint;
@@ -27,6 +29,7 @@ pub mod net;
 pub mod node_addr;
 pub mod prepare;
 pub mod role;
+pub mod run;
 pub mod scan;
 pub mod secret;
 pub mod util;

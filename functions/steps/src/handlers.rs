@@ -23,6 +23,7 @@ use crate::{metrics, plans};
 use ferry_engine::copy;
 use ferry_engine::keys::functions;
 use ferry_engine::prepare;
+use ferry_engine::run;
 use ferry_engine::verify;
 
 /// The engine's migration for an execution input, credentials from Secrets Manager.
@@ -107,10 +108,10 @@ pub async fn copy_plan(ctx: &Ctx, input: &MigrationInput) -> Result<Vec<Shard>, 
     if input.mode != Mode::Compare {
         functions::copy_functions(&m).await?;
     }
-    if m.read_from_replicas && input.mode != Mode::Compare {
-        // The copy reads replicas: each must hold what its primary had now, or the copy would
-        // reflect an older moment (live mode: the tail subscribed before this step).
-        ferry_engine::net::cluster::wait_for_replicas(&m.source, Duration::from_secs(60)).await?;
+    if input.mode != Mode::Compare {
+        // A copy that reads replicas waits until each holds what its primary had now (live
+        // mode: the tail subscribed before this step).
+        run::settle_replicas(&m).await?;
     }
     Ok(prepare::plan_copy_shards(&m, &source))
 }

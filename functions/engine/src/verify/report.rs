@@ -14,6 +14,15 @@ pub enum Level {
     Full,
 }
 
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Level::Quick => "quick",
+            Level::Full => "full",
+        })
+    }
+}
+
 /// How deep a run verifies: a [`Level`], or not at all (the CLI's `--verify`, the execution
 /// input's `options.verify`; `none` makes the state machine skip the verify states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -28,24 +28,8 @@ use crate::error::StepError;
 use crate::handlers;
 use crate::metrics;
 use ferry_engine::prepare;
+use ferry_engine::run;
 use ferry_engine::verify;
-
-/// Drains the tail within the settings' timeout; running out of it is an error naming how
-/// many keys are still dirty.
-async fn drain(
-    tail: &mut Tail,
-    quiet: Duration,
-    s: &TailTaskSettings,
-) -> Result<(), ferry_engine::Error> {
-    if tail.drain(quiet, s.drain_timeout).await? {
-        return Ok(());
-    }
-    Err(ferry_engine::Error::Cancelled(format!(
-        "the tail did not drain within {}s: {} keys still dirty (writers still running?)",
-        s.drain_timeout.as_secs(),
-        tail.dirty.depth()
-    )))
-}
 
 /// How the task ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -233,7 +217,11 @@ impl Follower {
             ControlAction::Barrier => {
                 let replayed = tail.barrier() as u64;
                 let drained = control
-                    .heartbeating(token, s.heartbeat, drain(tail, Duration::ZERO, s))
+                    .heartbeating(
+                        token,
+                        s.heartbeat,
+                        run::drain(tail, Duration::ZERO, s.drain_timeout),
+                    )
                     .await;
                 // The fenced check compares what changed from here on (the verify follows).
                 tail.record_touched(TOUCHED_LIMIT);
@@ -348,7 +336,7 @@ impl Follower {
     }
 }
 
-/// Subscribes and proves delivery (the engine's `Tail::start`), remembering touched keys for
+/// Subscribes and proves delivery (the engine's [`run::start_tail`]), remembering touched keys for
 /// the barrier. A replacement heals first (a compare of source and target marks every
 /// difference dirty) and records touched keys from here for the fenced check. Notifications
 /// are the EnableNotifications step's business: this only checks.
@@ -363,11 +351,11 @@ async fn start(ctx: &Ctx, s: &TailTaskSettings) -> Result<Follower, StepError> {
         ..TailOptions::default()
     };
     let dbs = prepare::source_dbs(&m.scope, &source);
-    let mut tail = Tail::start(&m, copy.clone(), dbs.clone(), options, true).await?;
+    let mut tail = run::start_tail(&m, copy.clone(), dbs.clone(), options, true).await?;
     if s.replaces {
         tail.record_touched(TOUCHED_LIMIT);
         tail.heal("this tail replaces one that stopped: writes made meanwhile were not followed");
-        drain(&mut tail, s.drain_quiet, s).await?;
+        run::drain(&mut tail, s.drain_quiet, s.drain_timeout).await?;
         tracing::info!(report = ?tail.report(), "healed after the replacement");
     }
     Ok(Follower {
