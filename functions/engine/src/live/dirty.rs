@@ -195,14 +195,15 @@ impl DirtySet {
             .map(|t| t.elapsed())
     }
 
-    /// Waits until nothing is dirty or in flight.
+    /// Waits until nothing is dirty or in flight. Every change of the depth notifies
+    /// `changed`, and the future is made before the check, so no change is missed.
     pub async fn drained(&self) {
         loop {
             let notified = self.changed.notified();
             if self.depth() == 0 {
                 return;
             }
-            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+            notified.await;
         }
     }
 }

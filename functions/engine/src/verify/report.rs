@@ -29,11 +29,11 @@ impl std::fmt::Display for Level {
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum VerifyChoice {
-    /// Existence, type and TTL.
-    Quick,
     /// Also every value.
     #[default]
     Full,
+    /// Existence, type and TTL.
+    Quick,
     /// Skip verify.
     #[serde(rename = "none")]
     #[cfg_attr(feature = "clap", value(name = "none"))]

@@ -384,10 +384,15 @@ async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
     let mut copier: Option<Copier> = None;
     let mut backoff = Backoff::for_tail();
     while !shared.stop.is_stopped() {
+        // Made before the take: every mark after it wakes this (`notify_waiters` reaches a
+        // future from its creation on), so an empty set is waited out without polling.
         let notified = shared.dirty.changed.notified();
         let batch = shared.dirty.take(shared.options.batch_keys);
         if batch.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+            tokio::select! {
+                _ = notified => {}
+                _ = shared.stop.stopped() => {}
+            }
             continue;
         }
         if copier
