@@ -384,8 +384,7 @@ async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
     let mut copier: Option<Copier> = None;
     let mut backoff = Backoff::for_tail();
     while !shared.stop.is_stopped() {
-        // Made before the take: every mark after it wakes this (`notify_waiters` reaches a
-        // future from its creation on), so an empty set is waited out without polling.
+        // Made before the take, so no later mark is missed (see `DirtySet::drained`).
         let notified = shared.dirty.changed.notified();
         let batch = shared.dirty.take(shared.options.batch_keys);
         if batch.is_empty() {
@@ -422,14 +421,9 @@ async fn copy_worker(shared: Arc<Shared>) -> Result<()> {
         .await;
         match result {
             Ok(synced) => {
-                shared
-                    .stats
-                    .deleted
-                    .fetch_add(synced.deleted, Ordering::Relaxed);
-                shared
-                    .stats
-                    .copied
-                    .fetch_add(synced.copied, Ordering::Relaxed);
+                let stats = &shared.stats;
+                stats.deleted.fetch_add(synced.deleted, Ordering::Relaxed);
+                stats.copied.fetch_add(synced.copied, Ordering::Relaxed);
                 if let Some(t) = shared.touched.lock().expect("touched").as_mut() {
                     batch.iter().for_each(|((db, key), _)| t.add(*db, key));
                 }
