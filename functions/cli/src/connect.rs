@@ -3,7 +3,7 @@
 
 use ferry_engine::lease::Lease;
 use ferry_engine::model::migration::Migration;
-use ferry_engine::model::scope::{Scope, LEASE_KEY};
+use ferry_engine::model::scope::LEASE_KEY;
 use ferry_engine::{Endpoint, Error, Role, Secret, TlsSettings};
 
 use crate::args::ConnectArgs;
@@ -80,11 +80,7 @@ pub async fn migration(c: &ConnectArgs) -> Result<Migration, Error> {
     #[cfg(feature = "aws")]
     let (source, target) = with_iam(c, source, target).await?;
     ferry_engine::net::set_reply_timeout(std::time::Duration::from_secs_f64(c.reply_timeout));
-    let mut m = Migration::new(source, target);
-    m.scope.db_map = Scope::parse_db_map(&c.db_map)?;
-    m.scope
-        .apply_url_dbs(m.source.db_in_url, m.target.db_in_url)?;
-    Ok(m)
+    Migration::scoped(source, target, &c.db_map)
 }
 
 /// The endpoints logging in with IAM tokens where `--source-iam` / `--target-iam` ask for it,

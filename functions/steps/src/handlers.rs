@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use ferry_engine::copy::CopyContext;
 use ferry_engine::model::migration::{CopyOptions, Method, Migration};
 use ferry_engine::model::plan::Shard;
-use ferry_engine::model::scope::Scope;
 use ferry_engine::prepare::Purpose;
 use ferry_engine::util::cancel::StopWhen;
 use ferry_engine::verify::{DiffSample, Level, StatusCounts, VerifyOptions};
@@ -31,12 +30,9 @@ pub async fn migration(ctx: &Ctx, input: &MigrationInput) -> Result<Migration, S
     input.check()?;
     let (source, target) = endpoints(&ctx.aws, input).await?;
     let o = &input.options;
-    let mut m = Migration::new(source, target);
+    let mut m = Migration::scoped(source, target, &o.db_map)?;
     m.scope.pattern = o.key_pattern.clone();
     m.scope.key_type = o.key_type.clone();
-    m.scope.db_map = Scope::parse_db_map(&o.db_map)?;
-    m.scope
-        .apply_url_dbs(m.source.db_in_url, m.target.db_in_url)?;
     m.copy = CopyOptions {
         method: o.copy_type,
         max_source_ops: o.max_ops_per_sec,

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::Endpoint;
+use crate::error::Result;
 use crate::model::scope::Scope;
 
 /// How keys are copied (the CLI's `--type`, the execution input's `copy_type`).
@@ -108,5 +109,15 @@ impl Migration {
             tail_workers: 0,
             holds_lease: false,
         }
+    }
+
+    /// A migration between two endpoints over the databases their URLs and `db_map`
+    /// (`SRC=DST[:PREFIX]` entries, as `--db-map` and the execution input give them) name.
+    pub fn scoped(source: Endpoint, target: Endpoint, db_map: &[String]) -> Result<Migration> {
+        let mut m = Migration::new(source, target);
+        m.scope.db_map = Scope::parse_db_map(db_map)?;
+        m.scope
+            .apply_url_dbs(m.source.db_in_url, m.target.db_in_url)?;
+        Ok(m)
     }
 }
