@@ -370,10 +370,14 @@ async fn operator(rig: &Rig, execution: &str, release: bool) -> Progress {
         false => ferry_steps::cutover::cutover(&rig.aws, execution, false, wait).await,
         true => ferry_steps::cutover::release(&rig.aws, execution, wait).await,
     };
-    match progress.unwrap() {
-        Some(p) => p,
-        None => panic!(
+    match progress {
+        Ok(Some(p)) => p,
+        Ok(None) => panic!(
             "the tail did not answer within the wait; the execution so far:\n{}",
+            rig.history(execution).await
+        ),
+        Err(e) => panic!(
+            "{e}; the execution so far:\n{}",
             rig.history(execution).await
         ),
     }

@@ -41,10 +41,15 @@ pub async fn cutover(
     wait: Duration,
 ) -> Result<Option<Progress>, StepError> {
     let mut events = history(aws, execution).await?;
-    // Run the moment the notice arrives, the wait may be a few state transitions away.
-    for _ in 0..5 {
-        let on_the_way = last_state(&events)
-            .is_some_and(|s| matches!(s, "Tell the operator" | "Cutover refused"));
+    // Run the moment the verify ends or the notice arrives, the wait may be a few state
+    // transitions away: those pass without anyone's answer, so they are waited for.
+    for _ in 0..10 {
+        let on_the_way = last_state(&events).is_some_and(|s| {
+            matches!(
+                s,
+                "Verify shards" | "Awaiting cutover?" | "Tell the operator" | "Cutover refused"
+            )
+        });
         if !on_the_way {
             break;
         }
@@ -52,8 +57,9 @@ pub async fn cutover(
         events = history(aws, execution).await?;
     }
     let token = waiting_token(&events, ControlAction::AwaitCutover).ok_or_else(|| {
+        let now = last_state(&events).unwrap_or("not started");
         StepError::invalid(format!(
-            "{execution} is not waiting for a cutover (see ferry status)"
+            "{execution} is not waiting for a cutover: it is in '{now}' (see ferry status)"
         ))
     })?;
     if let Some(t) = tail_task(aws, &events).await? {
