@@ -6,7 +6,8 @@ use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ferry_engine::live::channel::LiveChannel;
 use ferry_engine::model::migration::Method;
-use ferry_engine::verify::VerifyChoice;
+use ferry_engine::run::VerifySettings;
+use ferry_engine::verify::{Level, VerifyChoice};
 
 /// Move a live Redis keyspace (ElastiCache, Valkey, any Redis) to another Redis without downtime.
 ///
@@ -303,6 +304,19 @@ pub struct ReplicateArgs {
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub live: LiveArgs,
+}
+
+impl ReplicateArgs {
+    /// The verify settings `--ttl-tolerance-ms`, `--big-key-bytes` and `--repair` ask for, at
+    /// `level` (`--verify`'s, or full for a cutover's checks).
+    pub fn verify_settings(&self, level: Level) -> VerifySettings {
+        VerifySettings {
+            level,
+            ttl_tolerance_ms: self.ttl_tolerance_ms,
+            big_key_bytes: self.big_key_bytes,
+            repair: self.repair,
+        }
+    }
 }
 
 /// How the live tail runs.

@@ -18,7 +18,6 @@ use ferry_engine::Error;
 
 use crate::args::ReplicateArgs;
 use crate::live::DRAIN_QUIET;
-use crate::replicate::verify_settings;
 use ferry_engine::verify;
 
 /// How a cutover ended.
@@ -66,7 +65,7 @@ pub async fn run(
 ) -> Result<Cutover, Error> {
     eprintln!("cutover: full verify while the application still writes to the source");
     t.record_touched(TOUCHED_LIMIT);
-    let settings = verify_settings(a, Level::Full);
+    let settings = a.verify_settings(Level::Full);
     let (fresh, vctx) = run::verify_context_now(m, inv, copy_ctx, settings).await?;
     let stopper = StopWhen::on(stop);
     let (before, complete) = verify::verify_all(m, &fresh, vctx, Arc::new(|_| {}), stopper).await?;
@@ -90,7 +89,7 @@ pub async fn run(
         t,
         &cutover_settings,
         &before.diffs,
-        async || run::verify_context_now(m, inv, copy_ctx, verify_settings(a, Level::Full)).await,
+        async || run::verify_context_now(m, inv, copy_ctx, a.verify_settings(Level::Full)).await,
         async |why: &str| {
             eprintln!("cutover: the source refuses CLIENT PAUSE ({why}): stop every writer of the source, then send SIGUSR1 (kill -USR1 {pid})");
             confirm.next(None, stop).await

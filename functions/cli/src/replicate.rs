@@ -10,9 +10,9 @@ use ferry_engine::inventory::Inventory;
 use ferry_engine::live::tail::Tail;
 use ferry_engine::model::migration::{CopyOptions, Migration};
 use ferry_engine::prepare::{self, Purpose};
-use ferry_engine::run::{self, Event, Events, Verdict, VerifySettings};
+use ferry_engine::run::{self, Event, Events, Verdict};
 use ferry_engine::util::cancel::Stop;
-use ferry_engine::verify::{Level, VerifyChoice};
+use ferry_engine::verify::VerifyChoice;
 use ferry_engine::Error;
 
 use crate::args::{Mode, ReplicateArgs};
@@ -156,17 +156,6 @@ fn progress_bars() -> Events {
     })
 }
 
-/// The verify settings `--verify`, `--ttl-tolerance-ms`, `--big-key-bytes` and `--repair` ask
-/// for, at `level`.
-pub fn verify_settings(a: &ReplicateArgs, level: Level) -> VerifySettings {
-    VerifySettings {
-        level,
-        ttl_tolerance_ms: a.ttl_tolerance_ms,
-        big_key_bytes: a.big_key_bytes,
-        repair: a.repair,
-    }
-}
-
 /// The copy (snapshot and live modes), the live follow and drain, then verify and repair.
 async fn copy_and_verify(
     a: &ReplicateArgs,
@@ -205,7 +194,7 @@ async fn copy_and_verify(
     let Some(level) = a.verify.level() else {
         return Ok(EXIT_OK);
     };
-    let settings = verify_settings(a, level);
+    let settings = a.verify_settings(level);
     let verified = run::verify(m, inv, &copy_ctx, settings, &stop, &events).await?;
     report.verify = Some(verified.summary);
     report.repair = verified.repair;
