@@ -15,7 +15,6 @@ use crate::report::{emit, exit_code_of, live_line, ErrorSummary, Outcome, Report
 use crate::signals::{remember_restore, restore_flags, stop_on_signal};
 use crate::{EXIT_BAD_INPUT, EXIT_NOT_DRAINED, EXIT_OK};
 use ferry_engine::prepare;
-use ferry_engine::run;
 use ferry_engine::util::cancel::Stop;
 
 /// How long without an event counts as quiet when a live run or `ferry tail` stops.
@@ -166,7 +165,7 @@ async fn tail_leased(a: &TailArgs, m: &Migration, report: &mut Report) -> Result
     remember_restore(m, &original);
     let outcome = async {
         let dbs = prepare::source_dbs(&m.scope, &inv.source);
-        let mut t = run::start_tail(m, ctx, dbs, tail_options(&a.live), false).await?;
+        let mut t = Tail::start(m, ctx, dbs, tail_options(&a.live), false).await?;
         eprintln!("tail: {}; following", subscribed_line(&t));
         follow(&mut t, &stop, a.live.idle_timeout, None).await?;
         let timeout = std::time::Duration::from_secs_f64(a.live.drain_timeout);

@@ -121,7 +121,7 @@ async fn replicate_leased(
         remember_restore(m, &original_flags);
         let dbs = prepare::source_dbs(&m.scope, &inv.source);
         let options = tail_options(&a.live);
-        match run::start_tail(m, copy_ctx.clone(), dbs, options, true).await {
+        match Tail::start(m, copy_ctx.clone(), dbs, options, true).await {
             Ok(t) => {
                 eprintln!("live: {}", subscribed_line(&t));
                 live = Some(t);

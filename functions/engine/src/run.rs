@@ -1,8 +1,8 @@
-//! One migration run, the way both front ends drive it: the live tail's start (subscribed
-//! before the first shard, design §4.1), the snapshot copy with its figures, the drain, and
-//! the verify with functions and repair and its verdict (design §5). `ferry replicate`
-//! sequences these around signals and the cutover; the Fargate tail task starts and drains
-//! the tail with the same calls. Progress goes out as [`Event`]s: the engine draws no bars.
+//! One migration run, the way both front ends drive it: the snapshot copy with its figures,
+//! the drain, and the verify with functions and repair and its verdict (design §5); the live
+//! tail itself starts with `Tail::start`, before the first shard (design §4.1). `ferry
+//! replicate` sequences these around signals and the cutover; the Fargate tail task drains the
+//! tail with the same call. Progress goes out as [`Event`]s: the engine draws no bars.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,16 +14,13 @@ use crate::copy::{self, CopyContext, Counts};
 use crate::error::{Error, Result};
 use crate::inventory::Inventory;
 use crate::keys::functions::{self, FunctionCounts};
-use crate::live::tail::{Tail, TailOptions};
+use crate::live::tail::Tail;
 use crate::model::migration::{Method, Migration};
 use crate::model::plan::Shard;
 use crate::net::cluster;
 use crate::prepare;
 use crate::util::cancel::{Stop, StopWhen};
 use crate::verify::{self, Level, RepairReport, VerifyContext, VerifyOptions, VerifyReport};
-
-/// How long a replica may take to hold what its primary had when a run starts reading it.
-const REPLICA_CATCH_UP: Duration = Duration::from_secs(60);
 
 /// A long phase of a run, as progress names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,29 +91,11 @@ pub struct VerifySummary {
     pub functions: FunctionCounts,
 }
 
-/// Starts the live tail before the copy (design §4.1): subscribed on every source primary,
-/// delivery proven, touched keys remembered for the barrier when `remember`. When the run reads
-/// from replicas it then waits until they hold every write made before the subscription, or a
-/// key written just before it could be read stale with no event left to correct it.
-pub async fn start_tail(
-    m: &Migration,
-    copy: Arc<CopyContext>,
-    dbs: Vec<u32>,
-    options: TailOptions,
-    remember: bool,
-) -> Result<Tail> {
-    let tail = Tail::start(m, copy, dbs, options, remember).await?;
-    if m.read_from_replicas {
-        cluster::wait_for_replicas(&m.source, REPLICA_CATCH_UP).await?;
-    }
-    Ok(tail)
-}
-
 /// Before a snapshot copy that reads replicas: waits until they hold what their primaries had,
 /// or the copy would take an older moment.
 pub async fn settle_replicas(m: &Migration) -> Result<()> {
     if m.read_from_replicas {
-        cluster::wait_for_replicas(&m.source, REPLICA_CATCH_UP).await?;
+        cluster::wait_for_replicas(&m.source, cluster::REPLICA_CATCH_UP).await?;
     }
     Ok(())
 }

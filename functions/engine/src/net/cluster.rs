@@ -74,6 +74,9 @@ pub async fn primary_endpoints(ep: &Endpoint) -> Result<Vec<Endpoint>> {
         .collect())
 }
 
+/// How long a replica may take to hold what its primary had when a run starts reading it.
+pub const REPLICA_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Waits until every replica that serves reads (see [`Primary::reader`]) has applied what its
 /// primary had written when this was called: reads from it then see every write made before
 /// (live mode's subscription came first, so later writes raise events).

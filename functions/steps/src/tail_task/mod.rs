@@ -336,7 +336,7 @@ impl Follower {
     }
 }
 
-/// Subscribes and proves delivery (the engine's [`run::start_tail`]), remembering touched keys for
+/// Subscribes and proves delivery (the engine's [`Tail::start`]), remembering touched keys for
 /// the barrier. A replacement heals first (a compare of source and target marks every
 /// difference dirty) and records touched keys from here for the fenced check. Notifications
 /// are the EnableNotifications step's business: this only checks.
@@ -351,7 +351,7 @@ async fn start(ctx: &Ctx, s: &TailTaskSettings) -> Result<Follower, StepError> {
         ..TailOptions::default()
     };
     let dbs = prepare::source_dbs(&m.scope, &source);
-    let mut tail = run::start_tail(&m, copy.clone(), dbs.clone(), options, true).await?;
+    let mut tail = Tail::start(&m, copy.clone(), dbs.clone(), options, true).await?;
     if s.replaces {
         tail.record_touched(TOUCHED_LIMIT);
         tail.heal("this tail replaces one that stopped: writes made meanwhile were not followed");

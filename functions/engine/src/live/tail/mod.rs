@@ -172,8 +172,8 @@ struct Shared {
 
 impl Tail {
     /// Subscribes on every source node (standalone: the source), proves delivery with the canary,
-    /// and starts the copy workers and the gap watcher. With `remember`, keys touched from now on
-    /// are remembered until [`Tail::barrier`] (a snapshot is about to run).
+    /// starts the copy workers and the gap watcher, and waits for replicas a run reads to catch
+    /// up. With `remember`, keys touched from now on are kept until [`Tail::barrier`].
     pub async fn start(
         m: &Migration,
         copy: Arc<CopyContext>,
@@ -231,6 +231,10 @@ impl Tail {
             gap_tx.clone(),
         ));
         tasks.spawn(healer(shared.clone(), gap_rx, gap_tx.clone()));
+        if m.read_from_replicas {
+            // Else a key written just before subscribing may be read stale, and no event follows.
+            cluster::wait_for_replicas(&m.source, cluster::REPLICA_CATCH_UP).await?;
+        }
         Ok(Tail {
             gaps: gap_tx,
             touched: shared.touched.clone(),
