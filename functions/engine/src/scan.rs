@@ -343,7 +343,7 @@ async fn scan_shard(
         }
         let reply = conn.call(&args).await?;
         let (next, keys) = parse_scan_reply(reply).ok_or_else(|| Error::Protocol {
-            addr: conn.addr().to_string(),
+            addr: conn.addr(),
             message: "SCAN reply is not [cursor, keys]".into(),
         })?;
         (config.on_scanned)(keys.len() as u64);

@@ -108,7 +108,7 @@ impl Copier {
                     let version_fits = restore_accepts(self.ctx.target_rdb, self.ctx.source_rdb);
                     if msg.contains("checksum") && version_fits {
                         first_error.get_or_insert_with(|| Error::Server {
-                            addr: self.target.addr().to_string(),
+                            addr: self.target.addr(),
                             command: "RESTORE".into(),
                             message: format!(
                                 "the DUMP payload of '{}' failed the target's checksum check: it was corrupted between the source and the target (or by the source); nothing else was written for it",

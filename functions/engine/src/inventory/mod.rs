@@ -99,7 +99,7 @@ impl ServerInfo {
         let listed = dbs.get(&selected).map_or(0, |d: &DbStats| d.keys);
         if dbsize > 0 && listed == 0 {
             return Err(Error::Protocol {
-                addr: conn.addr().to_string(),
+                addr: conn.addr(),
                 message: format!(
                     "INFO keyspace lists no keys in db {selected} but DBSIZE counts {dbsize}: ferry cannot plan from this server's INFO"
                 ),
@@ -115,7 +115,7 @@ impl ServerInfo {
             .and_then(|d| d.parse().ok());
         let dbs_copy = dbs.clone();
         Ok(ServerInfo {
-            addr: conn.addr().to_string(),
+            addr: conn.addr(),
             rdb_version: rdb_version_of(product, &version),
             product,
             version,

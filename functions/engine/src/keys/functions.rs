@@ -37,7 +37,7 @@ pub async fn libraries(conn: &mut Conn) -> Result<Option<Libraries>> {
         Ok(reply) => reply,
         Err(Error::Server { message, .. } | Error::AuthFailed { reason: message, .. }) => {
             return Err(Error::AuthFailed {
-                addr: conn.addr().to_string(),
+                addr: conn.addr(),
                 reason: format!(
                     "{count} function libraries are on the server but FUNCTION LIST was refused ({message}): the user needs +function|list"
                 ),

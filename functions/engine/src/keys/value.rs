@@ -366,7 +366,7 @@ impl ChunkReader {
             }
             (_, other) => {
                 return Err(Error::Protocol {
-                    addr: conn.addr().to_string(),
+                    addr: conn.addr(),
                     message: format!(
                         "unexpected reply while reading a {}: {other:?}",
                         self.kind.name()

@@ -265,7 +265,7 @@ fn confirmed(conn: &Conn, reply: Reply, kind: &[u8]) -> Result<()> {
 
 fn protocol(conn: &Conn, message: String) -> Error {
     Error::Protocol {
-        addr: conn.addr().to_string(),
+        addr: conn.addr(),
         message,
     }
 }

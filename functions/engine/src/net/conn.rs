@@ -297,7 +297,7 @@ impl Conn {
             }
         }
         Err(Error::ConnectionLost {
-            addr: self.addr().to_string(),
+            addr: self.addr(),
             reason: format!(
                 "still redirected after {MAX_REDIRECTS} hops ({}): the cluster's slots are moving",
                 chain.join(" -> ")
@@ -308,10 +308,11 @@ impl Conn {
     /// Routes `slot` to the primary at `addr` from now on, connecting to it if it is new.
     async fn reroute(&mut self, slot: u16, addr: &str) -> Result<()> {
         let routes = self.routes.as_deref_mut().expect("a cluster");
-        let wire = match self.wires.iter().position(|w| w.node.to_string() == addr) {
+        let endpoint = routes.node(addr)?;
+        let wire = match self.wires.iter().position(|w| w.node == endpoint.node) {
             Some(i) => i,
             None => {
-                let mut wire = Wire::connect(&routes.node(addr)?).await?;
+                let mut wire = Wire::connect(&endpoint).await?;
                 wire.retain = true;
                 self.wires.push(wire);
                 self.wires.len() - 1
